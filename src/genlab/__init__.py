@@ -1,0 +1,1 @@
+"""genlab: is this deep network overfitted, and why does it generalize anyway?"""

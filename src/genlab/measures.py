@@ -1,0 +1,599 @@
+"""Generalization and complexity measures of a trained classifier, and how well they rank models.
+
+Works on any ``torch.nn.Module`` classifier and a training set ``(x_train, y_train)``. The
+measures follow Jiang et al. 2019, "Fantastic Generalization Measures and Where to Find Them"
+(ICLR 2020, arXiv:1912.02178), which compared them by Kendall's tau with the generalization gap
+over thousands of trained networks; the norm- and margin-based ones come from Neyshabur et al.
+2015 ("Norm-based capacity control", path norm) and 2017 ("Exploring generalization in deep
+learning"; "A PAC-Bayesian approach to spectrally-normalized margin bounds"), Bartlett et al.
+2017, and the sharpness ones from Keskar et al. 2017 and the PAC-Bayes view of Dziugaite & Roy
+2017 / Neyshabur et al. 2017.
+
+Conventions used by every function here:
+
+* "weight layers" are the ``nn.Linear`` and ``nn.Conv*`` modules of the network; the weight of a
+  convolution (out_channels, in_channels/groups, *kernel) is reshaped to the matrix
+  (out_channels, in_channels/groups * prod(kernel)). The spectral norm of that reshaped kernel is
+  what Jiang et al. use; it is NOT the operator norm of the convolution as a linear map of the
+  whole feature map (which is larger, up to a factor sqrt(number of kernel positions)).
+* "parameters" are the trainable parameters (``requires_grad``), weights and biases of every
+  module, including normalization layers.
+* Nothing is ever done to the caller's model: every function works on a deep copy, in
+  ``eval()`` mode (dropout off, batch-norm running statistics used and not updated) and under
+  ``torch.no_grad``. All randomness comes from the ``seed`` argument; the global RNG is not used.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+
+from genlab.errors import UserError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A loss of (outputs, targets) returning the mean over the examples as a 0-d tensor."""
+
+MARGIN_PERCENTILE = 10.0
+"""Jiang et al. take the 10th percentile of the training margins, a robust stand-in for the min."""
+
+_BRACKET_FACTOR = 4.0
+_MAX_BRACKET_STEPS = 15
+
+
+# --------------------------------------------------------------------------------------------
+# Public building blocks
+# --------------------------------------------------------------------------------------------
+
+
+def zero_one_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of examples whose arg-max output differs from the integer label."""
+    return (outputs.argmax(dim=1) != targets).to(torch.float64).mean()
+
+
+def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The weight of every ``nn.Linear`` / ``nn.Conv*`` layer as a matrix, in module order.
+
+    A convolution kernel (out, in/groups, *k) becomes the (out, in/groups * prod(k)) matrix used by
+    Jiang et al. for the spectral and Frobenius norms of convolutional layers.
+    """
+    matrices = []
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            weight = module.weight.detach()
+            matrices.append(weight.reshape(weight.shape[0], -1))
+    return matrices
+
+
+def spectral_product(model: nn.Module) -> float:
+    """prod_i ||W_i||_2 over the weight layers (largest singular value of each matrix).
+
+    The norm-product term of the spectral bounds of Bartlett et al. 2017 and Neyshabur et al.
+    2017 (Jiang et al. 2019, "spec.orig" is its square). NaN when the model has no weight layer.
+    """
+    matrices = weight_matrices(model)
+    if not matrices:
+        return math.nan
+    return math.prod(float(torch.linalg.matrix_norm(w.double(), ord=2)) for w in matrices)
+
+
+def frobenius_product(model: nn.Module) -> float:
+    """prod_i ||W_i||_F over the weight layers (Neyshabur et al. 2015; Jiang et al. "prod.of.fro"
+    is its square). NaN when the model has no weight layer."""
+    matrices = weight_matrices(model)
+    if not matrices:
+        return math.nan
+    return math.prod(float(torch.linalg.matrix_norm(w.double(), ord="fro")) for w in matrices)
+
+
+def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cpu") -> float:
+    """Squared l2 path norm: sum over all paths p of prod_{edges e in p} w_e^2.
+
+    Neyshabur, Tomioka & Srebro 2015 define the l2 path norm phi_2(theta) as the square root of
+    the sum, over every path from an input unit to an output unit, of the product of the squared
+    weights on the path. This function returns phi_2(theta)^2 (no square root), which is the
+    "path.norm" of Jiang et al. 2019 (their eq. for mu_path-norm = sum_i f_{w^2}(1)[i]); it scales
+    like the other squared norm products, so ``path_norm / margin^2`` is scale invariant.
+
+    Biases count as weights on edges leaving a constant unit of value 1, so paths that start at a
+    bias unit are included: for f(x) = Wx + b the value is sum_ij W_ij^2 + sum_k b_k^2.
+
+    Computed exactly by one forward pass: every parameter is squared (in float64) and the squared
+    network is run on an all-ones input; the sum of its outputs is the path sum. This is exact for
+    networks built from Linear / Conv layers (any padding, stride, groups) and activations that
+    are the identity on nonnegative inputs (ReLU, LeakyReLU), since all pre-activations of the
+    squared network are nonnegative. For other layers (pooling, normalization, saturating
+    activations) the value is the squared network's output on ones, as in Jiang et al., not an
+    exact path sum.
+    """
+    squared = _eval_copy(model, device).to(torch.float64)
+    with torch.no_grad():
+        for parameter in squared.parameters():
+            parameter.pow_(2)
+        ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+        return float(squared(ones).sum())
+
+
+def output_margins(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example output margin f_y(x) - max_{j != y} f_j(x) (negative when misclassified)."""
+    true_scores = outputs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    others = outputs.scatter(1, targets.unsqueeze(1), float("-inf"))
+    return true_scores - others.max(dim=1).values
+
+
+def margin(outputs: torch.Tensor, targets: torch.Tensor, percentile: float = MARGIN_PERCENTILE) -> float:
+    """The ``percentile``-th percentile (default 10, as Jiang et al.) of the output margins.
+
+    Linear interpolation between order statistics (``torch.quantile``'s default).
+    """
+    margins = output_margins(outputs, targets).to(torch.float64)
+    return float(torch.quantile(margins, percentile / 100.0))
+
+
+def sharpness_sigma(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    target_increase: float,
+    magnitude_aware: bool = False,
+    magnitude_eps: float = 1e-3,
+    draws: int = 4,
+    steps: int = 6,
+    sigma_init: float = 0.1,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 1024,
+) -> float:
+    """Largest noise scale sigma whose mean loss increase stays within ``target_increase``.
+
+    The perturbation-robustness search behind the PAC-Bayes flatness measures of Jiang et al. 2019
+    (sec. on sharpness/PAC-Bayes; cf. Keskar et al. 2017, Neyshabur et al. 2017). Every trainable
+    parameter theta_i is replaced by theta_i + u_i with
+
+    * isotropic noise:        u_i = sigma * z_i,
+    * magnitude-aware noise:  u_i = sigma * (|theta_i| + eps) * z_i,   z_i ~ N(0, 1) i.i.d.
+
+    (Jiang et al.'s magnitude-aware variant uses variance sigma^2 theta_i^2 + eps^2; here the std is
+    proportional to |theta_i| + eps so that sigma is a pure scale, with eps = ``magnitude_eps``).
+
+    Returns the largest sigma with  mean_{j=1..draws} L(theta + u_j(sigma)) - L(theta) <= target,
+    L = ``loss_fn`` on (x, y). The draws use common random numbers: draw j always uses the same
+    z_j (seeded from ``seed``), only scaled by sigma, so the Monte-Carlo estimate is a smooth,
+    deterministic function of sigma and the bisection is well defined. Search: from
+    ``sigma_init`` multiply or divide by 4 until the target is bracketed, then ``steps`` bisections
+    in log sigma; the result is the geometric midpoint of the final bracket, so its relative
+    precision is 4 ** (2 ** -(steps + 1)) (about 1% for steps = 6). Cost: about
+    (steps + 3) * draws forward passes over x. A NaN loss counts as exceeding the target.
+    """
+    if not target_increase > 0:
+        raise UserError(f"target_increase: must be > 0, got {target_increase}")
+    if draws < 1:
+        raise UserError(f"draws: must be >= 1, got {draws}")
+    if steps < 0:
+        raise UserError(f"steps: must be >= 0, got {steps}")
+    if not sigma_init > 0:
+        raise UserError(f"sigma_init: must be > 0, got {sigma_init}")
+    work = _eval_copy(model, device)
+    x, y = x.to(device), y.to(device)
+    parameters = [p for p in work.parameters() if p.requires_grad]
+    centers = [p.detach().clone() for p in parameters]
+    scales = [c.abs() + magnitude_eps if magnitude_aware else None for c in centers]
+    draw_seeds = _draw_seeds(seed, draws)
+    base_loss = float(loss_fn(_predict(work, x, batch_size), y))
+
+    def mean_increase(sigma: float) -> float:
+        total = 0.0
+        for draw_seed in draw_seeds:
+            _set_perturbed(parameters, centers, scales, sigma, draw_seed, device)
+            total += float(loss_fn(_predict(work, x, batch_size), y))
+        return total / draws - base_loss
+
+    return _largest_sigma_within(mean_increase, target_increase, sigma_init, steps)
+
+
+# --------------------------------------------------------------------------------------------
+# compute_measures
+# --------------------------------------------------------------------------------------------
+
+
+def compute_measures(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    init_model: nn.Module | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    sharpness: bool = True,
+    sharpness_criterion: Literal["error", "loss"] = "error",
+    sharpness_target: float = 0.1,
+    sharpness_points: int | None = 1000,
+    sharpness_draws: int = 4,
+    sharpness_steps: int = 6,
+    magnitude_eps: float = 1e-3,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Complexity / generalization measures of a trained classifier on its training set.
+
+    ``data = (x_train, y_train)`` with integer class labels; the model maps x to logits (n, C).
+    ``init_model`` is the same architecture at initialization (for ``dist_from_init``).
+    W_i are the weight-layer matrices (see module docstring), theta all trainable parameters,
+    gamma the margin. Keys of the result (NaN where a measure is undefined):
+
+    * ``train_loss``: mean cross-entropy on the training set; ``train_acc``: its accuracy.
+    * ``params``: number of trainable parameters (Jiang et al. "params").
+    * ``l2_norm``: ||theta||_2 over all trainable parameters, weights and biases.
+    * ``dist_from_init``: ||theta - theta_0||_2 (Nagarajan & Kolter 2019; Jiang et al.
+      "dist.l2"); NaN without ``init_model``.
+    * ``spectral_product``: prod_i ||W_i||_2 (Bartlett et al. 2017; convolutions use the
+      reshaped kernel matrix, not the convolution operator norm).
+    * ``frobenius_product``: prod_i ||W_i||_F (Neyshabur et al. 2015).
+    * ``path_norm``: sum over input->output paths (bias units included) of prod w_e^2, i.e. the
+      squared l2 path norm of Neyshabur et al. 2015 = Jiang et al. "path.norm"; see ``path_norm``.
+    * ``margin``: gamma = 10th percentile over training points of f_y(x) - max_{j!=y} f_j(x)
+      (Jiang et al. sec. 7). Margin-normalized measures are NaN when gamma <= 0 (fewer than ~90%
+      of training points correctly classified).
+    * ``spectral_over_margin``: prod_i ||W_i||_2^2 / gamma^2 (Jiang et al. "spec.orig/margin"
+      without log/constant factors; the SQUARED product, so it is invariant to rescaling the
+      weights of a ReLU net, whose logits and gamma scale with the product of the layer scales).
+    * ``sum_of_spectral_over_margin``: d * (prod_i ||W_i||_2^2 / gamma^2)^(1/d), d = number of
+      weight layers (Jiang et al. "sum.of.spec/margin").
+    * ``frobenius_over_margin``: prod_i ||W_i||_F^2 / gamma^2 (Jiang et al. "prod.of.fro/margin").
+    * ``sum_of_frobenius_over_margin``: d * (prod_i ||W_i||_F^2 / gamma^2)^(1/d).
+    * ``path_norm_over_margin``: path_norm / gamma^2 (Jiang et al. "path.norm/margin").
+    * ``pacbayes_sharpness``: 1 / sigma^2, sigma the largest isotropic Gaussian noise std on all
+      parameters whose mean training-criterion increase is <= ``sharpness_target``
+      (Jiang et al. "pacbayes.flatness"; search in ``sharpness_sigma``).
+    * ``magnitude_aware_sharpness``: 1 / sigma'^2, the same with noise std
+      sigma' * (|theta_i| + ``magnitude_eps``) (Jiang et al. "pacbayes.mag.flatness").
+    * ``sharpness_sigma``, ``magnitude_aware_sigma``: the two sigmas themselves.
+
+    Sharpness criterion: ``"error"`` (default, as Jiang et al.: training 0-1 error may rise by
+    ``sharpness_target`` = 0.1) or ``"loss"`` (cross-entropy may rise by ``sharpness_target``).
+    For speed the sharpness search runs on a fixed random subsample of ``sharpness_points``
+    training points (seeded by ``seed``; ``None`` = all points) with ``sharpness_draws`` noise
+    draws and ``sharpness_steps`` bisection steps; all other measures use the full training set.
+    ``sharpness=False`` skips the search (the four sharpness keys are then NaN).
+    """
+    x, y = _check_data(data)
+    work = _eval_copy(model, device)
+    x, y = x.to(device), y.to(device)
+    outputs = _predict(work, x, batch_size)
+    _check_outputs(outputs, y)
+
+    measures: dict[str, float] = {
+        "train_loss": float(F.cross_entropy(outputs.double(), y)),
+        "train_acc": 1.0 - float(zero_one_error(outputs, y)),
+    }
+    measures.update(_norm_measures(work, init_model))
+    measures["path_norm"] = (
+        path_norm(work, x.shape[1:], device=device) if x.is_floating_point() else math.nan
+    )
+    measures["margin"] = margin(outputs, y)
+    measures.update(_margin_normalized(measures, depth=len(weight_matrices(work))))
+    measures.update(
+        _sharpness_measures(
+            work, x, y,
+            enabled=sharpness, criterion=sharpness_criterion, target=sharpness_target,
+            points=sharpness_points, draws=sharpness_draws, steps=sharpness_steps,
+            magnitude_eps=magnitude_eps, seed=seed, device=device, batch_size=batch_size,
+        )
+    )
+    return measures
+
+
+def _norm_measures(work: nn.Module, init_model: nn.Module | None) -> dict[str, float]:
+    named = [(name, p.detach()) for name, p in work.named_parameters() if p.requires_grad]
+    return {
+        "params": float(sum(p.numel() for _, p in named)),
+        "l2_norm": math.sqrt(sum(float(p.double().pow(2).sum()) for _, p in named)),
+        "dist_from_init": _distance_from_init(named, init_model),
+        "spectral_product": spectral_product(work),
+        "frobenius_product": frobenius_product(work),
+    }
+
+
+def _distance_from_init(
+    named: list[tuple[str, torch.Tensor]], init_model: nn.Module | None
+) -> float:
+    """||theta - theta_0||_2, matching parameters by name and checking their shapes."""
+    if init_model is None:
+        return math.nan
+    initial = dict(init_model.named_parameters())
+    total = 0.0
+    for name, value in named:
+        if name not in initial:
+            raise UserError(f"init_model: has no parameter '{name}'; it must be the same architecture as model")
+        start = initial[name].detach()
+        if start.shape != value.shape:
+            raise UserError(
+                f"init_model: parameter '{name}' has shape {tuple(start.shape)}, "
+                f"model has {tuple(value.shape)}"
+            )
+        total += float((value.double() - start.to(value.device).double()).pow(2).sum())
+    return math.sqrt(total)
+
+
+def _margin_normalized(measures: dict[str, float], depth: int) -> dict[str, float]:
+    gamma_sq = measures["margin"] ** 2 if measures["margin"] > 0 else math.nan
+    spectral = measures["spectral_product"] ** 2 / gamma_sq
+    frobenius = measures["frobenius_product"] ** 2 / gamma_sq
+    return {
+        "spectral_over_margin": spectral,
+        "sum_of_spectral_over_margin": _sum_form(spectral, depth),
+        "frobenius_over_margin": frobenius,
+        "sum_of_frobenius_over_margin": _sum_form(frobenius, depth),
+        "path_norm_over_margin": measures["path_norm"] / gamma_sq,
+    }
+
+
+def _sum_form(product_over_margin: float, depth: int) -> float:
+    """d * P^(1/d): the arithmetic-mean form of a d-factor product (AM-GM), Jiang et al."""
+    if depth == 0 or math.isnan(product_over_margin):
+        return math.nan
+    return depth * product_over_margin ** (1.0 / depth)
+
+
+def _sharpness_measures(
+    work: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    enabled: bool,
+    criterion: str,
+    target: float,
+    points: int | None,
+    draws: int,
+    steps: int,
+    magnitude_eps: float,
+    seed: int,
+    device: str,
+    batch_size: int,
+) -> dict[str, float]:
+    if not enabled:
+        keys = ["pacbayes_sharpness", "magnitude_aware_sharpness", "sharpness_sigma", "magnitude_aware_sigma"]
+        return dict.fromkeys(keys, math.nan)
+    loss_fn = _criterion(criterion)
+    x_sub, y_sub = _subsample(x, y, points, seed)
+    common = dict(
+        target_increase=target, magnitude_eps=magnitude_eps, draws=draws, steps=steps,
+        seed=seed, device=device, batch_size=batch_size,
+    )
+    sigma = sharpness_sigma(work, x_sub, y_sub, loss_fn, magnitude_aware=False, sigma_init=0.05, **common)
+    sigma_mag = sharpness_sigma(work, x_sub, y_sub, loss_fn, magnitude_aware=True, sigma_init=0.5, **common)
+    return {
+        "pacbayes_sharpness": 1.0 / sigma**2,
+        "magnitude_aware_sharpness": 1.0 / sigma_mag**2,
+        "sharpness_sigma": sigma,
+        "magnitude_aware_sigma": sigma_mag,
+    }
+
+
+def _criterion(name: str) -> LossFn:
+    if name == "error":
+        return zero_one_error
+    if name == "loss":
+        return lambda outputs, targets: F.cross_entropy(outputs.double(), targets)
+    raise UserError(f"sharpness_criterion: must be 'error' or 'loss', got {name!r}")
+
+
+def _subsample(
+    x: torch.Tensor, y: torch.Tensor, points: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if points is None or points >= len(x):
+        return x, y
+    if points < 1:
+        raise UserError(f"sharpness_points: must be >= 1 or None, got {points}")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(x), size=points, replace=False))
+    index = torch.as_tensor(chosen, device=x.device)
+    return x[index], y[index]
+
+
+# --------------------------------------------------------------------------------------------
+# rank_measures
+# --------------------------------------------------------------------------------------------
+
+
+def rank_measures(
+    table: pd.DataFrame,
+    gap_column: str = "gen_gap",
+    *,
+    measures: Sequence[str] | None = None,
+    hyperparameters: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Kendall's tau of each measure with the generalization gap, sorted by |tau| descending.
+
+    One row per model in ``table``. ``measures`` defaults to every numeric column other than
+    ``gap_column`` and ``hyperparameters``. Returns columns ``measure, tau, p_value, n`` where tau
+    is scipy's Kendall tau-b over the rows where both values are finite (n of them) and p_value
+    its two-sided p-value; NaN when n < 2 or either column is constant there.
+
+    With ``hyperparameters`` (columns of the table that were varied on a grid), also Jiang et al.
+    2019's granulated Kendall coefficient (their eq. 4): for each hyperparameter h, ``tau_<h>``
+    is the mean, over all settings of the other hyperparameters, of the tau computed among the
+    models that differ only in h; ``granulated_tau`` is the mean of the ``tau_<h>``. It asks
+    whether a measure tracks the gap when one thing changes at a time.
+    """
+    hyperparameters = list(hyperparameters or [])
+    _check_table(table, gap_column, hyperparameters)
+    columns = _measure_columns(table, gap_column, measures, hyperparameters)
+    rows = []
+    for column in columns:
+        tau, p_value, n = _kendall(table[column], table[gap_column])
+        row: dict[str, object] = {"measure": column, "tau": tau, "p_value": p_value, "n": n}
+        if hyperparameters:
+            row.update(_granulated(table, column, gap_column, hyperparameters))
+        rows.append(row)
+    result = pd.DataFrame(rows, columns=None if rows else ["measure", "tau", "p_value", "n"])
+    order = result["tau"].abs().sort_values(ascending=False, na_position="last", kind="stable").index
+    return result.loc[order].reset_index(drop=True)
+
+
+def _check_table(table: pd.DataFrame, gap_column: str, hyperparameters: list[str]) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise UserError(f"table: expected a pandas DataFrame, got {type(table).__name__}")
+    if gap_column not in table.columns:
+        raise UserError(f"gap_column: column {gap_column!r} is not in the table (columns: {list(table.columns)})")
+    if not pd.api.types.is_numeric_dtype(table[gap_column]):
+        raise UserError(f"gap_column: column {gap_column!r} is not numeric")
+    if len(table) < 2:
+        raise UserError(f"table: needs at least 2 rows (models) to rank measures, got {len(table)}")
+    for name in hyperparameters:
+        if name not in table.columns:
+            raise UserError(f"hyperparameters: column {name!r} is not in the table")
+
+
+def _measure_columns(
+    table: pd.DataFrame, gap_column: str, measures: Sequence[str] | None, hyperparameters: list[str]
+) -> list[str]:
+    if measures is None:
+        excluded = {gap_column, *hyperparameters}
+        return [
+            c for c in table.columns
+            if c not in excluded and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+        ]
+    for name in measures:
+        if name not in table.columns:
+            raise UserError(f"measures: column {name!r} is not in the table")
+        if not pd.api.types.is_numeric_dtype(table[name]):
+            raise UserError(f"measures: column {name!r} is not numeric")
+    return list(measures)
+
+
+def _kendall(values: pd.Series, gaps: pd.Series) -> tuple[float, float, int]:
+    a = values.to_numpy(dtype=np.float64)
+    b = gaps.to_numpy(dtype=np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
+    n = int(finite.sum())
+    if n < 2 or np.unique(a).size < 2 or np.unique(b).size < 2:
+        return math.nan, math.nan, n
+    result = stats.kendalltau(a, b)
+    return float(result.statistic), float(result.pvalue), n
+
+
+def _granulated(
+    table: pd.DataFrame, column: str, gap_column: str, hyperparameters: list[str]
+) -> dict[str, float]:
+    per_axis = {}
+    for varied in hyperparameters:
+        fixed = [h for h in hyperparameters if h != varied]
+        groups = [table] if not fixed else [g for _, g in table.groupby(fixed, dropna=False)]
+        taus = [_kendall(g[column], g[gap_column])[0] for g in groups]
+        taus = [t for t in taus if not math.isnan(t)]
+        per_axis[f"tau_{varied}"] = float(np.mean(taus)) if taus else math.nan
+    values = [t for t in per_axis.values() if not math.isnan(t)]
+    per_axis["granulated_tau"] = float(np.mean(values)) if values else math.nan
+    return per_axis
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _eval_copy(model: nn.Module, device: str) -> nn.Module:
+    """A deep copy on ``device`` in eval mode; the caller's model is never touched."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    work = copy.deepcopy(model).to(device)
+    work.eval()
+    return work
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _check_data(data: object) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise UserError(f"data: expected a tuple (x_train, y_train) of tensors, got {type(data).__name__}")
+    x, y = data
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        raise UserError("data: x_train and y_train must both be torch tensors")
+    if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise UserError(f"data: y_train must be a 1-D tensor of integer class labels, got dtype {y.dtype} shape {tuple(y.shape)}")
+    if len(x) != len(y) or len(y) == 0:
+        raise UserError(f"data: x_train has {len(x)} rows and y_train {len(y)}; need the same number, > 0")
+    if int(y.min()) < 0:
+        raise UserError(f"data: y_train has a negative label {int(y.min())}")
+    return x, y
+
+
+def _check_outputs(outputs: object, y: torch.Tensor) -> None:
+    if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2 or outputs.shape[1] < 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+        raise UserError(f"model: must return logits of shape (n, classes >= 2), got {shape}")
+    if int(y.max()) >= outputs.shape[1]:
+        raise UserError(f"data: y_train has label {int(y.max())} but the model outputs {outputs.shape[1]} classes")
+
+
+def _draw_seeds(seed: int, draws: int) -> list[int]:
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(draws)]
+
+
+def _set_perturbed(
+    parameters: list[nn.Parameter],
+    centers: list[torch.Tensor],
+    scales: list[torch.Tensor | None],
+    sigma: float,
+    draw_seed: int,
+    device: str,
+) -> None:
+    """theta <- theta_0 + sigma * scale * z, with z drawn from a generator seeded by draw_seed."""
+    generator = torch.Generator(device=device).manual_seed(draw_seed)
+    with torch.no_grad():
+        for parameter, center, scale in zip(parameters, centers, scales):
+            noise = torch.randn(center.shape, generator=generator, dtype=center.dtype, device=device)
+            noise.mul_(sigma if scale is None else sigma * scale)
+            parameter.copy_(center + noise)
+
+
+def _largest_sigma_within(
+    increase: Callable[[float], float], target: float, sigma_init: float, steps: int
+) -> float:
+    """Bracket by factors of 4 from sigma_init, then bisect in log sigma for ``steps`` steps."""
+
+    def within(sigma: float) -> bool:
+        return increase(sigma) <= target  # False for NaN
+
+    if within(sigma_init):
+        low, high = sigma_init, None
+        for _ in range(_MAX_BRACKET_STEPS):
+            candidate = low * _BRACKET_FACTOR
+            if not within(candidate):
+                high = candidate
+                break
+            low = candidate
+        if high is None:
+            warnings.warn(f"sharpness: loss stays within target up to sigma={low:.3g}; reporting that", stacklevel=3)
+            return low
+    else:
+        low, high = None, sigma_init
+        for _ in range(_MAX_BRACKET_STEPS):
+            candidate = high / _BRACKET_FACTOR
+            if within(candidate):
+                low = candidate
+                break
+            high = candidate
+        if low is None:
+            warnings.warn(f"sharpness: target exceeded even at sigma={high:.3g}; reporting that", stacklevel=3)
+            return high
+    for _ in range(steps):
+        middle = math.sqrt(low * high)
+        if within(middle):
+            low = middle
+        else:
+            high = middle
+    return math.sqrt(low * high)

@@ -1,0 +1,251 @@
+"""Run folders: one folder per run, atomic writes, a lock, and resume.
+
+Layout of ``RUN_DIR``::
+
+    manifest.json       spec, study, status (running/complete/failed/interrupted), versions,
+                        seeds, git revision, host, timings, finished units
+    results.csv         tidy results: one row per model x measurement (all finished units)
+    curves.csv          per-epoch learning curves (all finished units)
+    figures/            PNG (and SVG) figures, made from the CSV files only
+    units/<id>/         a unit's rows once finished (``done.json``) and its resume snapshot
+
+A unit is finished exactly when ``units/<id>/done.json`` exists; it is written atomically
+(temp file + ``os.replace``), so a run killed at any point resumes without losing or redoing
+finished units. A second process on the same folder is refused by an ``flock`` on
+``RUN_DIR/.lock``, which the kernel releases when a process dies.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from genlab.errors import UserError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("genlab", "torch", "numpy", "pandas", "pydantic", "matplotlib", "mnist1d", "mlxtend", "scikit-learn"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {"host": socket.gethostname(), "platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _spec_diff(old: dict, new: dict) -> str:
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} there, {new.get(key)!r} asked"
+    return ""
+
+
+class RunStore:
+    """A run folder (see module docstring). Use as a context manager to hold its lock."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._lock_fh = None
+
+    # ----- paths ---------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    def unit_dir(self, unit: str) -> Path:
+        d = self.path / "units" / unit
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ----- opening, locking ----------------------------------------------------------------
+    def open(self, study: str, spec: dict, force_new: bool = False) -> "RunStore":
+        """Create or resume the run for ``study`` with ``spec``; refuse a folder holding another spec."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to run folder {self.path}: {exc.strerror or exc}") from None
+        self._lock()
+        manifest = self.read_manifest()
+        if manifest is not None:
+            same = manifest.get("study") == study and manifest.get("spec") == spec
+            if not same and not force_new:
+                self.release()
+                diff = _spec_diff(manifest.get("spec", {}), spec) if manifest.get("study") == study else \
+                    f"study {manifest.get('study')!r} there, {study!r} asked"
+                raise UserError(f"{self.path} holds a run with a different spec ({diff}); "
+                                f"use another --out, or --force-new to start over (the old run is kept aside)")
+            if not same:
+                backup = self.path.with_name(f"{self.path.name}.old-{datetime.now():%Y%m%d-%H%M%S}")
+                for child in list(self.path.iterdir()):
+                    if child.name != ".lock":
+                        backup.mkdir(exist_ok=True)
+                        shutil.move(str(child), backup / child.name)
+                manifest = None
+        now = datetime.now(timezone.utc).isoformat()
+        if manifest is None:
+            manifest = {"study": study, "spec": spec, "status": "running", "created": now,
+                        "units_done": [], "unit_seconds": {}, "attempts": []}
+        manifest.update({"status": "running", "versions": package_versions(), "environment": environment(),
+                         "git_revision": git_revision(), "seeds": spec.get("seeds")})
+        manifest.setdefault("attempts", []).append({"started": now, "pid": os.getpid()})
+        self.write_manifest(manifest)
+        return self
+
+    def _lock(self) -> None:
+        lock_path = self.path / ".lock"
+        fh = open(lock_path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(f"{self.path} is in use by {holder}; wait for it or use another --out") from None
+            raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ----- manifest --------------------------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        if not self.manifest_path.exists():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, OSError) as exc:
+            raise UserError(f"{self.manifest_path} is unreadable ({exc}); move it away to start over") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_json(self.manifest_path, manifest)
+
+    def update_manifest(self, **fields: Any) -> dict:
+        manifest = self.read_manifest() or {}
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    def set_status(self, status: str, **fields: Any) -> None:
+        manifest = self.read_manifest() or {}
+        manifest["status"] = status
+        manifest.update(fields)
+        if manifest.get("attempts"):
+            manifest["attempts"][-1]["ended"] = datetime.now(timezone.utc).isoformat()
+            manifest["attempts"][-1]["status"] = status
+        self.write_manifest(manifest)
+
+    # ----- units -----------------------------------------------------------------------------
+    def unit_done(self, unit: str) -> bool:
+        return (self.path / "units" / unit / "done.json").exists()
+
+    def save_unit(self, unit: str, rows: list[dict], curves: list[dict], seconds: float) -> None:
+        """Record a finished unit atomically, then refresh the run's tables."""
+        atomic_write_json(self.unit_dir(unit) / "done.json", {"rows": rows, "curves": curves, "seconds": seconds})
+        for leftover in self.unit_dir(unit).glob("snapshot*.pt"):
+            leftover.unlink(missing_ok=True)
+        manifest = self.read_manifest() or {}
+        if unit not in manifest.setdefault("units_done", []):
+            manifest["units_done"].append(unit)
+        manifest.setdefault("unit_seconds", {})[unit] = round(seconds, 3)
+        self.write_manifest(manifest)
+
+    def load_unit(self, unit: str) -> dict:
+        return json.loads((self.path / "units" / unit / "done.json").read_text())
+
+    def rebuild_tables(self, units: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Concatenate finished units' rows in unit order into results.csv and curves.csv."""
+        rows, curves = [], []
+        for unit in units:
+            if self.unit_done(unit):
+                data = self.load_unit(unit)
+                rows += data["rows"]
+                curves += data["curves"]
+        results, curve_df = pd.DataFrame(rows), pd.DataFrame(curves)
+        atomic_write_text(self.path / "results.csv", results.to_csv(index=False))
+        atomic_write_text(self.path / "curves.csv", curve_df.to_csv(index=False))
+        return results, curve_df
+
+    # ----- reading a finished run ------------------------------------------------------------
+    def results(self) -> pd.DataFrame:
+        return _read_csv(self.path / "results.csv")
+
+    def curves(self) -> pd.DataFrame:
+        return _read_csv(self.path / "curves.csv")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise UserError(f"{path} does not exist: is this a genlab run folder?")
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()

@@ -1,0 +1,5 @@
+"""The studies, registered by name on import."""
+from genlab.studies.base import STUDIES, Study, Summary, UnitResult, get_study, register
+from genlab.studies import randomization  # noqa: F401
+
+__all__ = ["STUDIES", "Study", "Summary", "UnitResult", "get_study", "register"]

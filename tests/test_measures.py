@@ -1,0 +1,313 @@
+"""Generalization measures checked against closed forms on linear models and tiny ReLU nets."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from genlab.errors import UserError
+from genlab.measures import (
+    compute_measures,
+    margin,
+    output_margins,
+    path_norm,
+    rank_measures,
+    sharpness_sigma,
+    spectral_product,
+)
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _linear(d_in: int, d_out: int, seed: int = 0) -> nn.Linear:
+    layer = nn.Linear(d_in, d_out)
+    g = _generator(seed)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(d_out, d_in, generator=g))
+        layer.bias.copy_(torch.randn(d_out, generator=g))
+    return layer
+
+
+def _two_layer_relu(d_in: int, hidden: int, d_out: int, seed: int = 0) -> nn.Sequential:
+    return nn.Sequential(_linear(d_in, hidden, seed), nn.ReLU(), _linear(hidden, d_out, seed + 1))
+
+
+def _classification_data(n: int, d: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = _generator(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _sum_of_squared_errors(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (outputs - targets).pow(2).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- norm products and path norm
+
+
+def test_linear_model_norm_products_are_norms_of_w():
+    layer = _linear(7, 4)
+    x, y = _classification_data(20, 7, 4)
+    measures = compute_measures(layer, (x, y), sharpness=False)
+    w = layer.weight.detach().double().numpy()
+    assert measures["spectral_product"] == pytest.approx(np.linalg.svd(w, compute_uv=False)[0], rel=1e-9)
+    assert measures["frobenius_product"] == pytest.approx(np.sqrt((w**2).sum()), rel=1e-9)
+    assert measures["params"] == 7 * 4 + 4
+    all_params = np.concatenate([w.ravel(), layer.bias.detach().double().numpy()])
+    assert measures["l2_norm"] == pytest.approx(np.linalg.norm(all_params), rel=1e-9)
+
+
+def test_spectral_product_multiplies_layers_and_reshapes_conv_kernels():
+    net = nn.Sequential(nn.Conv2d(2, 3, kernel_size=3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    kernel = net[0].weight.detach().double().numpy().reshape(3, 2 * 9)
+    dense = net[3].weight.detach().double().numpy()
+    expected = np.linalg.svd(kernel, compute_uv=False)[0] * np.linalg.svd(dense, compute_uv=False)[0]
+    assert spectral_product(net) == pytest.approx(expected, rel=1e-9)
+
+
+def test_path_norm_of_linear_model_is_sum_of_squared_weights_and_biases():
+    layer = _linear(6, 3)
+    expected = float(layer.weight.detach().double().pow(2).sum() + layer.bias.detach().double().pow(2).sum())
+    assert path_norm(layer, (6,)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("nonnegative", [True, False])
+def test_path_norm_of_two_layer_relu_net_equals_brute_force_path_sum(nonnegative: bool):
+    net = _two_layer_relu(3, 4, 2, seed=3)
+    if nonnegative:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.abs_()
+    w1, b1 = net[0].weight.detach().double(), net[0].bias.detach().double()
+    w2, b2 = net[2].weight.detach().double(), net[2].bias.detach().double()
+    brute = 0.0
+    for i, j, k in itertools.product(range(3), range(4), range(2)):
+        brute += float(w1[j, i] ** 2 * w2[k, j] ** 2)  # input i -> hidden j -> output k
+    for j, k in itertools.product(range(4), range(2)):
+        brute += float(b1[j] ** 2 * w2[k, j] ** 2)  # bias unit of layer 1 -> hidden j -> output k
+    brute += float(b2.pow(2).sum())  # bias unit of layer 2 -> output k
+    assert path_norm(net, (3,)) == pytest.approx(brute, rel=1e-12)
+
+
+def test_path_norm_of_convolution_equals_path_norm_of_its_unrolled_matrix():
+    conv = nn.Conv1d(2, 3, kernel_size=3, padding=1, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=_generator(5)))
+        basis = torch.eye(2 * 9).reshape(18, 2, 9)
+        unrolled = conv(basis).reshape(18, -1)  # row = input unit, column = output unit
+    assert path_norm(conv, (2, 9)) == pytest.approx(float(unrolled.double().pow(2).sum()), rel=1e-9)
+
+
+# ---------------------------------------------------------------- margin
+
+
+def test_margin_is_tenth_percentile_of_hand_computed_margins():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 4.5], [1.0, 2.0, 0.0], [0.0, 0.0, 2.0], [7.0, 0.0, 6.0]])
+    labels = torch.tensor([0, 1, 0, 2, 0])
+    expected_margins = torch.tensor([2.0, 0.5, -1.0, 2.0, 1.0])
+    torch.testing.assert_close(output_margins(logits, labels), expected_margins)
+    # sorted: -1, 0.5, 1, 2, 2; 10th percentile at position 0.1 * 4 = 0.4: -1 + 0.4 * 1.5
+    assert margin(logits, labels) == pytest.approx(-0.4)
+
+
+def test_compute_measures_margin_uses_the_models_logits():
+    doubling = nn.Linear(3, 3)
+    with torch.no_grad():
+        doubling.weight.copy_(2.0 * torch.eye(3))
+        doubling.bias.zero_()
+    x = torch.tensor([[4.0, 1.0, 0.0]] * 9 + [[0.0, 1.0, 0.5]])
+    y = torch.tensor([0] * 9 + [1])
+    measures = compute_measures(doubling, (x, y), sharpness=False)
+    # logits 2x: margins nine of 6.0 and one of 1.0; 10th percentile at position 0.9 -> 1 + 0.9 * 5
+    assert measures["margin"] == pytest.approx(5.5)
+    assert measures["spectral_over_margin"] == pytest.approx(2.0**2 / 5.5**2)
+    assert measures["frobenius_over_margin"] == pytest.approx(12.0 / 5.5**2)
+    assert measures["path_norm_over_margin"] == pytest.approx(12.0 / 5.5**2)
+
+
+# ---------------------------------------------------------------- sharpness
+
+
+def _least_squares_fit(d: int, k: int, n: int, seed: int = 0) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    """A linear model at the least-squares optimum of noisy linear data: the residuals are then
+    orthogonal to the inputs, so weight noise changes the loss only through its quadratic term."""
+    g = _generator(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    targets = x @ torch.randn(d, k, generator=g, dtype=torch.float64) + 0.3 * torch.randn(n, k, generator=g, dtype=torch.float64)
+    design = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, targets).solution
+    layer = nn.Linear(d, k).double()
+    with torch.no_grad():
+        layer.weight.copy_(solution[:d].T)
+        layer.bias.copy_(solution[d])
+    return layer, x, targets
+
+
+def test_isotropic_sharpness_matches_closed_form_for_linear_regression():
+    # E ||(W + s N) x + (b + s n) - t||^2 = ||W x + b - t||^2 + s^2 * K * (||x||^2 + 1), so the
+    # mean loss rises by s^2 K (mean ||x||^2 + 1) and the allowed rise `delta` gives s* below.
+    layer, x, targets = _least_squares_fit(d=5, k=3, n=200)
+    delta = 0.5
+    analytic = math.sqrt(delta / (3 * (float(x.pow(2).sum(dim=1).mean()) + 1.0)))
+    found = sharpness_sigma(layer, x, targets, _sum_of_squared_errors, target_increase=delta, draws=200, steps=8, seed=1)
+    assert found == pytest.approx(analytic, rel=0.05)
+
+
+def test_magnitude_aware_sharpness_matches_closed_form_for_linear_regression():
+    # Noise std s * (|w_ki| + eps) on weight w_ki (input i, with i = d the bias and x_d = 1):
+    # the mean loss rises by s^2 * sum_{k,i} (|w_ki| + eps)^2 * mean(x_i^2).
+    layer, x, targets = _least_squares_fit(d=5, k=3, n=200, seed=2)
+    delta, eps = 0.5, 0.3
+    scale_sq = torch.cat([layer.weight, layer.bias.unsqueeze(1)], dim=1).detach().abs().add(eps).pow(2)
+    second_moments = torch.cat([x.pow(2).mean(dim=0), torch.ones(1, dtype=torch.float64)])
+    analytic = math.sqrt(delta / float((scale_sq * second_moments).sum()))
+    found = sharpness_sigma(
+        layer, x, targets, _sum_of_squared_errors, target_increase=delta,
+        magnitude_aware=True, magnitude_eps=eps, draws=200, steps=8, seed=3,
+    )
+    assert found == pytest.approx(analytic, rel=0.05)
+
+
+def test_magnitude_aware_sharpness_is_invariant_to_relu_layer_rescaling_but_isotropic_is_not():
+    # Scaling layer 1 (weights and bias) by c and layer 2 weights by 1/c leaves a ReLU net's
+    # function unchanged; with eps = 0 the magnitude-aware noise rescales with it (Jiang et al.).
+    net = _two_layer_relu(4, 16, 3, seed=7)
+    rescaled = copy.deepcopy(net)
+    with torch.no_grad():
+        rescaled[0].weight.mul_(4.0)
+        rescaled[0].bias.mul_(4.0)
+        rescaled[2].weight.div_(4.0)
+    x, y = _classification_data(100, 4, 3, seed=8)
+    cross_entropy = nn.functional.cross_entropy
+    settings = dict(target_increase=0.2, draws=3, steps=6, seed=0)
+
+    def sigmas(model: nn.Module, magnitude_aware: bool) -> float:
+        return sharpness_sigma(model, x, y, cross_entropy, magnitude_aware=magnitude_aware, magnitude_eps=0.0, **settings)
+
+    assert sigmas(rescaled, True) == pytest.approx(sigmas(net, True), rel=1e-3)
+    assert abs(math.log(sigmas(rescaled, False) / sigmas(net, False))) > 0.1
+
+
+def test_sharpness_is_reproducible_and_grows_with_the_allowed_increase():
+    net = _two_layer_relu(4, 8, 3, seed=1)
+    x, y = _classification_data(60, 4, 3)
+    loss = nn.functional.cross_entropy
+    first = sharpness_sigma(net, x, y, loss, target_increase=0.1, draws=2, steps=5, seed=4)
+    again = sharpness_sigma(net, x, y, loss, target_increase=0.1, draws=2, steps=5, seed=4)
+    looser = sharpness_sigma(net, x, y, loss, target_increase=0.5, draws=2, steps=5, seed=4)
+    assert first == again
+    assert looser > first
+
+
+def test_compute_measures_reports_inverse_squared_sigmas():
+    net = _two_layer_relu(5, 12, 3)
+    x, _ = _classification_data(80, 5, 3)
+    with torch.no_grad():
+        y = net(x).argmax(dim=1)  # labels the net fits perfectly, so its error can rise by 0.1
+    measures = compute_measures(net, (x, y), sharpness_draws=2, sharpness_steps=4, sharpness_points=50)
+    assert measures["pacbayes_sharpness"] == pytest.approx(1.0 / measures["sharpness_sigma"] ** 2)
+    assert measures["magnitude_aware_sharpness"] == pytest.approx(1.0 / measures["magnitude_aware_sigma"] ** 2)
+    assert measures["train_acc"] == 1.0
+    assert 0 < measures["sharpness_sigma"] < 10
+
+
+# ---------------------------------------------------------------- compute_measures contract
+
+
+def test_compute_measures_leaves_the_callers_model_untouched():
+    net = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Dropout(0.5), nn.Linear(10, 3))
+    net.train()
+    x, y = _classification_data(64, 6, 3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng_before = torch.random.get_rng_state()
+    compute_measures(
+        net, (x, y), init_model=copy.deepcopy(net), sharpness_criterion="loss", sharpness_draws=2, sharpness_steps=3
+    )
+    after = net.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    assert net.training and all(m.training for m in net.modules())
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+
+
+def test_distance_from_init_is_the_l2_norm_of_the_parameter_change():
+    init = _two_layer_relu(3, 5, 2)
+    trained = copy.deepcopy(init)
+    with torch.no_grad():
+        trained[0].weight[1, 2] += 3.0
+        trained[2].bias[0] -= 4.0
+    x, y = _classification_data(10, 3, 2)
+    assert compute_measures(trained, (x, y), init_model=init, sharpness=False)["dist_from_init"] == pytest.approx(5.0)
+    assert math.isnan(compute_measures(trained, (x, y), sharpness=False)["dist_from_init"])
+
+
+def test_train_loss_and_accuracy_are_evaluated_with_dropout_off():
+    net = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.9))
+    x, y = _classification_data(50, 4, 3)
+    measures = compute_measures(net, (x, y), sharpness=False)
+    with torch.no_grad():
+        logits = net[0](x)
+    assert measures["train_loss"] == pytest.approx(float(nn.functional.cross_entropy(logits, y)), rel=1e-6)
+    assert measures["train_acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ((torch.zeros(3, 2),), "data"),
+        ((torch.zeros(3, 2), torch.zeros(3)), "data"),
+        ((torch.zeros(3, 2), torch.tensor([0, 1])), "data"),
+        ((torch.zeros(3, 2), torch.tensor([0, 1, 5])), "data"),
+    ],
+)
+def test_bad_data_raises_user_error_naming_the_field(data, field):
+    with pytest.raises(UserError, match=field):
+        compute_measures(nn.Linear(2, 3), data, sharpness=False)
+
+
+def test_init_model_of_another_architecture_is_a_user_error():
+    x, y = _classification_data(5, 2, 3)
+    with pytest.raises(UserError, match="init_model"):
+        compute_measures(nn.Linear(2, 3), (x, y), init_model=nn.Linear(3, 3), sharpness=False)
+
+
+# ---------------------------------------------------------------- rank_measures
+
+
+def test_rank_measures_gives_tau_one_for_the_gap_and_minus_one_for_its_negation():
+    gap = np.array([0.05, 0.30, 0.12, 0.50, 0.21, 0.02, 0.40])
+    noise = np.random.default_rng(0).normal(size=gap.size)
+    table = pd.DataFrame({"noise": noise, "same": np.exp(gap), "negated": -gap, "gen_gap": gap, "name": list("abcdefg")})
+    ranked = rank_measures(table)
+    assert list(ranked.columns) == ["measure", "tau", "p_value", "n"]
+    assert set(ranked["measure"][:2]) == {"same", "negated"}
+    taus = dict(zip(ranked["measure"], ranked["tau"]))
+    assert taus["same"] == pytest.approx(1.0)
+    assert taus["negated"] == pytest.approx(-1.0)
+    assert abs(taus["noise"]) < 1.0
+    assert ranked["p_value"].iloc[0] < 0.01
+
+
+def test_granulated_tau_averages_within_single_hyperparameter_changes():
+    # gap rises with width and with depth; the measure rises with width but falls with depth.
+    grid = pd.DataFrame(list(itertools.product([1, 2, 3], [0, 1])), columns=["width", "depth"])
+    grid["gen_gap"] = grid["width"] + 10 * grid["depth"]
+    grid["measure"] = grid["width"] - 10 * grid["depth"]
+    row = rank_measures(grid, hyperparameters=["width", "depth"]).iloc[0]
+    assert row["tau_width"] == pytest.approx(1.0)
+    assert row["tau_depth"] == pytest.approx(-1.0)
+    assert row["granulated_tau"] == pytest.approx(0.0)
+
+
+def test_rank_measures_without_the_gap_column_is_a_user_error():
+    with pytest.raises(UserError, match="gap_column"):
+        rank_measures(pd.DataFrame({"a": [1.0, 2.0]}))
