@@ -30,6 +30,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
     store = RunStore(out)
     spec_dict = spec.model_dump(mode="json")
     store.open(study.name, spec_dict, force_new=force_new)
+    store.write_spec_toml(spec_dict)
     started = time.perf_counter()
     try:
         units = study.units(spec)
@@ -45,6 +46,8 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
             for unit in todo:
                 unit_started = time.perf_counter()
                 ctx = Context(unit_dir=store.unit_dir(unit), progress=progress, device=spec.device)
+                if ctx.snapshot.exists():
+                    progress.log(f"[{study.name}] unit {unit}: resuming from its snapshot")
                 result = study.run_unit(spec, unit, ctx)
                 store.save_unit(unit, result.rows, result.curves, time.perf_counter() - unit_started)
                 store.rebuild_tables(units)

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-Preset = Literal["quick", "paper"]
+Preset = Literal["quick", "paper", "smoke"]
 
 
 class StudySpec(BaseModel):
@@ -32,7 +32,7 @@ class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     presets: ClassVar[dict[str, dict[str, Any]]] = {"quick": {}, "paper": {}}
 
-    preset: Preset = Field("quick", description="preset the other defaults come from: quick or paper")
+    preset: Preset = Field("quick", description="preset the other defaults come from: quick (minutes), paper (the papers' settings) or smoke (tiny, pipeline test only)")
     seeds: list[int] = Field([0], min_length=1, description="seeds; each fixes every random choice of one replicate")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
 
@@ -158,7 +158,7 @@ def resolve_spec(spec_cls: type[StudySpec], preset: str | None = None, config: P
                 raise UserError(f"unknown field {key!r} in {config}{_did_you_mean(key, spec_cls.model_fields)}")
     chosen = (overrides or {}).get("preset") or file_values.get("preset") or preset or "quick"
     if chosen not in spec_cls.presets:
-        raise UserError(f"invalid value for 'preset': unknown preset {chosen!r}; choose quick or paper")
+        raise UserError(f"invalid value for 'preset': unknown preset {chosen!r}; choose one of: {', '.join(spec_cls.presets)}")
     values.update(spec_cls.presets[chosen])
     values["preset"] = chosen
     values.update(file_values)

@@ -203,6 +203,12 @@ class RunStore:
             manifest["attempts"][-1]["status"] = status
         self.write_manifest(manifest)
 
+    def write_spec_toml(self, spec: dict) -> None:
+        """The spec as TOML beside the run, so ``genlab run STUDY --config RUN_DIR/spec.toml`` repeats it."""
+        import tomli_w
+
+        atomic_write_text(self.path / "spec.toml", tomli_w.dumps({k: v for k, v in spec.items() if v is not None}))
+
     # ----- units -----------------------------------------------------------------------------
     def unit_done(self, unit: str) -> bool:
         return (self.path / "units" / unit / "done.json").exists()

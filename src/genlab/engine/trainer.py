@@ -73,11 +73,29 @@ class ModelJob:
 
 @dataclass
 class InputGroup:
-    """Inputs shared by some jobs (e.g. clean images, or images with shuffled pixels)."""
+    """Inputs shared by some jobs (e.g. clean images, or images with shuffled pixels).
+
+    ``x_val``/``y_val`` (optional, given together) is a held-out validation set evaluated with the
+    test set at every evaluation and recorded as ``val_loss``/``val_acc``: a stopping point or a
+    hyperparameter can then be selected on it without looking at the test set.
+    """
 
     x_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError("x_val and y_val must be given together")
+        if self.x_val is not None and self.x_val.shape[0] != self.y_val.shape[0]:
+            raise ValueError(f"x_val has {self.x_val.shape[0]} examples but y_val has {self.y_val.shape[0]}")
+
+    def to(self, device: torch.device) -> "InputGroup":
+        move = (lambda t: None if t is None else t.to(device))
+        return InputGroup(self.x_train.to(device), self.x_test.to(device), self.y_test.to(device),
+                          move(self.x_val), move(self.y_val))
 
 
 @dataclass
@@ -94,6 +112,8 @@ class ModelOutcome:
     train_acc: float = float("nan")
     test_loss: float = float("nan")
     test_acc: float = float("nan")
+    val_loss: float = float("nan")        # only when the input group has a validation set
+    val_acc: float = float("nan")
 
 
 @dataclass
@@ -157,7 +177,8 @@ class BatchTrainer:
         self.config = config
         dev = torch.device(config.device)
         self.device = dev
-        self.inputs = [InputGroup(g.x_train.to(dev), g.x_test.to(dev), g.y_test.to(dev)) for g in inputs]
+        self.inputs = [g.to(dev) for g in inputs]
+        self.has_val = any(g.x_val is not None for g in self.inputs)
         self.n_train = self.inputs[0].x_train.shape[0]
         if any(g.x_train.shape[0] != self.n_train for g in self.inputs):
             raise ValueError("all input groups of a batch must have the same number of examples")
@@ -214,8 +235,8 @@ class BatchTrainer:
     def _eval_models(self, idx: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
         groups = self.group[idx]
-        results = {m: torch.full((len(idx),), float("nan"), dtype=torch.float64) for m in
-                   ("train_loss", "train_acc", "test_loss", "test_acc")}
+        names = ("train_loss", "train_acc", "test_loss", "test_acc") + (("val_loss", "val_acc") if self.has_val else ())
+        results = {m: torch.full((len(idx),), float("nan"), dtype=torch.float64) for m in names}
         for g in torch.unique(groups).tolist():
             sel = (groups == g).nonzero().flatten()
             sub = {n: p[sel] for n, p in params.items()}
@@ -228,6 +249,9 @@ class BatchTrainer:
                                   for i in idx[sel].tolist()])
             loss, acc = evaluate_stacked(self.stack, sub, data.x_test, y_test, cfg.loss, cfg.eval_batch_size)
             results["test_loss"][sel], results["test_acc"][sel] = loss.cpu(), acc.cpu()
+            if data.x_val is not None:
+                loss, acc = evaluate_stacked(self.stack, sub, data.x_val, data.y_val, cfg.loss, cfg.eval_batch_size)
+                results["val_loss"][sel], results["val_acc"][sel] = loss.cpu(), acc.cpu()
         return results
 
     def _record_eval(self, idx: torch.Tensor, params, running_loss: torch.Tensor | None) -> None:
@@ -357,7 +381,7 @@ class BatchTrainer:
                     self.save_snapshot(snapshot)
         for o in self.outcomes:
             if o.diverged:
-                o.train_loss = o.train_acc = o.test_loss = o.test_acc = float("nan")
+                o.train_loss = o.train_acc = o.test_loss = o.test_acc = o.val_loss = o.val_acc = float("nan")
         return TrainOutcome(self.stack, self.outcomes, self.curves, self.checkpoints, self.seconds)
 
 

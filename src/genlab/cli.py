@@ -1,0 +1,261 @@
+"""The ``genlab`` command: list, run STUDY, reproduce, report, bench.
+
+``genlab run STUDY`` has one flag per field of the study's spec (generated from the pydantic
+model, as open_lth does with its dataclasses), so every setting can come from flags or from a
+TOML file (``--config``). Errors a user can cause print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from genlab.errors import UserError
+
+
+def _is_list(annotation) -> bool:
+    return typing.get_origin(annotation) in (list, tuple)
+
+
+def _is_bool(annotation) -> bool:
+    return annotation is bool
+
+
+def _choices(annotation) -> list[str]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    inner = typing.get_args(annotation)
+    if _is_list(annotation) and inner and typing.get_origin(inner[0]) is typing.Literal:
+        return [str(a) for a in typing.get_args(inner[0])]
+    return []
+
+
+def _type_name(annotation) -> str:
+    if _is_list(annotation):
+        inner = typing.get_args(annotation)
+        return f"LIST[{_type_name(inner[0]) if inner else 'STR'}]"
+    if typing.get_origin(annotation) is typing.Literal:
+        return "CHOICE"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return _type_name(args[0])
+    return getattr(annotation, "__name__", "VALUE").upper()
+
+
+def spec_options(spec_cls) -> list[click.Option]:
+    """One click option per spec field; values stay strings for pydantic to convert and check."""
+    options = []
+    quick = spec_cls.presets.get("quick", {})
+    for name, field in spec_cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = quick.get(name, field.default)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        choices = _choices(field.annotation)
+        help_text = (field.description or "") + (f" [choices: {', '.join(choices)}]" if choices else "") + \
+            f" [quick default: {shown}]"
+        if _is_bool(field.annotation):
+            options.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help_text))
+        else:
+            options.append(click.Option([flag, name], default=None, metavar=_type_name(field.annotation),
+                                        help=help_text))
+    return options
+
+
+def parse_flag_values(spec_cls, values: dict[str, Any]) -> dict[str, Any]:
+    """Turn flag strings into what the spec expects: lists split on commas, 'none' to None."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None or name not in spec_cls.model_fields:
+            continue
+        annotation = spec_cls.model_fields[name].annotation
+        if _is_list(annotation):
+            out[name] = [v.strip() for v in str(value).split(",") if v.strip()]
+        elif isinstance(value, str) and value.lower() in ("none", "null"):
+            out[name] = None
+        else:
+            out[name] = value
+    return out
+
+
+COMMON = {"out", "config", "force_new", "quiet", "executor", "address"}
+
+
+def _run_options(f):
+    for opt in reversed([
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="run folder (default: runs/STUDY); re-running the same command resumes it"),
+        click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="TOML file with spec fields (flags override it)"),
+        click.option("--force-new", is_flag=True, default=False,
+                     help="start over in a run folder that holds a different spec (the old run is moved aside)"),
+        click.option("--quiet", is_flag=True, default=False, help="no progress display"),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                     help="where units run: in this process, or as Ray tasks"),
+        click.option("--address", default=None, help="Ray cluster address (default: start a local Ray instance)"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _study_command(study) -> click.Command:
+    def callback(**kwargs):
+        from genlab.spec import resolve_spec
+
+        overrides = parse_flag_values(study.Spec, {k: v for k, v in kwargs.items() if k not in COMMON})
+        spec = resolve_spec(study.Spec, None, kwargs["config"], overrides)
+        out = kwargs["out"] or Path("runs") / study.name
+        run_and_summarize(study, spec, out, quiet=kwargs["quiet"], force_new=kwargs["force_new"],
+                          executor=kwargs["executor"], address=kwargs["address"])
+
+    cmd = click.Command(study.name, callback=callback, params=spec_options(study.Spec),
+                        help=f"{study.title}.\n\n{study.question}\n\nReference: {study.citation}.",
+                        short_help=study.title)
+    return _run_options(cmd)
+
+
+def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, executor="local", address=None):
+    from rich.console import Console
+
+    from genlab.progress import make_progress
+    from genlab.runner import run_study
+
+    console = Console(stderr=True)
+    estimate = study.estimate_seconds(spec)
+    if estimate and estimate > 600 and not quiet:
+        console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take about "
+                      f"{estimate / 60:.0f} minutes on a 2-core CPU.")
+    with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
+        store = run_study(study, spec, out, progress=progress, force_new=force_new, executor=executor, address=address)
+    if not quiet:
+        print_summary(study, spec, store, Console())
+    return store
+
+
+def print_summary(study, spec, store, console) -> None:
+    from rich.table import Table
+
+    results, curves = store.results(), store.curves()
+    summary = study.summarize(results, curves, spec)
+    cols = [c for c in study.result_columns if c in results.columns]
+    table = Table(title=f"{study.name}: {store.path / 'results.csv'}", show_lines=False)
+    for c in cols:
+        table.add_column(c, justify="right" if results[c].dtype.kind in "fiu" else "left")
+    shown = results[cols].head(40)
+    for _, row in shown.iterrows():
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    if len(results) > len(shown):
+        console.print(f"... {len(results) - len(shown)} more rows in results.csv")
+    console.print(f"[bold]verdict:[/] {summary.verdict}")
+    for text, ok in summary.checks:
+        console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+    manifest = store.read_manifest() or {}
+    console.print(f"figures: {', '.join(manifest.get('figures', []))} in {store.path}")
+
+
+class RunGroup(click.Group):
+    """``genlab run STUDY``: one subcommand per registered study."""
+
+    def list_commands(self, ctx):
+        from genlab.studies import STUDIES
+
+        return list(STUDIES)
+
+    def get_command(self, ctx, name):
+        from genlab.studies import STUDIES
+
+        if name not in STUDIES:
+            raise UserError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
+        return _study_command(STUDIES[name])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="genlab")
+def cli():
+    """genlab: is this deep network overfitted, and why does it generalize anyway?
+
+    Runs the experiments of the literature (randomization tests, expressivity, double descent,
+    intrinsic dimension, layer robustness, lottery tickets, description length and
+    generalization measures) on real data, batched, reproducibly, on a CPU.
+    """
+
+
+@cli.command("list")
+def list_cmd():
+    """List the studies, datasets and models, one line each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from genlab.data import DATASETS
+    from genlab.models import MODELS
+    from genlab.studies import STUDIES
+
+    console = Console()
+    for title, rows in (("studies (genlab run NAME)", [(s.name, s.title) for s in STUDIES.values()]),
+                        ("datasets (--dataset NAME)", [(d.name, d.summary) for d in DATASETS.values()]),
+                        ("models (--model NAME)", [(m.name, m.summary) for m in MODELS.values()])):
+        table = Table(title=title, show_header=False, title_justify="left", box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+@cli.command("reproduce")
+@click.option("--preset", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
+              help="quick: every study in minutes on a laptop CPU; paper: settings close to the papers (hours); "
+                   "smoke: tiny sizes that only exercise the pipeline")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True,
+              help="folder for the study runs (DIR/STUDY) and DIR/report.html; re-running continues it")
+@click.option("--only", default=None, help="comma-separated studies to run (default: all)")
+@click.option("--dataset", default=None, help="dataset for every study that takes one (default: each study's own)")
+@click.option("--device", default=None, help="torch device for every study (default: cpu)")
+@click.option("--quiet", is_flag=True, default=False, help="no progress display")
+def reproduce_cmd(preset, out, only, dataset, device, quiet):
+    """Run every study and write DIR/report.html (the main job)."""
+    from genlab.reproduce import reproduce
+
+    reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet)
+
+
+@cli.command("report")
+@click.argument("directory", type=click.Path(path_type=Path))
+def report_cmd(directory):
+    """Rebuild DIR/report.html and every figure from the stored results only (no training)."""
+    from genlab.report import build_report
+
+    path = build_report(directory)
+    click.echo(f"wrote {path}")
+
+
+cli.add_command(RunGroup("run", help="Run one study: genlab run STUDY [flags] --out DIR (see genlab run STUDY --help)."))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="genlab", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except UserError as exc:
+        click.echo(f"genlab: error: {exc}", err=True)
+        return _exit(2)
+    except click.UsageError as exc:
+        click.echo(f"genlab: error: {exc.format_message()}", err=True)
+        return _exit(2)
+    except click.exceptions.Exit as exc:
+        return _exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("genlab: interrupted; run the same command again to resume", err=True)
+        return _exit(130)
+
+
+def _exit(code: int) -> int:
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

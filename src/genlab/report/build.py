@@ -1,0 +1,100 @@
+"""Build ``report.html`` from stored runs only (no training).
+
+For each study folder of a reproduce directory (``DIR/<study>/manifest.json``) the figures are
+redrawn from ``results.csv`` / ``curves.csv``, the study's ``summarize`` writes the verdict and a
+reading from the stored numbers, and everything is rendered into one HTML file with the figures
+embedded (PNG as data URIs; the SVGs stay beside them in each study's ``figures/`` folder).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from genlab.errors import UserError
+from genlab.runner import make_figures
+from genlab.store import RunStore, atomic_write_text
+from genlab.studies.base import Study, Summary, get_study
+
+
+@dataclass
+class StudyRun:
+    study: Study
+    spec: object
+    store: RunStore
+    manifest: dict
+    summary: Summary
+    figures: list[Path]
+
+
+def load_run(folder: Path) -> StudyRun:
+    """Read one finished run folder, redraw its figures and summarize it."""
+    store = RunStore(folder)
+    manifest = store.read_manifest()
+    if manifest is None:
+        raise UserError(f"{folder} has no manifest.json: not a genlab run folder")
+    if manifest.get("status") != "complete":
+        raise UserError(f"{folder} is not complete (status {manifest.get('status')!r}); re-run its command to finish it")
+    study = get_study(manifest["study"])
+    spec = study.Spec.model_validate(manifest["spec"])
+    figures = make_figures(study, store, spec)
+    summary = study.summarize(store.results(), store.curves(), spec)
+    return StudyRun(study, spec, store, manifest, summary, figures)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def rerun_command(run: StudyRun) -> str:
+    return f"genlab run {run.study.name} --config {run.store.path / 'spec.toml'} --out {run.store.path}"
+
+
+def _settings(spec) -> list[tuple[str, str]]:
+    return [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in spec.model_dump(mode="json").items()]
+
+
+def build_report(directory: Path | str, title: str = "genlab: are deep networks overfitted?") -> Path:
+    """Write ``directory/report.html`` from every complete study folder inside ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder")
+    from genlab.studies import STUDIES
+
+    folders = [directory / name for name in STUDIES if (directory / name / "manifest.json").exists()]
+    if not folders:
+        raise UserError(f"{directory} holds no study run folders (expected e.g. {directory}/randomization/manifest.json)")
+    runs, skipped = [], []
+    for folder in folders:
+        try:
+            runs.append(load_run(folder))
+        except UserError as exc:
+            skipped.append(str(exc))
+    if not runs:
+        raise UserError("; ".join(skipped))
+    env_info = runs[0].manifest.get("environment", {})
+    versions = runs[0].manifest.get("versions", {})
+    total = sum(float(r.manifest.get("seconds", 0.0)) for r in runs)
+    env = Environment(loader=PackageLoader("genlab", "report/templates"), autoescape=select_autoescape(["html"]))
+    page = env.get_template("report.html").render(
+        title=title,
+        runs=[{
+            "name": r.study.name, "title": r.study.title, "question": r.study.question, "citation": r.study.citation,
+            "summary": r.summary, "figures": [{"src": _data_uri(p), "name": p.stem,
+                                               "svg": str((p.with_suffix(".svg")).relative_to(directory))} for p in r.figures],
+            "settings": _settings(r.spec), "seconds": float(r.manifest.get("seconds", 0.0)),
+            "seeds": r.manifest.get("seeds"), "rerun": rerun_command(r), "preset": getattr(r.spec, "preset", ""),
+            "git": r.manifest.get("git_revision"),
+        } for r in runs],
+        skipped=skipped, versions=versions, env=env_info, total_seconds=total,
+        built=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), python=platform.python_version(),
+    )
+    out = directory / "report.html"
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,335 @@
+"""Lottery tickets (Frankle & Carbin 2019, "The Lottery Ticket Hypothesis: Finding Sparse,
+Trainable Neural Networks", Figs. 3-4; rewinding: Frankle et al. 2019).
+
+Iterative magnitude pruning (IMP, :mod:`genlab.pruning`): train the dense network, prune 20% of
+the remaining weights of smallest magnitude per layer (the output layer at 10%), reset the
+survivors to their initial values, retrain; repeat. The claim: the subnetworks found this way
+("winning tickets") reach the dense network's test accuracy down to ~20% of the weights and
+beyond, at least as fast, while the same sparse structure with a fresh random initialization
+("reinit") and random pruning to the same per-layer sparsity ("random_prune") degrade earlier.
+
+Every network's stopping point is the epoch of lowest validation loss on a split carved from the
+training set; accuracy is the test accuracy at that epoch (never selected on the test set). All
+arms and seeds of a round train together in one batched engine call, with the same epoch budget.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from pydantic import Field, model_validator
+
+from genlab.data import load_dataset
+from genlab.engine import InputGroup, TrainConfig
+from genlab.errors import UserError
+from genlab.models import build_model, initialize
+from genlab.plotting import COLORS, figure, save
+from genlab.pruning import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
+from genlab.spec import TrainSpec
+from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.randomization import sub_seed
+
+ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-init (same mask)",
+              "random_prune": "random pruning (same sparsity)"}
+ARM_COLORS = {"ticket": COLORS[0], "reinit": COLORS[3], "random_prune": COLORS[7]}
+
+
+class LotterySpec(TrainSpec):
+    widths: list[int] = Field([300, 100], min_length=1, description="hidden layer widths (LeNet-300-100 by default)")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="optimizer (paper: Adam)")
+    lr: float = Field(1.2e-3, gt=0.0, description="learning rate (paper: 1.2e-3 with Adam)")
+    batch_size: int = Field(60, gt=0, description="minibatch size (paper: 60)")
+    epochs: int = Field(20, gt=0, description="epoch budget of every network of every round (same for all arms)")
+    rounds: int = Field(10, ge=1, le=60, description="pruning rounds after the dense round 0")
+    prune_rate: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of the remaining weights pruned per round")
+    output_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for the output layer (default: half of prune-rate, as in the paper)")
+    conv_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for convolution kernels (default: prune-rate; paper conv nets: 0.1-0.15)")
+    pruning: Literal["layerwise", "global"] = Field("layerwise", description="prune each layer at its rate, or rank the weights of all layers together")
+    rewind_epoch: int = Field(0, ge=0, description="reset survivors to initialization (0) or rewind them to the dense run's weights after this many epochs")
+    controls: list[Literal["reinit", "random_prune"]] = Field(["reinit", "random_prune"], description="control arms trained alongside the ticket each round")
+    val_size: int = Field(500, gt=0, description="examples carved from the training set for validation (early stopping)")
+    early_stop_metric: Literal["val_loss", "val_acc"] = Field("val_loss", description="early-stopping criterion on the validation split (paper: minimum validation loss)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LotterySpec":
+        if self.rewind_epoch >= self.epochs:
+            raise ValueError(f"rewind_epoch={self.rewind_epoch} must be below epochs={self.epochs}")
+        if self.n_train is not None and self.val_size >= self.n_train:
+            raise ValueError(f"val_size={self.val_size} must be smaller than n_train={self.n_train}")
+        return self
+
+    presets = {
+        "quick": dict(seeds=[0, 1, 2], rounds=8, prune_rate=0.25, epochs=12),
+        "paper": dict(seeds=[0, 1, 2, 3, 4], rounds=16, prune_rate=0.2, epochs=50),
+    }
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
+    """(x_train, y_train, x_val, y_val): ``size`` examples drawn at random (seeded) for validation."""
+    if size >= len(y):
+        raise UserError(f"val_size={size} must be smaller than the {len(y)} training examples")
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
+    val, train = order[:size], order[size:]
+    return x[train], y[train], x[val], y[val]
+
+
+def early_stop(curve: pd.DataFrame, metric: str = "val_loss") -> pd.Series:
+    """The evaluation (epoch >= 1) with the lowest validation loss (or highest validation
+    accuracy); ties go to the earliest. Test numbers are read at that point, never selected on."""
+    trained = curve[curve["epoch"] >= 1].sort_values("epoch")
+    values = trained[metric].to_numpy()
+    best = int(np.nanargmin(values) if metric == "val_loss" else np.nanargmax(values))
+    return trained.iloc[best]
+
+
+def architecture(spec: LotterySpec) -> str:
+    if spec.model == "mlp":
+        return "lenet-" + "-".join(map(str, spec.widths))
+    return f"{spec.model}[{','.join(map(str, spec.widths))}]" if spec.model == "lenet" else spec.model
+
+
+def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tuple[list[dict], list[dict]]:
+    """Tidy rows (one per trained network) and learning curves of one IMP round."""
+    curves = pd.DataFrame(result.outcome.curves)
+    rows, curve_rows = [], []
+    for info, outcome in zip(result.arms, result.outcome.outcomes):
+        curve = curves[curves["key"] == info.key]
+        stop = early_stop(curve, spec.early_stop_metric)
+        last = curve.sort_values("epoch").iloc[-1]
+        remaining = 100.0 * info.density
+        rows.append({
+            "model": architecture(spec), "dataset": spec.dataset, "round": info.round, "arm": info.arm,
+            "seed": info.seed, "weights_remaining": remaining,
+            "weights_kept": int(round(info.density * total_weights)), "prunable_weights": total_weights,
+            "early_stop_epoch": int(stop["epoch"]), "early_stop_iter": int(stop["step"]),
+            "val_loss_at_early_stop": float(stop["val_loss"]), "val_acc_at_early_stop": float(stop["val_acc"]),
+            "test_acc_at_early_stop": float(stop["test_acc"]), "final_test_acc": float(last["test_acc"]),
+            "final_val_acc": float(last["val_acc"]), "final_iter": int(last["step"]), "epochs": int(last["epoch"]),
+            "stopped_at_budget": bool(int(stop["epoch"]) == int(last["epoch"])), "diverged": outcome.diverged,
+            "pruning": spec.pruning, "rewind_epoch": spec.rewind_epoch,
+            "layer_density": "; ".join(f"{n}={d:.4f}" for n, d in info.layer_density.items()),
+        })
+        for c in curve.to_dict("records"):
+            curve_rows.append({**c, "round": info.round, "arm": info.arm, "seed": info.seed,
+                               "weights_remaining": remaining})
+    return rows, curve_rows
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _spread(results: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean, standard deviation, min and max of ``value`` over seeds, per arm and round."""
+    return (results.groupby(["arm", "round"]).agg(remaining=("weights_remaining", "mean"), mean=(value, "mean"),
+                                                   sd=(value, "std"), lo=(value, "min"), hi=(value, "max"),
+                                                   n=(value, "size"))
+            .reset_index().sort_values(["arm", "round"]))
+
+
+def _with_dense(stats: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per arm, its rounds preceded by the dense round (the common starting point of every arm)."""
+    dense = stats[(stats["arm"] == "ticket") & (stats["round"] == 0)]
+    out = {}
+    for arm in ARMS:
+        part = stats[(stats["arm"] == arm)]
+        if len(part):
+            out[arm] = part if arm == "ticket" else pd.concat([dense.assign(arm=arm), part])
+    return out
+
+
+def _comparisons(results: pd.DataFrame) -> tuple[float, pd.DataFrame, pd.DataFrame]:
+    """Dense accuracy, the per-round mean accuracy table (arms as columns), and paired
+    ticket-minus-control differences per round (mean over seeds)."""
+    acc = results.pivot_table(index=["round", "seed"], columns="arm", values="test_acc_at_early_stop")
+    remaining = results[results["arm"] == "ticket"].groupby("round")["weights_remaining"].mean()
+    per_round = acc.groupby("round").mean().assign(remaining=remaining)
+    dense = float(per_round.loc[0, "ticket"]) if 0 in per_round.index else float("nan")
+    diffs = pd.DataFrame({c: (acc["ticket"] - acc[c]).groupby("round").mean()
+                          for c in ("reinit", "random_prune") if c in acc}).assign(remaining=remaining)
+    return dense, per_round, diffs
+
+
+@register
+class Lottery(Study):
+    name = "lottery"
+    title = "Lottery tickets: iterative magnitude pruning with reset, and its controls"
+    question = ("Does a dense network contain a sparse subnetwork that, reset to its initial weights, trains to the "
+                "dense accuracy - and is it the initialization, not only the structure, that makes it work?")
+    citation = "Frankle & Carbin 2019, The Lottery Ticket Hypothesis, Figs. 3-4"
+    Spec = LotterySpec
+    result_columns = ("model", "round", "weights_remaining", "arm", "seed", "early_stop_iter",
+                      "test_acc_at_early_stop", "final_test_acc")
+
+    def units(self, spec: LotterySpec) -> list[str]:
+        return ["imp"]
+
+    def estimate_seconds(self, spec: LotterySpec) -> float | None:
+        data = load_dataset(spec.dataset, **spec.data_params())
+        net = build_model(spec.model, data.input_shape, data.num_classes, widths=spec.widths)
+        params = sum(p.numel() for p in net.parameters())
+        steps = math.ceil((len(data.y_train) - spec.val_size) / spec.batch_size) * spec.epochs
+        models = len(spec.seeds) * (1 + spec.rounds * (1 + len(spec.controls)))
+        return 6e-8 * params * steps * models  # ~60 ns per parameter-step (Adam) on one busy core
+
+    def run_unit(self, spec: LotterySpec, unit: str, ctx) -> UnitResult:
+        data = load_dataset(spec.dataset, **spec.data_params())
+        x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, spec.val_size,
+                                                          sub_seed(spec.dataset, "validation"))
+        inputs = InputGroup(x_train, data.x_test, data.y_test, x_val, y_val)
+        modules = [build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=s,
+                               widths=spec.widths, dropout=spec.dropout) for s in spec.seeds]
+        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
+                             epochs=spec.epochs, schedule=spec.schedule, eval_train=False, device=spec.device)
+        plan = PruningPlan(rounds=spec.rounds, rate=spec.prune_rate, output_rate=spec.output_prune_rate,
+                           conv_rate=spec.conv_prune_rate, mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
+                           controls=tuple(spec.controls))
+        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
+                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.init, s))
+        total = Mask.dense(modules[0]).total()
+        state_path = ctx.unit_dir / "imp_state.pt"
+        rows: list[dict] = []
+        curves: list[dict] = []
+        if state_path.exists():
+            saved = torch.load(state_path, weights_only=False)
+            imp.load_state_dict(saved["imp"])
+            rows, curves = saved["rows"], saved["curves"]
+        while imp.round <= spec.rounds:
+            snapshot = ctx.unit_dir / f"round{imp.round}.pt"
+            n_models = len(spec.seeds) * (1 if imp.round == 0 else 1 + len(spec.controls))
+            ctx.progress.start_unit(f"{unit} round {imp.round}/{spec.rounds}", spec.epochs, n_models)
+            result = imp.run_round(on_epoch=ctx.progress.epoch, snapshot=snapshot)
+            new_rows, new_curves = round_rows(result, spec, total)
+            rows += new_rows
+            curves += new_curves
+            _save_atomic({"imp": imp.state_dict(), "rows": rows, "curves": curves}, state_path)
+            snapshot.unlink(missing_ok=True)
+        return UnitResult(rows, curves)
+
+    # ----- figures --------------------------------------------------------------------------
+    def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:
+        return [self._plot_sparsity(results, spec, out_dir), self._plot_curves(curves, results, spec, out_dir)]
+
+    def _plot_sparsity(self, results: pd.DataFrame, spec, out_dir: Path) -> Path:
+        fig, axes = figure(2, width=5.4, height=4.0)
+        panels = [("test_acc_at_early_stop", 100.0, "test accuracy at early stop (%)", "(a) accuracy vs sparsity"),
+                  ("early_stop_iter", 1.0, "early-stop iteration (validation)", "(b) speed of learning")]
+        n_seeds = results["seed"].nunique()
+        for ax, (value, scale, ylabel, title) in zip(axes[0], panels):
+            for arm, part in _with_dense(_spread(results, value)).items():
+                color = ARM_COLORS[arm]
+                ax.plot(part["remaining"], part["mean"] * scale, marker="o", ms=3.5, color=color, lw=1.6,
+                        label=ARM_LABELS[arm])
+                ax.fill_between(part["remaining"], part["lo"] * scale, part["hi"] * scale, color=color, alpha=0.18, lw=0)
+            dense = results[(results["arm"] == "ticket") & (results["round"] == 0)][value].mean() * scale
+            ax.axhline(dense, color="black", ls=":", lw=1, label="dense network")
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ticks = [100, 50, 20, 10, 5, 2, 1]
+            low = results["weights_remaining"].min()
+            ax.set_xticks([t for t in ticks if t >= low * 0.8])
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("percent of weights remaining (log scale)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+        axes[0, 0].legend(loc="lower left")
+        fig.suptitle(f"Lottery tickets: {architecture(spec)} on {spec.dataset}, {spec.pruning} IMP at "
+                     f"{spec.prune_rate:.0%}/round; mean over {n_seeds} seeds, band = min-max")
+        return save(fig, out_dir, "lottery_sparsity")
+
+    def _plot_curves(self, curves: pd.DataFrame, results: pd.DataFrame, spec, out_dir: Path) -> Path:
+        rounds = sorted(results["round"].unique())
+        remaining = results[results["arm"] == "ticket"].groupby("round")["weights_remaining"].mean()
+        wanted = [100, 50, 20, 8, 0]
+        shown = list(dict.fromkeys(min(rounds, key=lambda r: abs(math.log(remaining[r] + 1e-9) - math.log(w + 1e-9)))
+                                   if w else rounds[-1] for w in wanted))
+        arms = [a for a in ("ticket", "reinit") if a in set(results["arm"])]
+        fig, axes = figure(len(arms), width=5.0, height=3.8, sharey=True)
+        for ax, arm in zip(axes[0], arms):
+            for i, r in enumerate(shown):
+                arm_here = "ticket" if r == 0 else arm
+                c = curves[(curves["round"] == r) & (curves["arm"] == arm_here)]
+                if not len(c):
+                    continue
+                stats = c.groupby("step")["test_acc"].agg(["mean", "min", "max"]).reset_index()
+                ax.plot(stats["step"], stats["mean"] * 100, color=COLORS[i % 10], lw=1.5,
+                        label=f"{remaining[r]:.1f}% remaining")
+                ax.fill_between(stats["step"], stats["min"] * 100, stats["max"] * 100, color=COLORS[i % 10], alpha=0.15, lw=0)
+                stops = results[(results["round"] == r) & (results["arm"] == arm_here)]
+                ax.plot(stops["early_stop_iter"], stops["test_acc_at_early_stop"] * 100, ls="none", marker="v",
+                        ms=5, color=COLORS[i % 10])
+            ax.set_xlabel("training iteration")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"({'ab'[arms.index(arm)]}) {ARM_LABELS[arm]}")
+            ax.legend(loc="lower right")
+        lows = curves[curves["step"] > 0]["test_acc"]
+        if len(lows):
+            axes[0, 0].set_ylim(max(0.0, float(lows.quantile(0.02)) * 100 - 2), min(100.0, float(curves["test_acc"].max()) * 100 + 1))
+        fig.suptitle("Learning curves (mean over seeds, band = min-max; triangles: early-stop points chosen on validation)")
+        return save(fig, out_dir, "lottery_curves")
+
+    # ----- reading --------------------------------------------------------------------------
+    def summarize(self, results: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
+        dense, per_round, diffs = _comparisons(results)
+        n_seeds = results["seed"].nunique()
+        ticket = per_round["ticket"]
+        mid = per_round[(per_round["remaining"] >= 20) & (per_round["remaining"] <= 50)]
+        sparse = diffs[diffs["remaining"] <= 10]
+        best_round = int(ticket.idxmax())
+        mid_ok = bool(len(mid)) and bool((mid["ticket"] >= dense - 0.005).all())
+        sparse_ok = bool(len(sparse)) and "reinit" in sparse and bool((sparse["reinit"] >= 0.01).all()) and n_seeds >= 3
+        late = results[results["arm"] != "ticket"]
+        at_budget = float(late["stopped_at_budget"].mean()) if len(late) else float("nan")
+        verdict = (f"dense {dense:.1%}; best ticket {ticket.max():.1%} at {per_round.loc[best_round, 'remaining']:.1f}% "
+                   f"of weights; at {per_round['remaining'].min():.1f}% the ticket is "
+                   + (f"{diffs['reinit'].iloc[-1] * 100:+.1f} points vs random re-init" if "reinit" in diffs else "untested"))
+        lines = [f"{r['remaining']:.1f}%: ticket {r['ticket']:.1%}"
+                 + (f", reinit {r['reinit']:.1%}" if "reinit" in r and not np.isnan(r["reinit"]) else "")
+                 + (f", random prune {r['random_prune']:.1%}" if "random_prune" in r and not np.isnan(r["random_prune"]) else "")
+                 for _, r in per_round.iterrows()]
+        stop_iters = results.groupby(["arm", "round"])["early_stop_iter"].mean()
+        reading = (f"{architecture(spec)} on {spec.dataset} ({n_seeds} seeds, {spec.epochs} epochs per network, "
+                   f"{spec.pruning} pruning of {spec.prune_rate:.0%} per round, survivors "
+                   f"{'reset to initialization' if spec.rewind_epoch == 0 else f'rewound to epoch {spec.rewind_epoch}'}; "
+                   f"stopping point chosen by {spec.early_stop_metric} on {spec.val_size} held-out training examples). "
+                   f"Mean test accuracy at the early-stop point: " + "; ".join(lines) + ". "
+                   f"Between 20% and 50% of weights remaining the ticket is "
+                   + (", ".join(f"{(r['ticket'] - dense) * 100:+.1f}" for _, r in mid.iterrows()) or "n/a")
+                   + " points from the dense network. "
+                   f"At 10% or fewer, the ticket minus the random re-initialization is "
+                   + (", ".join(f"{r['reinit'] * 100:+.1f}" for _, r in sparse.iterrows()) if "reinit" in sparse else "n/a")
+                   + " points"
+                   + (" and minus random pruning " + ", ".join(f"{r['random_prune'] * 100:+.1f}" for _, r in sparse.iterrows())
+                      if "random_prune" in sparse else "")
+                   + f" (rounds at {', '.join(f'{v:.1f}%' for v in sparse['remaining'])}). "
+                   f"Early-stop iteration of the dense network {stop_iters.get(('ticket', 0), np.nan):.0f}, of the "
+                   f"sparsest ticket {stop_iters.get(('ticket', int(per_round.index.max())), np.nan):.0f}. "
+                   f"{at_budget:.0%} of the control networks had their best validation {spec.early_stop_metric.split('_')[1]} "
+                   f"at the last epoch of the budget (still improving: a longer budget could narrow the gap).")
+        refs = [("dense LeNet-300-100 test accuracy", "~98% (full MNIST, 50K iterations)", f"{dense:.1%} ({spec.dataset})"),
+                ("ticket at ~51% / ~21% of weights", "learns faster, higher accuracy than dense",
+                 f"{_near(per_round, 51):.1%} / {_near(per_round, 21):.1%}"),
+                ("ticket at ~3.6% of weights", "back to about the dense accuracy", f"{_near(per_round, 3.6):.1%} at "
+                 f"{per_round['remaining'].iloc[(per_round['remaining'] - 3.6).abs().argmin()]:.1f}%"),
+                ("random re-init", "degrades much earlier than the ticket",
+                 ("ticket - reinit at the sparsest round: " + f"{diffs['reinit'].iloc[-1] * 100:+.1f} points") if "reinit" in diffs else "n/a")]
+        checks = [("tickets at 20-50% of weights remaining are within 0.5 points of the dense test accuracy or above", mid_ok),
+                  ("at <= 10% of weights remaining the ticket beats random re-init by >= 1 point (mean over >= 3 seeds)", sparse_ok)]
+        return Summary(verdict, reading, refs, checks)
+
+
+def _near(per_round: pd.DataFrame, percent: float) -> float:
+    """The ticket's mean accuracy at the round whose density is closest to ``percent`` (log scale)."""
+    pos = np.abs(np.log(per_round["remaining"].to_numpy()) - np.log(percent)).argmin()
+    return float(per_round["ticket"].iloc[pos])

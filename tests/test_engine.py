@@ -1,0 +1,187 @@
+"""The batched engine trains K models exactly as K separate PyTorch loops would."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, stack_modules, train_models
+from genlab.engine.trainer import BatchTrainer
+from genlab.models import build_model
+
+
+def toy_data(n=96, d=12, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, classes, generator=g)
+    y = (x @ w).argmax(1)
+    return x, y, x[:40], y[:40]
+
+
+def reference_train(module, x, y, seed, cfg: TrainConfig, lr=None, wd=None):
+    """The plain PyTorch loop: one model, torch.optim, the engine's data order."""
+    net = copy.deepcopy(module)
+    lr = cfg.lr if lr is None else lr
+    wd = cfg.weight_decay if wd is None else wd
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        for idx in perm.split(cfg.batch_size):
+            out = net(x[idx])
+            loss = F.cross_entropy(out, y[idx]) if cfg.loss == "ce" else \
+                F.mse_loss(out, F.one_hot(y[idx], out.shape[1]).float())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net
+
+
+def mlp(d, widths, k, seed):
+    return build_model("mlp", (d,), k, widths=widths, seed=seed)
+
+
+@pytest.mark.parametrize("optimizer,momentum,nesterov,wd,loss", [
+    ("sgd", 0.0, False, 0.0, "ce"),
+    ("sgd", 0.9, False, 1e-3, "ce"),
+    ("sgd", 0.9, True, 0.0, "mse"),
+    ("adam", 0.0, False, 1e-3, "ce"),
+    ("adamw", 0.0, False, 1e-2, "mse"),
+])
+def test_batched_equals_one_at_a_time(optimizer, momentum, nesterov, wd, loss):
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01, momentum=momentum,
+                      nesterov=nesterov, weight_decay=wd, batch_size=16, epochs=3, loss=loss)
+    labels = [y, y.flip(0), (y + 1) % 3]
+    modules = [mlp(12, [16, 8], 3, seed=s) for s in range(3)]
+    jobs = [ModelJob(f"m{s}", modules[s], seed=10 + s, y_train=labels[s]) for s in range(3)]
+    out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
+    for s in range(3):
+        ref = reference_train(modules[s], x, labels[s], 10 + s, cfg)
+        got = out.stack.state_dict(s)
+        for name, p in ref.state_dict().items():
+            torch.testing.assert_close(got[name], p, rtol=1e-4, atol=1e-5)
+
+
+def test_per_model_learning_rates_and_weight_decay():
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer="sgd", momentum=0.9, batch_size=32, epochs=2)
+    modules = [mlp(12, [10], 3, seed=s) for s in range(2)]
+    settings = [(0.1, 0.0), (0.01, 0.05)]
+    jobs = [ModelJob(f"m{i}", modules[i], seed=i, y_train=y, lr=lr, weight_decay=wd) for i, (lr, wd) in enumerate(settings)]
+    out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
+    for i, (lr, wd) in enumerate(settings):
+        ref = reference_train(modules[i], x, y, i, cfg, lr=lr, wd=wd)
+        for name, p in ref.state_dict().items():
+            torch.testing.assert_close(out.stack.state_dict(i)[name], p, rtol=1e-4, atol=1e-5)
+
+
+def test_padded_widths_train_exactly_like_the_narrow_model():
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=3)
+    narrow, wide = mlp(12, [5], 3, seed=1), mlp(12, [40], 3, seed=2)
+    out = train_models([ModelJob("narrow", narrow, 1, y), ModelJob("wide", wide, 2, y)], [InputGroup(x, xt, yt)], cfg)
+    ref = reference_train(narrow, x, y, 1, cfg)
+    for name, p in ref.state_dict().items():
+        torch.testing.assert_close(out.stack.state_dict(0)[name], p, rtol=1e-4, atol=1e-5)
+    # padded entries of the narrow model stayed exactly zero
+    assert torch.all(out.stack.params["1.weight"][0, 5:] == 0)
+    assert torch.all(out.stack.params["3.weight"][0, :, 5:] == 0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masked_weights_stay_exactly_zero(optimizer):
+    x, y, xt, yt = toy_data()
+    net = mlp(12, [16], 3, seed=0)
+    mask = {"1.weight": torch.rand(16, 12, generator=torch.Generator().manual_seed(0)) > 0.5}
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05, momentum=0.9, weight_decay=1e-2, batch_size=16, epochs=3)
+    out = train_models([ModelJob("pruned", net, 0, y, mask=mask)], [InputGroup(x, xt, yt)], cfg)
+    w = out.stack.state_dict(0)["1.weight"]
+    assert torch.all(w[~mask["1.weight"]] == 0)
+    assert torch.count_nonzero(w[mask["1.weight"]]) == int(mask["1.weight"].sum())
+
+
+def test_divergent_model_is_marked_and_others_continue():
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer="sgd", momentum=0.0, batch_size=16, epochs=3)
+    jobs = [ModelJob("sane", mlp(12, [8], 3, 0), 0, y, lr=0.05), ModelJob("wild", mlp(12, [8], 3, 1), 1, y, lr=1e12)]
+    out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
+    sane, wild = out.outcomes
+    assert wild.diverged and wild.diverged_step is not None
+    assert not sane.diverged and sane.epochs == 3 and math.isfinite(sane.train_loss)
+    ref = reference_train(jobs[0].module, x, y, 0, TrainConfig(optimizer="sgd", momentum=0.0, lr=0.05, batch_size=16, epochs=3))
+    torch.testing.assert_close(out.stack.state_dict(0)["1.weight"], ref.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
+
+
+def test_stop_rule_freezes_each_model_at_its_own_time():
+    x, y, xt, yt = toy_data(n=64)
+    cfg = TrainConfig(optimizer="adam", lr=0.02, batch_size=16, epochs=60, stop_train_acc=1.0)
+    jobs = [ModelJob("true", mlp(12, [64], 3, 0), 0, y),
+            ModelJob("random", mlp(12, [64], 3, 0), 0, torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1)))]
+    trainer = BatchTrainer(jobs, [InputGroup(x, xt, yt)], cfg)
+    out = trainer.run()
+    true, rand = out.outcomes
+    assert true.fit and rand.fit and true.train_acc == 1.0 and rand.train_acc == 1.0
+    assert true.steps_to_fit < rand.steps_to_fit
+    frozen = [c for c in out.curves if c["key"] == "true"]
+    assert frozen[-1]["epoch"] == true.epochs_to_fit  # no evaluation after it stopped
+
+
+def test_snapshot_resume_gives_identical_numbers(tmp_path):
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=6, snapshot_every=2)
+    make = lambda: [ModelJob(f"m{s}", mlp(12, [8], 3, s), s, y) for s in range(2)]
+    full = train_models(make(), [InputGroup(x, xt, yt)], cfg)
+    # stop after 4 epochs (snapshot at 4), then resume with the full budget
+    snap = tmp_path / "snap.pt"
+    partial_cfg = TrainConfig(**{**cfg.__dict__, "epochs": 4})
+    BatchTrainer(make(), [InputGroup(x, xt, yt)], partial_cfg).run(snapshot=snap)
+    assert snap.exists()
+    resumed = BatchTrainer(make(), [InputGroup(x, xt, yt)], cfg).run(snapshot=snap)
+    for name in full.stack.params:
+        assert torch.equal(full.stack.params[name], resumed.stack.params[name])
+    assert [c["train_loss"] for c in full.curves] == [c["train_loss"] for c in resumed.curves]
+
+
+def test_checkpoints_hold_parameters_at_chosen_epochs():
+    x, y, xt, yt = toy_data()
+    net = mlp(12, [8], 3, 0)
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, epochs=3, checkpoint_epochs=(0, 3))
+    out = train_models([ModelJob("m", net, 0, y)], [InputGroup(x, xt, yt)], cfg)
+    assert set(out.checkpoints) == {0, 3}
+    assert torch.equal(out.checkpoints[0]["1.weight"][0], net.state_dict()["1.weight"])
+    assert torch.equal(out.checkpoints[3]["1.weight"][0], out.stack.state_dict(0)["1.weight"])
+
+
+def test_input_groups_give_each_model_its_own_inputs():
+    x, y, xt, yt = toy_data()
+    x2 = -x
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, epochs=2, momentum=0.0)
+    nets = [mlp(12, [8], 3, 0), mlp(12, [8], 3, 0)]
+    out = train_models([ModelJob("a", nets[0], 0, y, inputs=0), ModelJob("b", nets[1], 0, y, inputs=1)],
+                       [InputGroup(x, xt, yt), InputGroup(x2, -xt, yt)], cfg)
+    ref_b = reference_train(nets[1], x2, y, 0, cfg)
+    torch.testing.assert_close(out.stack.state_dict(1)["1.weight"], ref_b.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
+
+
+def test_conv_models_stack_and_train():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 1, 40, generator=g)
+    y = torch.randint(0, 10, (48,), generator=g)
+    nets = [build_model("cnn1d", (1, 40), 10, seed=s) for s in range(2)]
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, epochs=2, momentum=0.9)
+    out = train_models([ModelJob(f"c{s}", nets[s], s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])], cfg)
+    ref = reference_train(nets[1], x, y, 1, cfg)
+    for name, p in ref.state_dict().items():
+        torch.testing.assert_close(out.stack.state_dict(1)[name], p, rtol=1e-4, atol=1e-5)
+
+
+def test_stack_rejects_different_architectures():
+    with pytest.raises(ValueError):
+        stack_modules([nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2))])
