@@ -75,6 +75,7 @@ class ExpressivitySpec(StudySpec):
     presets = {
         "quick": dict(sizes=[250, 500, 1000, 2000, 4000, 10000, 20000], seeds=[0]),
         "paper": dict(sizes=[250, 500, 1000, 2000, 4000, 10000, 20000, 50000, 100000], seeds=[0, 1, 2]),
+        "smoke": dict(sizes=[100, 300], seeds=[0]),
     }
 
     @field_validator("datasets")

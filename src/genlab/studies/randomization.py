@@ -55,6 +55,8 @@ class RandomizationSpec(TrainSpec):
         "quick": dict(widths=[512], optimizer="adam", lr=0.002, batch_size=128, epochs=150, seeds=[0]),
         "paper": dict(widths=[512, 512, 512], optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=1000,
                       seeds=[0, 1, 2]),
+        "smoke": dict(widths=[64], optimizer="adam", lr=0.003, batch_size=64, epochs=3, n_train=300, n_test=200,
+                      corruptions=[0.5, 1.0], seeds=[0]),
     }
 
 
@@ -92,6 +94,11 @@ class Randomization(Study):
     citation = "Zhang et al. 2017, Understanding deep learning requires rethinking generalization, Fig. 1"
     Spec = RandomizationSpec
     result_columns = ("variant", "corruption", "seed", "train_acc", "test_acc", "steps_to_fit", "epochs", "diverged")
+
+    def estimate_seconds(self, spec: RandomizationSpec) -> float:
+        n = spec.n_train or 4000
+        models = 1 + len(spec.corruptions) + len(spec.pixel_variants)
+        return 80.0 * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.epochs / 150) * (sum(spec.widths) / 512)
 
     def units(self, spec: RandomizationSpec) -> list[str]:
         return [f"seed{s}" for s in spec.seeds]
