@@ -232,6 +232,18 @@ def report_cmd(directory):
     click.echo(f"wrote {path}")
 
 
+@cli.command("bench")
+@click.option("--quick", is_flag=True, default=False, help="smaller workloads (minutes); default: the full set")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/bench.json"), show_default=True,
+              help="JSON results; a Markdown table is written beside it (.md)")
+def bench_cmd(quick, out):
+    """Time genlab's engine against the plain PyTorch loop (../shared/bench/naive_sweep.py)."""
+    from genlab.bench import run_bench
+
+    run_bench(quick=quick, out=out)
+    click.echo(out.with_suffix(".md").read_text())
+
+
 cli.add_command(RunGroup("run", help="Run one study: genlab run STUDY [flags] --out DIR (see genlab run STUDY --help)."))
 
 

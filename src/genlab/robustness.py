@@ -55,6 +55,7 @@ class LayerGroup:
     name: str                    # module path, e.g. "blocks.0.conv1" or "blocks.0"
     kind: str                    # "layer" or "block"
     module_type: str             # class name of the module, e.g. "Linear"
+    label: str                   # short description, e.g. "Linear 784->256" or "BasicBlock (2 layers)"
     leaves: tuple[str, ...]      # module paths of the parameterised leaf modules it holds
     param_names: tuple[str, ...]  # qualified parameter names (keys of the model's state dict)
 
@@ -97,10 +98,23 @@ def _enclosing_block(model: nn.Module, leaf: str) -> str | None:
     return None
 
 
+def describe(module: nn.Module, leaves: int = 1) -> str:
+    """``"Linear 784->256"``, ``"Conv2d 6->16 5x5"``, ``"BasicBlock (2 layers)"``, ``"LayerNorm"``."""
+    kind = type(module).__name__
+    if leaves > 1:
+        return f"{kind} ({leaves} layers)"
+    if isinstance(module, nn.Linear):
+        return f"{kind} {module.in_features}->{module.out_features}"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return f"{kind} {module.in_channels}->{module.out_channels} {'x'.join(map(str, module.kernel_size))}"
+    return kind
+
+
 def _group(model: nn.Module, name: str, kind: str, leaves: Sequence[str]) -> LayerGroup:
     modules = dict(model.named_modules())
     params = tuple(f"{leaf}.{p}" for leaf in leaves for p, _ in modules[leaf].named_parameters(recurse=False))
-    return LayerGroup(name, kind, type(modules[name]).__name__, tuple(leaves), params)
+    return LayerGroup(name, kind, type(modules[name]).__name__, describe(modules[name], len(leaves)),
+                      tuple(leaves), params)
 
 
 def layer_groups(model: nn.Module, granularity: Granularity = "layer",
@@ -221,7 +235,7 @@ def robustness_table(template: nn.Module, final: Params, checkpoints: dict[int, 
     """Re-initialize and re-randomize every group of a trained network; one row per evaluation.
 
     ``final`` and ``checkpoints[t]`` are parameter dicts of one model (``checkpoints`` must hold
-    epoch 0, the initialization). Columns: ``layer, layer_index, layer_kind, layer_type, params,
+    epoch 0, the initialization). Columns: ``layer, layer_index, layer_kind, layer_type, layer_label, params,
     operation`` (reinit | rerandomize), ``checkpoint_epoch, draw, test_acc, test_err, test_loss,
     trained_test_acc, acc_drop, dist_l2, dist_rel, verdict``.
     """
@@ -248,7 +262,7 @@ def robustness_table(template: nn.Module, final: Params, checkpoints: dict[int, 
     for entry, test_loss, acc in zip(plan[1:], losses[1:], accs[1:]):
         group = groups[entry["group"]]
         rows.append({"layer": group.name, "layer_index": entry["group"], "layer_kind": group.kind,
-                     "layer_type": group.module_type,
+                     "layer_type": group.module_type, "layer_label": group.label,
                      "params": int(sum(final[n].numel() for n in group.param_names)),
                      "operation": entry["operation"], "checkpoint_epoch": entry["checkpoint_epoch"],
                      "draw": entry["draw"], "test_acc": float(acc), "test_err": 1.0 - float(acc),
@@ -274,7 +288,7 @@ def layer_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("model", "seed") if c in table.columns]
     reinit0 = table[(table.operation == "reinit") & (table.checkpoint_epoch == 0)]
     rerand = table[table.operation == "rerandomize"].groupby(keys + ["layer"], sort=False)["test_acc"].mean()
-    out = reinit0[keys + ["layer", "layer_index", "layer_kind", "layer_type", "params", "trained_test_acc",
+    out = reinit0[keys + ["layer", "layer_index", "layer_kind", "layer_type", "layer_label", "params", "trained_test_acc",
                           "test_acc", "acc_drop", "dist_l2", "dist_rel", "verdict"]].rename(
         columns={"test_acc": "reinit0_test_acc", "acc_drop": "reinit0_acc_drop"})
     out = out.join(rerand.rename("rerandomized_test_acc"), on=keys + ["layer"])

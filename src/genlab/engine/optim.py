@@ -48,6 +48,9 @@ class StackedOptimizer:
         """One update of every active model; ``lr`` and ``weight_decay`` are ``[K]`` tensors."""
         s = self.settings
         self.steps += active.to(torch.float64).cpu()
+        if bool(active.all()) and bool((lr == lr[0]).all()) and bool((weight_decay == weight_decay[0]).all()):
+            self._fused_step(float(lr[0]), float(weight_decay[0]))
+            return
         for name, p in self.params.items():
             if p.grad is None:
                 continue
@@ -82,6 +85,33 @@ class StackedOptimizer:
             if name in self.masks:
                 update = update * self.masks[name]
             p.copy_(torch.where(act, update, p))
+
+    def _fused_step(self, lr: float, weight_decay: float) -> None:
+        """The same update through PyTorch's fused single-pass kernels, when every model is active
+        and shares one learning rate and weight decay (the common case of a sweep)."""
+        s = self.settings
+        names = [n for n, p in self.params.items() if p.grad is not None]
+        params = [self.params[n] for n in names]
+        grads = [p.grad for p in params]
+        if s.name == "sgd":
+            if s.momentum:
+                bufs = [self.state[n].setdefault("momentum", torch.zeros_like(self.params[n])) for n in names]
+                torch._fused_sgd_(params, grads, bufs, weight_decay=weight_decay, momentum=s.momentum, lr=lr,
+                                  dampening=0.0, nesterov=s.nesterov, maximize=False, is_first_step=False)
+            else:
+                torch._fused_sgd_(params, grads, [], weight_decay=weight_decay, momentum=0.0, lr=lr,
+                                  dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
+        else:
+            m = [self.state[n].setdefault("exp_avg", torch.zeros_like(self.params[n])) for n in names]
+            v = [self.state[n].setdefault("exp_avg_sq", torch.zeros_like(self.params[n])) for n in names]
+            step = float(self.steps[0])
+            steps = [torch.tensor(step, dtype=torch.float32, device=p.device) for p in params]
+            kernel = torch._fused_adamw_ if s.name == "adamw" else torch._fused_adam_
+            kernel(params, grads, m, v, [], steps, amsgrad=False, lr=lr, beta1=s.betas[0], beta2=s.betas[1],
+                   weight_decay=weight_decay, eps=s.eps, maximize=False)
+        for n in names:
+            if n in self.masks:
+                self.params[n].mul_(self.masks[n])
 
     def state_dict(self) -> dict:
         return {"steps": self.steps.clone(),

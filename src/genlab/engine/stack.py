@@ -9,6 +9,16 @@ exactly what the width-h MLP computes (ReLU(0) = 0 and ReLU'(0) = 0).
 The batched forward is ``torch.func.vmap`` over ``torch.func.functional_call`` of one template
 module, so any ``nn.Module`` whose forward depends only on its parameters works (Linear and Conv
 layers become batched matmuls / grouped convolutions).
+
+A module that cannot run under ``vmap`` (e.g. one built on custom autograd functions without vmap
+rules, or holding sparse buffers, like :class:`genlab.subspace.SubspaceModel` with a Fastfood or
+sparse projection) declares ``_genlab_no_vmap = True``. Such modules are stacked the same way
+(their parameters and strided buffers get the leading model dimension, padding and masks), but
+each model keeps its own copy of the module (``StackedModels.members``) and the batched forward
+loops over the models, calling each one's ``functional_call`` on its own (unpadded) slice of the
+stacked parameters. Optimizer, schedules, evaluation, stop rules and snapshots are unchanged.
+The members are the given modules themselves (moved to the device, not copied: a module with
+sparse buffers cannot be deep-copied); their own parameters and stacked buffers are never written.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ class StackedModels:
     buffers: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]          # True where the entry is a real (trainable) weight
     shapes: list[dict[str, torch.Size]]     # each model's own (unpadded) parameter shapes
+    members: list[nn.Module] | None = None  # per-model modules when the forward loops instead of vmap
 
     @property
     def num_models(self) -> int:
@@ -46,9 +57,21 @@ class StackedModels:
 
     def module(self, k: int, like: nn.Module | None = None) -> nn.Module:
         """A standalone ``nn.Module`` holding model ``k`` (``like`` gives the architecture)."""
-        net = copy.deepcopy(like if like is not None else self.template)
-        net.load_state_dict(self.state_dict(k))
+        if self.members is None or like is not None:
+            net = copy.deepcopy(like if like is not None else self.template)
+            net.load_state_dict(self.state_dict(k))
+            return net
+        net = copy.deepcopy(self.members[k])
+        with torch.no_grad():
+            for name, value in self.state_dict(k).items():
+                target = net.get_parameter(name) if name in self.params else net.get_buffer(name)
+                target.copy_(value)
         return net
+
+
+def loops_over_models(module: nn.Module) -> bool:
+    """True when ``module`` declares ``_genlab_no_vmap = True``: its forward cannot run under vmap."""
+    return bool(getattr(module, "_genlab_no_vmap", False))
 
 
 def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") -> StackedModels:
@@ -69,20 +92,67 @@ def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") 
             mask[region] = True
         params[name] = stacked
         masks[name] = mask
+    if any(loops_over_models(m) for m in modules):
+        members = [m.to(device) for m in modules]  # used in place: some (sparse) cannot be deep-copied
+        return StackedModels(members[0], params, _common_buffers(modules, device), masks, shapes, members)
     buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]).to(device)
                for n, _ in modules[0].named_buffers()}
     template = copy.deepcopy(modules[0]).to(device)
     return StackedModels(template, params, buffers, masks, shapes)
 
 
+def _common_buffers(modules: list[nn.Module], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Stacked copies of the buffers every module has as a dense tensor of one shape.
+
+    Used for looped (``_genlab_no_vmap``) models: those buffers are passed to each model's forward
+    from the stack (so snapshots carry them); any other buffer (sparse, or differing in shape
+    between models, e.g. a projection matrix of another size) stays in that model's own member.
+    """
+    per_module = [dict(m.named_buffers()) for m in modules]
+    common = {}
+    for name, first in per_module[0].items():
+        group = [buffers.get(name) for buffers in per_module]
+        if all(b is not None and b.layout == torch.strided and b.shape == first.shape for b in group):
+            common[name] = torch.stack([b.detach() for b in group]).to(device)
+    return common
+
+
 def stacked_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
-                    shared_input: bool = False) -> torch.Tensor:
+                    shared_input: bool = False, models: torch.Tensor | None = None) -> torch.Tensor:
     """Outputs ``[K, B, ...]`` of the K models on inputs ``x`` (``[K, B, ...]``, or ``[B, ...]``
-    when ``shared_input``: every model sees the same batch)."""
+    when ``shared_input``: every model sees the same batch).
+
+    ``models`` lists (in increasing order) which of the stack's models ``params`` holds, when it
+    holds only some of them (e.g. the still active ones); default: all of them.
+    """
+    if stack.members is not None:
+        return _looped_forward(stack, params, x, shared_input, models)
     template = stack.template
+    buffers = stack.buffers
+    if models is not None and len(models) != stack.num_models:
+        buffers = {n: b[models] for n, b in buffers.items()}
 
     def one(p, b, xb):
         return functional_call(template, (p, b), (xb,))
 
     return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
-        params, stack.buffers, x)
+        params, buffers, x)
+
+
+def _looped_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
+                    shared_input: bool, models: torch.Tensor | None) -> torch.Tensor:
+    """The stacked forward of ``_genlab_no_vmap`` modules: one ``functional_call`` per model.
+
+    Model k sees its parameters cut back to its own shapes (padding never enters its forward)
+    and its stacked buffers; every member follows the template's train/eval mode.
+    """
+    ids = range(stack.num_models) if models is None else [int(k) for k in models.tolist()]
+    outputs = []
+    for pos, k in enumerate(ids):
+        member = stack.members[k]
+        if member.training != stack.template.training:
+            member.train(stack.template.training)
+        own = {n: p[pos][tuple(slice(0, s) for s in stack.shapes[k][n])] for n, p in params.items()}
+        buffers = {n: b[k] for n, b in stack.buffers.items()}
+        outputs.append(functional_call(member, (own, buffers), (x if shared_input else x[pos],)))
+    return torch.stack(outputs)

@@ -28,6 +28,10 @@ from genlab.engine.optim import OptimizerSettings, StackedOptimizer
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.stack import StackedModels, stack_modules, stacked_forward
 
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A training-batch transform ``(x [B, ...], generator) -> x' [B, ...]`` (same shape), drawing all
+its randomness from the CPU ``generator`` it is given (e.g. :func:`genlab.augment.random_shifts`)."""
+
 
 @dataclass
 class TrainConfig:
@@ -69,6 +73,7 @@ class ModelJob:
     lr: float | None = None
     weight_decay: float | None = None
     mask: dict[str, torch.Tensor] | None = None  # pruning mask (True = kept), per parameter name
+    augment: Augment | None = None        # applied to this model's training batches only (not to evaluation)
 
 
 @dataclass
@@ -134,6 +139,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def augment_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for a model's augmentation draws in one epoch, independent of its data order."""
+    digest = hashlib.sha256(f"augment:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _augmented(x: torch.Tensor, augmenters: list[tuple[int, Augment, torch.Generator]]) -> torch.Tensor:
+    """``x [K, B, ...]`` with model ``pos``'s slice replaced by ``augment(x[pos], generator)``."""
+    out = x.clone()
+    for pos, augment, generator in augmenters:
+        moved = augment(x[pos], generator)
+        if moved.shape != x[pos].shape:
+            raise ValueError(f"augment must keep the batch shape {tuple(x[pos].shape)}, got {tuple(moved.shape)}")
+        out[pos] = moved
+    return out
+
+
 def _losses(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Per-model mean loss ``[K]``; ``mse`` averages the squared error over examples and classes."""
     k, b, c = out.shape
@@ -146,10 +168,12 @@ def _losses(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
                      y: torch.Tensor, loss: str = "ce", batch_size: int = 2000,
-                     shared_input: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                     shared_input: bool = True, models: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy ``([K], [K])`` of stacked models, in eval mode (dropout off).
 
     ``x`` is ``[N, ...]`` when ``shared_input`` else ``[K, N, ...]``; ``y`` is ``[N]`` or ``[K, N]``.
+    ``models``: which of the stack's models ``params`` holds (see :func:`stacked_forward`).
     """
     stack.template.eval()
     k = next(iter(params.values())).shape[0]
@@ -160,7 +184,7 @@ def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: t
     for start in range(0, n, batch_size):
         xb = x[start:start + batch_size] if shared_input else x[:, start:start + batch_size]
         yb = y[:, start:start + batch_size]
-        out = stacked_forward(stack, params, xb, shared_input=shared_input)
+        out = stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
         loss_sum += _losses(out, yb, loss).double() * yb.shape[1]
         correct += (out.argmax(-1) == yb).double().sum(1)
     stack.template.train()
@@ -243,14 +267,16 @@ class BatchTrainer:
             data = self.inputs[g]
             if cfg.eval_train:
                 loss, acc = evaluate_stacked(self.stack, sub, data.x_train, self.y_train[idx[sel]],
-                                             cfg.loss, cfg.eval_batch_size)
+                                             cfg.loss, cfg.eval_batch_size, models=idx[sel])
                 results["train_loss"][sel], results["train_acc"][sel] = loss.cpu(), acc.cpu()
             y_test = torch.stack([self.y_test[i] if self.y_test[i] is not None else data.y_test
                                   for i in idx[sel].tolist()])
-            loss, acc = evaluate_stacked(self.stack, sub, data.x_test, y_test, cfg.loss, cfg.eval_batch_size)
+            loss, acc = evaluate_stacked(self.stack, sub, data.x_test, y_test, cfg.loss, cfg.eval_batch_size,
+                                         models=idx[sel])
             results["test_loss"][sel], results["test_acc"][sel] = loss.cpu(), acc.cpu()
             if data.x_val is not None:
-                loss, acc = evaluate_stacked(self.stack, sub, data.x_val, data.y_val, cfg.loss, cfg.eval_batch_size)
+                loss, acc = evaluate_stacked(self.stack, sub, data.x_val, data.y_val, cfg.loss, cfg.eval_batch_size,
+                                             models=idx[sel])
                 results["val_loss"][sel], results["val_acc"][sel] = loss.cpu(), acc.cpu()
         return results
 
@@ -293,8 +319,12 @@ class BatchTrainer:
         perms = torch.stack([torch.randperm(self.n_train, generator=torch.Generator().manual_seed(
             epoch_seed(s, self.epoch))) for s in seeds]).to(self.device)
         torch.manual_seed(epoch_seed(sum(seeds) + 7919 * k, self.epoch))  # dropout draws
+        augmenters = [(pos, self.jobs[i].augment,
+                       torch.Generator().manual_seed(augment_seed(self.jobs[i].seed, self.epoch)))
+                      for pos, i in enumerate(idx.tolist()) if self.jobs[i].augment is not None]
         groups, y_train = self.group[idx], self.y_train[idx]
         lr, wd = self.lr[idx], self.wd[idx]
+        shared_order = len(set(seeds)) == 1 and len(set(groups.tolist())) == 1 and not augmenters
         working = torch.ones(k, dtype=torch.bool, device=self.device)
         loss_sum = torch.zeros(k, dtype=torch.float64)
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
@@ -302,8 +332,13 @@ class BatchTrainer:
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
             batch = perms[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = self._batch_inputs(groups, batch)
-            out = stacked_forward(self.stack, params, x)
+            if shared_order:  # every model sees the same batch: one input, broadcast by vmap
+                x = self.inputs[int(groups[0])].x_train[batch[0]]
+            else:
+                x = self._batch_inputs(groups, batch)
+            if augmenters:
+                x = _augmented(x, augmenters)
+            out = stacked_forward(self.stack, params, x, shared_input=shared_order, models=idx)
             losses = _losses(out, y_train.gather(1, batch), cfg.loss)
             finite = torch.isfinite(losses)
             for p in params.values():

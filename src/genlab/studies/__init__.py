@@ -1,7 +1,9 @@
 """The studies, registered by name on import."""
 from genlab.studies.base import STUDIES, Study, Summary, UnitResult, get_study, register
 from genlab.studies import randomization  # noqa: F401
+from genlab.studies import double_descent  # noqa: F401
 from genlab.studies import lottery  # noqa: F401
 from genlab.studies import expressivity  # noqa: F401
+from genlab.studies import layer_robustness  # noqa: F401
 
 __all__ = ["STUDIES", "Study", "Summary", "UnitResult", "get_study", "register"]

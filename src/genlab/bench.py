@@ -1,0 +1,222 @@
+"""``genlab bench``: genlab's engine against the plain one-model-at-a-time PyTorch loop.
+
+Each workload runs twice in the same session on the same machine: through
+``../shared/bench/naive_sweep.py`` (a subprocess, the baseline the speed targets are defined
+against) and through genlab's batched engine with the same models, data, optimizer, batch size and
+epochs. Reported: wall time, the ratio naive / genlab, achieved GFLOP/s (the naive script's
+convention: 2 x multiply-adds x 3 for forward + backward) and its fraction of the float32 matmul
+peak measured in the same run, peak memory, and both sides' final accuracies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genlab.errors import UserError
+
+
+def naive_script() -> Path:
+    """Locate ``shared/bench/naive_sweep.py`` (``$GENLAB_NAIVE_SWEEP`` overrides)."""
+    if os.environ.get("GENLAB_NAIVE_SWEEP"):
+        return Path(os.environ["GENLAB_NAIVE_SWEEP"])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "bench" / "naive_sweep.py"
+        if candidate.exists():
+            return candidate
+    raise UserError("cannot find shared/bench/naive_sweep.py beside the repository; set GENLAB_NAIVE_SWEEP")
+
+
+def run_naive(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, str(naive_script()), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"naive_sweep.py {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def matmul_peak() -> float:
+    """Best float32 GEMM GFLOP/s over n = 1024, 2048 (the naive script's own ``peak``, in-process)."""
+    best = 0.0
+    for n in (1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 2 * n ** 3 * 10 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def mlp_flops(sizes: list[int], samples: int) -> int:
+    return 2 * 3 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * samples
+
+
+def _engine_sweep(model_sizes: list[list[int]], epochs: int, batch: int, loss: str, optimizer: str, lr: float,
+                  momentum: float = 0.0) -> dict:
+    from genlab.data import load_dataset
+    from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+    from genlab.models import build_model
+
+    data = load_dataset("mnist5k")
+    jobs = [ModelJob(f"m{i}", build_model("mlp", data.input_shape, 10, widths=sizes[1:-1], seed=i), seed=0,
+                     y_train=data.y_train) for i, sizes in enumerate(model_sizes)]
+    config = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch, epochs=epochs,
+                         eval_every=epochs)
+    start = time.perf_counter()
+    out = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config)
+    wall = time.perf_counter() - start
+    flops = sum(mlp_flops(s, epochs * len(data.y_train)) for s in model_sizes)
+    return {"wall_s": wall, "model_flops": flops, "gflops": flops / wall / 1e9,
+            "models": [{"model": o.key, "train_acc": o.train_acc, "test_acc": o.test_acc} for o in out.outcomes]}
+
+
+def widths_workload(widths: list[int], epochs: int) -> dict:
+    naive = run_naive(["widths", "--widths", ",".join(map(str, widths)), "--epochs", str(epochs)])
+    ours = _engine_sweep([[784, h, 10] for h in widths], epochs, 128, "mse", "adam", 1e-3)
+    return {"naive": naive, "genlab": ours}
+
+
+def ensemble_workload(models: int, hidden: int, depth: int, epochs: int) -> dict:
+    naive = run_naive(["ensemble", "--models", str(models), "--hidden", str(hidden), "--depth", str(depth),
+                       "--epochs", str(epochs)])
+    sizes = [784] + [hidden] * depth + [10]
+    ours = _engine_sweep([sizes] * models, epochs, 128, "ce", "sgd", 0.05, momentum=0.9)
+    return {"naive": naive, "genlab": ours}
+
+
+def rff_workload(n: int = 4000, count: int = 32) -> dict:
+    from genlab.data import load_dataset
+    from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
+
+    data = load_dataset("mnist5k", n_train=n)
+    x = data.x_train.flatten(1).double().numpy()
+    xt = data.x_test.flatten(1).double().numpy()
+    y = np.eye(10)[data.y_train.numpy()]
+    grid = log_grid_dense_near(n, count=count)
+    start = time.perf_counter()
+    rows = rff_sweep(x, y, xt, data.y_test.numpy(), grid, default_sigma(x), seed=0)
+    wall = time.perf_counter() - start
+    peak = max(rows, key=lambda r: r["test_mse"])
+    return {"wall_s": wall, "values_of_N": len(grid), "n": n, "test_mse_peak_at": peak["features"]}
+
+
+def scaling_point(n: int) -> dict:
+    """One randomization-study epoch (9 variants, MLP 40-512-10, Adam) on mnist1d with n examples."""
+    from genlab.data import load_dataset
+    from genlab.engine import BatchTrainer, InputGroup, ModelJob, TrainConfig
+    from genlab.models import build_model
+
+    data = load_dataset("mnist1d", n_train=n, n_test=1000)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    groups = [InputGroup(data.x_train + 0.0 * i, data.x_test, data.y_test) for i in range(4)]
+    jobs = [ModelJob(f"v{k}", build_model("mlp", data.input_shape, 10, widths=[512], seed=k), seed=k,
+                     y_train=data.y_train, inputs=k % 4) for k in range(9)]
+    config = TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=1, eval_train=False)
+    trainer = BatchTrainer(jobs, groups, config)
+    start = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - start
+    dataset_mb = sum(g.x_train.numel() * 4 for g in groups) / 2 ** 20
+    return {"n": n, "epoch_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_before_training_mb": base / 1024, "dataset_mb": dataset_mb}
+
+
+def scaling_workload(sizes: list[int]) -> dict:
+    points = []
+    for n in sizes:
+        proc = subprocess.run([sys.executable, "-m", "genlab.bench", "scaling-point", str(n)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-500:])
+        points.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    ns = np.array([p["n"] for p in points], dtype=float)
+    times = np.array([p["epoch_s"] for p in points])
+    exponent = float(np.polyfit(np.log(ns), np.log(times), 1)[0])
+    extra = [p["peak_rss_mb"] - p["dataset_mb"] for p in points]
+    return {"points": points, "time_exponent": exponent,
+            "memory_ratio_largest_vs_smallest_excluding_data": extra[-1] / extra[0]}
+
+
+def _acc_gap(result: dict) -> float:
+    a = [m["test_acc"] for m in result["naive"]["models"]]
+    b = [m["test_acc"] for m in result["genlab"]["models"]]
+    return float(np.max(np.abs(np.array(a) - np.array(b))))
+
+
+def run_bench(quick: bool = False, out: Path | None = None) -> dict:
+    """Run every workload and write ``out`` (JSON) and ``out`` with ``.md`` (a table)."""
+    torch.manual_seed(0)
+    report: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                "torch": torch.__version__, "platform": sys.platform}}
+    peak = matmul_peak()
+    report["sgemm_peak_gflops"] = peak
+    epochs = 2 if quick else 5
+    report["widths"] = widths_workload([5, 10, 20, 40, 50, 60, 100, 200], epochs)
+    report["ensemble"] = ensemble_workload(8, 256, 3, epochs)
+    for name in ("widths", "ensemble"):
+        w = report[name]
+        w["speedup"] = w["naive"]["wall_s"] / w["genlab"]["wall_s"]
+        w["genlab_fraction_of_peak"] = w["genlab"]["gflops"] / peak
+        w["naive_fraction_of_peak"] = w["naive"]["gflops"] / peak
+        w["max_test_acc_difference"] = _acc_gap(w)
+    report["rff"] = rff_workload(n=1000 if quick else 4000, count=32)
+    try:
+        from genlab.intrinsic import bench_fastfood_epoch
+
+        report["fastfood"] = bench_fastfood_epoch()
+    except ImportError:
+        report["fastfood"] = {"skipped": "intrinsic-dimension module not present"}
+    report["scaling"] = scaling_workload([10_000, 30_000] if quick else [10_000, 30_000, 100_000, 300_000])
+    if not quick:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "genlab.cli", "reproduce", "--preset", "quick", "--out", tmp,
+                                   "--quiet"], capture_output=True, text=True)
+            report["reproduce_quick"] = {"wall_s": time.perf_counter() - start, "exit_code": proc.returncode}
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown_table(report, command=f"genlab bench{' --quick' if quick else ''} --out {out}"))
+    return report
+
+
+def markdown_table(r: dict, command: str) -> str:
+    peak = r["sgemm_peak_gflops"]
+    lines = [f"Measured with `{command}` on {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} "
+             f"({r['machine']['torch_threads']} threads); float32 matmul peak {peak:.0f} GFLOP/s.", "",
+             "| workload | naive (s) | genlab (s) | speedup | genlab GFLOP/s (% of peak) | max test-acc difference |",
+             "|---|---|---|---|---|---|"]
+    for name in ("widths", "ensemble"):
+        w = r[name]
+        lines.append(f"| {name} | {w['naive']['wall_s']:.2f} | {w['genlab']['wall_s']:.2f} | {w['speedup']:.1f}x | "
+                     f"{w['genlab']['gflops']:.0f} ({w['genlab_fraction_of_peak']:.0%}) | {w['max_test_acc_difference']:.3f} |")
+    lines += ["", "| other workload | result |", "|---|---|",
+              f"| RFF sweep, n={r['rff']['n']}, {r['rff']['values_of_N']} values of N | {r['rff']['wall_s']:.1f} s "
+              f"(test-MSE peak at N={r['rff']['test_mse_peak_at']}) |"]
+    ff = r.get("fastfood", {})
+    if "ratio" in ff:
+        lines.append(f"| Fastfood subspace epoch vs direct epoch (D~200k) | {ff['ratio']:.2f}x |")
+    sc = r["scaling"]
+    pts = ", ".join(f"n={p['n']}: {p['epoch_s']:.2f} s / {p['peak_rss_mb']:.0f} MB" for p in sc["points"])
+    lines.append(f"| randomization epoch on mnist1d vs n | exponent {sc['time_exponent']:.2f}; {pts} |")
+    if "reproduce_quick" in r:
+        lines.append(f"| `genlab reproduce --preset quick` | {r['reproduce_quick']['wall_s']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "scaling-point":
+        print(json.dumps(scaling_point(int(sys.argv[2]))))

@@ -1,0 +1,65 @@
+"""Where units of work run: in this process (default) or as Ray tasks on a local instance or a cluster.
+
+Units are pure functions of (spec, unit id), so any executor gives the same rows; the driver
+alone writes the run store, as each unit's result arrives, so a killed driver resumes like a
+local run (finished units are on disk; unfinished ones are resubmitted).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from genlab.errors import UserError
+from genlab.progress import NullProgress
+from genlab.studies.base import Context, get_study
+
+
+def _run_unit_task(study_name: str, spec_json: dict, unit: str, unit_dir: str, threads: int):
+    """Body of one Ray task: rebuild the spec, run the unit, return its rows."""
+    import torch
+
+    torch.set_num_threads(threads)  # the same kernels as the driver's in-process run: identical numbers
+    study = get_study(study_name)
+    spec = study.Spec.model_validate(spec_json)
+    folder = Path(unit_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".ray-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError:  # a worker on another machine: keep its resume snapshot locally
+        folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit}-"))
+    started = time.perf_counter()
+    result = study.run_unit(spec, unit, Context(unit_dir=folder, progress=NullProgress(), device=spec.device))
+    return unit, result.rows, result.curves, time.perf_counter() - started
+
+
+def run_units_ray(study, spec, units: list[str], store, progress, address: str | None = None) -> None:
+    """Run ``units`` as Ray tasks; results are written by this (driver) process as they finish."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'genlab[ray]'") from None
+    import torch
+
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, torch.get_num_threads()), include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {exc}") from None
+    remote = ray.remote(num_cpus=1)(_run_unit_task)
+    all_units = study.units(spec)
+    spec_json = spec.model_dump(mode="json")
+    threads = torch.get_num_threads()
+    pending = [remote.remote(study.name, spec_json, u, str(store.unit_dir(u)), threads) for u in units]
+    progress.log(f"[{study.name}] {len(pending)} units submitted to Ray ({address or 'local instance'})")
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        unit, rows, curves, seconds = ray.get(done[0])
+        store.save_unit(unit, rows, curves, seconds)
+        store.rebuild_tables(all_units)
+        progress.end_unit(unit)

@@ -1,0 +1,346 @@
+"""Layer robustness: are all layers created equal? (Zhang, Bengio & Singer 2019, JMLR 2022).
+
+Each network is trained with checkpoints; then every layer, one at a time, is re-initialized to
+its value at each checkpoint (t = 0: its initial value) or re-randomized from the network's own
+initializer, with all other layers at their trained values, and the test accuracy is measured
+(see :mod:`genlab.robustness`). The finding: in fully connected nets the first layer is
+*critical* - resetting it to its initial value costs much accuracy - while later layers are
+*robust* - their initial values serve nearly as well as their trained ones - although
+re-randomizing any layer destroys the network. So the trained network depends on where each
+layer *started*, and layers differ in how far and how usefully they moved.
+
+Networks: fully connected ``fcnDxW`` (D hidden layers of width W; the blog's 3x256 and 4x128 on
+mnist5k), a LeNet-style CNN, and a small residual net (on digits or MNIST-1D), whose basic
+blocks are also reset as a whole. Every seed of one network trains in one batched engine call
+(one unit of work); all modified networks are evaluated in stacked batches.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+from pydantic import Field, field_validator, model_validator
+
+from genlab.data import load_dataset
+from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+from genlab.models import build_model
+from genlab.plotting import COLORS, figure, save
+from genlab.robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
+from genlab.spec import TrainSpec
+from genlab.studies.base import Study, Summary, UnitResult, register
+
+FCN_NAME = re.compile(r"^fcn(\d+)x(\d+)$")
+NOT_USED = "not used by this study (choose networks with --networks)"
+
+
+class LayerRobustnessSpec(TrainSpec):
+    networks: list[str] = Field(["fcn3x256", "fcn4x128", "lenet", "resnet"],
+                                description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256), lenet, resnet")
+    model: str = Field("mlp", description=NOT_USED)
+    widths: list[int] = Field([512, 512], min_length=1, description=NOT_USED)
+    checkpoint_epochs: list[int] = Field([], description="epochs whose parameters are kept for re-initialization "
+                                         "(empty: 0,1,2,3,5,10,20,50,...; 0 and the final epoch are always included, "
+                                         "epochs after a network's last epoch are skipped)")
+    draws: int = Field(3, ge=1, le=100, description="independent re-randomizations of each layer")
+    threshold: float = Field(0.10, gt=0.0, lt=1.0, description="a layer is critical when resetting it to its initial "
+                             "value costs more than this fraction of test accuracy (0.10 = 10 points)")
+    lenet_widths: list[int] = Field([120, 84], min_length=1, description="hidden widths of the LeNet classifier head")
+    resnet_dataset: Literal["digits", "mnist1d"] = Field("digits", description="dataset of the residual net")
+    resnet_channels: int = Field(32, gt=0, le=512, description="channels of the residual net")
+    resnet_blocks: int = Field(3, gt=0, le=20, description="basic blocks of the residual net")
+    resnet_init: Literal["default", "glorot", "kaiming"] = Field("kaiming", description="initializer of the residual net "
+                                                                 "(He init, as for residual nets in the paper)")
+    resnet_lr: float = Field(0.01, gt=0.0, description="learning rate of the residual net (no normalization layers)")
+    resnet_epochs: int = Field(30, gt=0, description="epoch budget of the residual net")
+    models_per_pass: int = Field(16, gt=0, le=1024, description="modified networks evaluated together in one "
+                                 "batched forward pass")
+
+    @field_validator("networks")
+    @classmethod
+    def _networks_known(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("choose at least one network")
+        for name in v:
+            if not (FCN_NAME.match(name) or name in ("lenet", "resnet")):
+                raise ValueError(f"unknown network {name!r}; use fcnDxW (e.g. fcn3x256), lenet or resnet")
+            m = FCN_NAME.match(name)
+            if m and (int(m.group(1)) < 1 or int(m.group(2)) < 1):
+                raise ValueError(f"network {name!r} needs at least one hidden layer of positive width")
+        if len(set(v)) != len(v):
+            raise ValueError("networks must be distinct")
+        return v
+
+    @field_validator("checkpoint_epochs")
+    @classmethod
+    def _epochs_non_negative(cls, v: list[int]) -> list[int]:
+        if any(e < 0 for e in v):
+            raise ValueError(f"checkpoint epochs must be non-negative, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _unused_fields_untouched(self) -> "LayerRobustnessSpec":
+        for name in ("model", "widths"):
+            if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].default:
+                raise ValueError(f"field {name!r} is {NOT_USED}")
+        return self
+
+    presets = {
+        "quick": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=15, seeds=[0],
+                      checkpoint_epochs=[0, 1, 2, 5, 10, 20], draws=3, resnet_epochs=30),
+        "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=100, seeds=[0, 1, 2],
+                      draws=5, resnet_epochs=100),
+        "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2, n_train=200, n_test=100,
+                      lenet_widths=[16], resnet_channels=8, resnet_blocks=2, batch_size=50, draws=2, seeds=[0]),
+    }
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """How one network of the study is built and trained."""
+
+    name: str
+    family: str                  # model family of genlab.models
+    dataset: str
+    options: dict
+    init: str
+    lr: float
+    epochs: int
+    granularity: str             # layers reset alone, or residual blocks too
+
+
+def network_plan(spec: LayerRobustnessSpec, name: str) -> NetworkPlan:
+    fcn = FCN_NAME.match(name)
+    if fcn:
+        widths = [int(fcn.group(2))] * int(fcn.group(1))
+        return NetworkPlan(name, "mlp", spec.dataset, {"widths": widths, "dropout": spec.dropout}, spec.init,
+                           spec.lr, spec.epochs, "layer")
+    if name == "lenet":
+        return NetworkPlan(name, "lenet", spec.dataset, {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
+                           spec.init, spec.lr, spec.epochs, "layer")
+    return NetworkPlan(name, "resnet", spec.resnet_dataset,
+                       {"channels": spec.resnet_channels, "blocks": spec.resnet_blocks},
+                       spec.resnet_init, spec.resnet_lr, spec.resnet_epochs, "both")
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    """Rows as plain Python scalars (missing values as None), ready for JSON."""
+    rows = []
+    for record in table.to_dict("records"):
+        row = {}
+        for key, value in record.items():
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+                row[key] = None
+            elif isinstance(value, np.generic):
+                row[key] = value.item()
+            else:
+                row[key] = value
+        rows.append(row)
+    return rows
+
+
+def heatmap_matrix(results: pd.DataFrame, network: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean test error of ``network`` (over seeds and draws): layers x (checkpoints + "re-rand."),
+    in layer order, and the layers' labels."""
+    sub = results[results["model"] == network]
+    reinit = sub[sub["operation"] == "reinit"]
+    grid = reinit.pivot_table(index="layer_index", columns="checkpoint_epoch", values="test_err", aggfunc="mean")
+    grid.columns = [str(int(c)) for c in grid.columns]
+    rerand = sub[sub["operation"] == "rerandomize"].groupby("layer_index")["test_err"].mean()
+    grid["re-rand."] = rerand
+    labels = sub.drop_duplicates("layer_index").set_index("layer_index")[["layer", "layer_label", "layer_kind"]]
+    return grid.sort_index(), labels.loc[grid.sort_index().index]
+
+
+@register
+class LayerRobustness(Study):
+    name = "layer-robustness"
+    title = "Layer robustness: re-initializing and re-randomizing one layer at a time"
+    question = ("Does a trained network need every layer's learned weights, or would some layers do as well "
+                "at their initial values?")
+    citation = "Zhang, Bengio & Singer 2019, Are all layers created equal? (JMLR 2022), Fig. 1-2 and Sec. 3"
+    Spec = LayerRobustnessSpec
+    result_columns = ("model", "layer", "operation", "checkpoint_epoch", "draw", "test_acc", "test_err",
+                      "trained_test_acc", "verdict", "dist_l2", "dist_rel")
+
+    def units(self, spec: LayerRobustnessSpec) -> list[str]:
+        return list(spec.networks)
+
+    def estimate_seconds(self, spec: LayerRobustnessSpec) -> float | None:
+        per_epoch = {"mlp": 0.25, "lenet": 0.9, "resnet": 0.35}
+        return float(sum(per_epoch[network_plan(spec, n).family] * network_plan(spec, n).epochs * len(spec.seeds) * 1.5
+                         for n in spec.networks))
+
+    def run_unit(self, spec: LayerRobustnessSpec, unit: str, ctx) -> UnitResult:
+        plan = network_plan(spec, unit)
+        data = load_dataset(plan.dataset, **spec.data_params())
+        jobs = [ModelJob(f"{unit}-seed{seed}",
+                         build_model(plan.family, data.input_shape, data.num_classes, init=plan.init, seed=seed,
+                                     **plan.options),
+                         seed=seed, y_train=data.y_train)
+                for seed in spec.seeds]
+        wanted = [e for e in spec.checkpoint_epochs if e <= plan.epochs]
+        saved = resolve_checkpoint_epochs(wanted or None, plan.epochs)
+        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=plan.lr, momentum=spec.momentum,
+                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
+                             epochs=plan.epochs, schedule=spec.schedule, eval_every=plan.epochs,
+                             checkpoint_epochs=tuple(saved), device=spec.device)
+        ctx.progress.start_unit(unit, plan.epochs, len(jobs))
+        outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
+                               on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+        architecture = jobs[0].module
+        groups = layer_groups(architecture, plan.granularity)
+        x_test, y_test = data.x_test.to(spec.device), data.y_test.to(spec.device)
+        rows = []
+        for k, seed in enumerate(spec.seeds):
+            result = outcome.outcomes[k]
+            if result.diverged:
+                rows.append({"model": unit, "seed": seed, "dataset": plan.dataset, "diverged": True,
+                             "operation": None, "layer": None})
+                continue
+            table = trained_model_table(outcome, k, architecture, x_test, y_test, groups=groups, init=plan.init,
+                                        draws=spec.draws, threshold=spec.threshold, seed=seed, loss=spec.loss,
+                                        models_per_pass=spec.models_per_pass)
+            info = {"model": unit, "seed": seed, "dataset": plan.dataset, "family": plan.family, "init": plan.init,
+                    "lr": plan.lr, "epochs": plan.epochs, "final_epoch": plan.epochs,
+                    "trained_train_acc": result.train_acc, "engine_test_acc": result.test_acc,
+                    "total_params": sum(p.numel() for p in architecture.parameters()), "diverged": False}
+            for key, value in reversed(list(info.items())):
+                table.insert(0, key, value)
+            rows += _records(table)
+        curves = [{**c, "model": unit, "seed": spec.seeds[[j.key for j in jobs].index(c["key"])]}
+                  for c in outcome.curves]
+        return UnitResult(rows, curves)
+
+    # ----- figures --------------------------------------------------------------------------
+    def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:
+        results = results[results["operation"].notna()] if "operation" in results else results
+        networks = [n for n in spec.networks if n in set(results.get("model", []))]
+        if not networks:
+            return []
+        return [self._plot_heatmaps(results, networks, spec, out_dir),
+                self._plot_distances(results, networks, out_dir)]
+
+    def _plot_heatmaps(self, results: pd.DataFrame, networks: list[str], spec, out_dir: Path) -> Path:
+        rows_max = max(len(heatmap_matrix(results, n)[0]) for n in networks)
+        fig, axes = figure(len(networks), width=4.4, height=1.6 + 0.38 * rows_max)
+        image = None
+        for ax, network in zip(axes[0], networks):
+            grid, labels = heatmap_matrix(results, network)
+            values = grid.to_numpy(dtype=float)
+            image = ax.imshow(values, cmap="magma_r", vmin=0.0, vmax=0.9, aspect="auto")
+            for (i, j), v in np.ndenumerate(values):
+                if not np.isnan(v):
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.45 else "black")
+            ax.axvline(len(grid.columns) - 1.5, color="white", lw=2.5)
+            blocks = np.flatnonzero(labels["layer_kind"].to_numpy() == "block")
+            if len(blocks) and blocks[0] > 0:
+                ax.axhline(blocks[0] - 0.5, color="white", lw=2.5)
+            ax.set_xticks(range(len(grid.columns)), grid.columns, fontsize=8)
+            ax.set_yticks(range(len(labels)), [f"{r.layer}: {r.layer_label}" for r in labels.itertuples()], fontsize=7)
+            ax.set_xlabel("layer reset to checkpoint epoch | re-randomized")
+            ax.grid(False)
+            sub = results[results["model"] == network]
+            ax.set_title(f"{network} on {sub['dataset'].iloc[0]}\ntrained test error "
+                         f"{100 * (1 - sub['trained_test_acc'].mean()):.1f}%", fontsize=9)
+        colorbar_axis = axes[0, -1].inset_axes([1.03, 0.0, 0.05, 1.0])
+        fig.colorbar(image, cax=colorbar_axis, label="test error (numbers in cells: %)")
+        fig.suptitle("Test error after resetting one layer (all other layers trained); "
+                     "epoch 0 = initial value", fontsize=10)
+        return save(fig, out_dir, "layer_robustness_heatmaps")
+
+    def _plot_distances(self, results: pd.DataFrame, networks: list[str], out_dir: Path) -> Path:
+        verdicts = layer_verdicts(results[results["operation"].notna()])
+        fig, axes = figure(len(networks), 2, width=4.4, height=3.0)
+        colors = {"critical": COLORS[3], "robust": COLORS[0]}
+        for col, network in enumerate(networks):
+            v = verdicts[verdicts["model"] == network].groupby(["layer_index", "layer"], as_index=False).agg(
+                dist_l2=("dist_l2", "mean"), dist_rel=("dist_rel", "mean"),
+                critical=("verdict", lambda s: (s == "critical").mean()))
+            bar_colors = [colors["critical"] if c >= 0.5 else colors["robust"] for c in v["critical"]]
+            for row, (column, label) in enumerate([("dist_l2", "||w_T - w_0||_2"),
+                                                    ("dist_rel", "||w_T - w_0|| / ||w_0||")]):
+                ax = axes[row, col]
+                ax.bar(range(len(v)), v[column], color=bar_colors)
+                ax.set_xticks(range(len(v)), v["layer"], rotation=60, ha="right", fontsize=7)
+                ax.set_ylabel(label)
+                ax.set_xlabel("layer")
+                if row == 0:
+                    ax.set_title(f"{network}: distance from initialization", fontsize=9)
+        handles = [Patch(color=colors[k], label=k) for k in ("critical", "robust")]
+        axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7, title="verdict (most seeds)")
+        return save(fig, out_dir, "layer_robustness_distances")
+
+    # ----- summary --------------------------------------------------------------------------
+    def summarize(self, results: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
+        results = results[results["operation"].notna()]
+        verdicts = layer_verdicts(results)
+        per_layer = verdicts.groupby(["model", "layer_index", "layer"], as_index=False).agg(
+            trained=("trained_test_acc", "mean"), reinit0=("reinit0_test_acc", "mean"),
+            rerand=("rerandomized_test_acc", "mean"), dist_l2=("dist_l2", "mean"),
+            critical=("verdict", lambda s: (s == "critical").mean()), kind=("layer_kind", "first"))
+        parts = []
+        for network in [n for n in spec.networks if n in set(per_layer["model"])]:
+            p = per_layer[(per_layer["model"] == network) & (per_layer["kind"] == "layer")]
+            crit = p[p["critical"] >= 0.5]["layer"].tolist()
+            parts.append(f"{network}: {len(crit)}/{len(p)} layers critical"
+                         + (f" ({', '.join(crit)})" if crit else ""))
+        verdict = "; ".join(parts)
+        reading = self._reading(per_layer, results, spec)
+        refs, checks = self._fcn_reference(per_layer, results)
+        final = results[(results["operation"] == "reinit") & (results["checkpoint_epoch"] == results["final_epoch"])]
+        checks.append(("re-initializing any layer to the final checkpoint reproduces the trained accuracy",
+                       bool(len(final) and np.allclose(final["test_acc"], final["trained_test_acc"], atol=0, rtol=0))))
+        return Summary(verdict, reading, refs, checks)
+
+    def _reading(self, per_layer: pd.DataFrame, results: pd.DataFrame, spec) -> str:
+        sentences = []
+        seeds = results["seed"].nunique()
+        for network in [n for n in spec.networks if n in set(per_layer["model"])]:
+            p = per_layer[per_layer["model"] == network]
+            layers = p[p["kind"] == "layer"]
+            trained = layers["trained"].mean()
+            worst = layers.loc[layers["reinit0"].idxmin()]
+            best_rerand = layers["rerand"].max()
+            robust = layers[layers["critical"] < 0.5]
+            text = (f"{network} ({results[results.model == network]['dataset'].iloc[0]}, trained test accuracy "
+                    f"{trained:.1%}, {seeds} seed(s)): resetting a layer to its initial value gives "
+                    + ", ".join(f"{r.layer} {r.reinit0:.1%}" for r in layers.itertuples())
+                    + f"; the most critical layer is {worst.layer} ({worst.reinit0:.1%}). "
+                    f"Re-randomizing any layer leaves at most {best_rerand:.1%}. ")
+            if len(robust):
+                text += (f"{len(robust)} of {len(layers)} layers are robust (within {100 * spec.threshold:.0f} points "
+                         f"of the trained accuracy at their initial values). ")
+            blocks = p[p["kind"] == "block"]
+            if len(blocks):
+                text += ("Resetting whole residual blocks: " + ", ".join(
+                    f"{r.layer} {r.reinit0:.1%}" for r in blocks.itertuples()) + ". ")
+            sentences.append(text)
+        return "".join(sentences).strip()
+
+    def _fcn_reference(self, per_layer: pd.DataFrame, results: pd.DataFrame):
+        fcn = per_layer[per_layer["model"] == "fcn3x256"].sort_values("layer_index")
+        if fcn.empty:
+            return [], []
+        trained = fcn["trained"].mean()
+        first, later = fcn.iloc[0], fcn.iloc[1:]
+        refs = [("FCN 3x256 trained test accuracy", "95.9% (blog, MNIST, 100 epochs)", f"{trained:.1%}"),
+                ("reset first layer to init", "56.6%", f"{first.reinit0:.1%}"),
+                ("reset later layers to init", "92-96%", f"{later.reinit0.min():.1%}-{later.reinit0.max():.1%}"),
+                ("re-randomize any layer", "~10%", f"{fcn.rerand.min():.1%}-{fcn.rerand.max():.1%}"),
+                ("distance from init: first / middle / output", "~9.7 / ~6.5 / ~1.4",
+                 f"{first.dist_l2:.1f} / {later.iloc[:-1].dist_l2.mean():.1f} / {later.iloc[-1].dist_l2:.1f}"
+                 if len(later) > 1 else f"{first.dist_l2:.1f}")]
+        checks = [("FCN 3x256: re-randomizing any layer drops test accuracy to <= 20%", bool(fcn.rerand.max() <= 0.20)),
+                  ("FCN 3x256: re-initializing the first layer to its initial value costs >= 20 points",
+                   bool(trained - first.reinit0 >= 0.20)),
+                  ("FCN 3x256: re-initializing any later layer to its initial value stays within 5 points",
+                   bool(len(later) and (trained - later.reinit0).max() <= 0.05))]
+        return refs, checks
+

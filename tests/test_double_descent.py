@@ -1,0 +1,234 @@
+"""Double-descent study (Belkin et al. 2019 Figs. 2-3; Nakkiran et al. 2019) and weight reuse."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from genlab.errors import UserError
+from genlab.models import build_model
+from genlab.models.grow import copy_into_leading_units
+from genlab.random_features import default_sigma, rff_sweep
+from genlab.runner import run_study
+from genlab.spec import resolve_spec
+from genlab.studies import get_study
+from genlab.studies.double_descent import (
+    DoubleDescentSpec,
+    first_interpolating,
+    one_hidden_layer_params,
+    padding_groups,
+    reuse_plan,
+    threshold_width,
+    width_grid,
+)
+
+# ----------------------------------------------------------------------------- weight reuse
+
+
+def _glorot_bound(layer: torch.nn.Linear) -> float:
+    fan_out, fan_in = layer.weight.shape
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+def test_grow_copies_previous_weights_exactly_into_first_units():
+    small = build_model("mlp", (1, 28, 28), 10, init="glorot", seed=1, widths=[7])
+    with torch.no_grad():  # a "trained" net: weights no initializer would produce, nonzero biases
+        for p in small.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    wide = build_model("mlp", (1, 28, 28), 10, init="glorot", seed=2, widths=[19])
+    fresh = {name: p.detach().clone() for name, p in wide.named_parameters()}
+    copy_into_leading_units(small, wide)
+    first, last = wide[1], wide[3]
+    assert torch.equal(first.weight[:7], small[1].weight)
+    assert torch.equal(first.bias[:7], small[1].bias)
+    assert torch.equal(last.weight[:, :7], small[3].weight)
+    assert torch.equal(last.bias, small[3].bias)
+    # everything outside the leading blocks is the wide net's own fresh draw
+    assert torch.equal(first.weight[7:], fresh["1.weight"][7:])
+    assert torch.equal(last.weight[:, 7:], fresh["3.weight"][:, 7:])
+
+
+def test_grow_new_units_are_glorot_uniform_within_their_bound():
+    small = build_model("mlp", (1, 28, 28), 10, init="glorot", seed=3, widths=[5])
+    wide = copy_into_leading_units(small, build_model("mlp", (1, 28, 28), 10, init="glorot", seed=4, widths=[300]))
+    incoming, outgoing = wide[1].weight[5:], wide[3].weight[:, 5:]
+    for new, bound in ((incoming, _glorot_bound(wide[1])), (outgoing, _glorot_bound(wide[3]))):
+        assert new.abs().max() <= bound
+        assert new.abs().max() > 0.95 * bound  # uniform on [-a, a] fills the interval
+        assert abs(float(new.mean())) < 0.05 * bound
+        assert float(new.std()) == pytest.approx(bound / math.sqrt(3.0), rel=0.05)  # sd of U(-a, a)
+    assert torch.equal(wide[1].bias[5:], torch.zeros(295))  # Glorot scheme: zero biases
+
+
+def test_grown_net_with_silenced_new_units_computes_the_small_net():
+    """Units 1..h are copied exactly: with the new units' outgoing weights zeroed, f_wide = f_small."""
+    small = build_model("mlp", (1, 8, 8), 10, init="glorot", seed=5, widths=[6, 4])
+    wide = copy_into_leading_units(small, build_model("mlp", (1, 8, 8), 10, init="glorot", seed=6, widths=[11, 9]))
+    with torch.no_grad():
+        wide[3].weight[:, 6:] = 0.0
+        wide[5].weight[:, 4:] = 0.0
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(wide(x), small(x), rtol=0, atol=1e-6)
+
+
+def test_grow_rejects_a_target_smaller_than_the_source_or_of_another_family():
+    small = build_model("mlp", (1, 8, 8), 10, seed=0, widths=[6])
+    with pytest.raises(UserError, match="does not fit"):
+        copy_into_leading_units(small, build_model("mlp", (1, 8, 8), 10, seed=0, widths=[5]))
+    with pytest.raises(UserError, match="different parameters"):
+        copy_into_leading_units(small, build_model("mlp", (1, 8, 8), 10, seed=0, widths=[6, 6]))
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("n,d,k", [(1000, 784, 10), (4000, 784, 10), (500, 40, 3)])
+def test_threshold_width_has_exactly_n_k_parameters(n, d, k):
+    h_star = threshold_width(n, d, k)
+    assert (d + 1) * h_star + (h_star + 1) * k == pytest.approx(n * k)
+    below, above = math.floor(h_star), math.ceil(h_star)
+    assert one_hidden_layer_params(d, below, k) <= n * k <= one_hidden_layer_params(d, above, k)
+    net = build_model("mlp", (1, d), k, seed=0, widths=[above])
+    assert sum(p.numel() for p in net.parameters()) == one_hidden_layer_params(d, above, k)
+
+
+def test_width_grid_spans_the_threshold_and_includes_both_sides():
+    h_star = threshold_width(1000, 784, 10)  # 12.56
+    grid = width_grid(h_star, 0.15, 8.0, 12)
+    assert grid == sorted(set(grid))
+    assert 12 in grid and 13 in grid
+    assert grid[0] <= 0.15 * h_star + 1 and grid[-1] >= 8 * h_star - 1
+    assert len(grid) >= 12
+
+
+@pytest.mark.parametrize("rule,expected_chain", [("below_threshold", [2, 6, 12]), ("always", [2, 6, 12, 13, 40]),
+                                                 ("never", [])])
+def test_reuse_plan_splits_at_the_threshold(rule, expected_chain):
+    widths = [40, 2, 12, 13, 6]
+    chain, fresh = reuse_plan(widths, 10_000, lambda h: one_hidden_layer_params(784, h, 10), rule)
+    assert chain == expected_chain
+    assert sorted(chain + fresh) == sorted(widths)
+
+
+def test_padding_groups_bound_the_padding_and_keep_every_width():
+    widths = [2, 3, 5, 9, 13, 17, 30, 52, 100]
+    groups = padding_groups(widths, 2.0)
+    assert [w for g in groups for w in g] == widths
+    assert all(g[-1] <= 2.0 * g[0] for g in groups)
+    assert padding_groups(widths, 100.0) == [widths]
+
+
+def test_first_interpolating_width():
+    curve = pd.Series([0.5, 0.2, 0.004, 0.02, 0.0], index=[4, 8, 16, 32, 64])
+    assert first_interpolating(curve, 0.01) == 16
+    assert first_interpolating(curve, 0.0) == 64
+    assert first_interpolating(curve + 1, 0.01) is None
+
+
+# ----------------------------------------------------------------------------- rff with several ridges
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bunch = load_digits()
+    x, y = bunch.data / 16.0, bunch.target
+    return x[:300], np.eye(10)[y[:300]], x[300:500], y[300:500]
+
+
+def test_rff_sweep_over_several_ridges_equals_one_sweep_per_ridge(digits):
+    X_train, Y_train, X_test, y_test = digits
+    counts, sigma = [60, 290, 300, 310, 900], default_sigma(X_train)
+    together = rff_sweep(X_train, Y_train, X_test, y_test, counts, sigma, seed=3, ridge=[0.0, 1e-2])
+    assert [(r["features"], r["ridge"]) for r in together] == [(p, lam) for p in counts for lam in (0.0, 1e-2)]
+    for ridge in (0.0, 1e-2):
+        alone = rff_sweep(X_train, Y_train, X_test, y_test, counts, sigma, seed=3, ridge=ridge)
+        mine = [r for r in together if r["ridge"] == ridge]
+        for a, b in zip(alone, mine):
+            for key in ("train_mse", "test_mse", "train_err", "test_err", "norm"):
+                assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+    with pytest.raises(UserError, match="ridge"):
+        rff_sweep(X_train, Y_train, X_test, y_test, counts, sigma, seed=3, ridge=[0.0, -1.0])
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_spec_rejects_bad_values_with_the_field_name():
+    study = get_study("double-descent")
+    with pytest.raises(UserError, match="ridges"):
+        resolve_spec(study.Spec, "quick", None, {"ridges": [0.0, -1e-3]})
+    with pytest.raises(UserError, match="modes"):
+        resolve_spec(study.Spec, "quick", None, {"modes": ["rff", "rff"]})
+    with pytest.raises(UserError, match="modes"):
+        resolve_spec(study.Spec, "quick", None, {"modes": ["kernel"]})
+    with pytest.raises(UserError, match="nn_reuse"):
+        resolve_spec(study.Spec, "quick", None, {"nn_reuse": "sometimes"})
+    with pytest.raises(UserError, match="noise_widths"):
+        resolve_spec(study.Spec, "quick", None, {"noise_widths": [8, 0, 16]})
+    assert resolve_spec(study.Spec, "quick").modes == ["rff", "nn", "label_noise"]
+    assert resolve_spec(study.Spec, "paper").noise_epochs == 500
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+TINY = {
+    "rff": dict(rff_n_train=150, rff_n_test=200, rff_points=11, ridges=[0.0, 1e-2]),
+    "nn": dict(nn_n_train=120, nn_n_test=100, nn_points=5, nn_epochs=3, nn_eval_every=1),
+    "label_noise": dict(noise_n_train=200, noise_n_test=100, noise_widths=[4, 8, 16], noise_epochs=3,
+                        noise_eval_every=1),
+}
+COLUMNS = ["mode", "dataset", "n", "features_or_width", "params", "seed", "train_mse", "test_mse", "train_err",
+           "test_err", "norm", "scheme", "ridge", "epochs"]
+
+
+@pytest.mark.parametrize("mode", ["rff", "nn", "label_noise"])
+def test_each_mode_runs_end_to_end(mode, tmp_path):
+    study = get_study("double-descent")
+    spec = resolve_spec(study.Spec, "quick", None, dict(modes=[mode], seeds=[0, 1], **TINY[mode]))
+    store = run_study(study, spec, tmp_path / "run")
+    results, curves = store.results(), store.curves()
+    assert set(COLUMNS) <= set(results.columns)
+    assert set(results["mode"]) == {mode}
+    assert sorted(results["seed"].unique()) == [0, 1]
+    assert results["train_err"].between(0, 1).all() and results["test_err"].between(0, 1).all()
+    assert (results["norm"] > 0).all()
+    figures = list((tmp_path / "run" / "figures").glob("*.png"))
+    assert [f.name for f in figures] == [f"double_descent_{mode}.png"]
+    summary = study.summarize(results, curves, spec)
+    assert summary.checks and all(isinstance(ok, bool) for _, ok in summary.checks)
+    assert mode in summary.verdict
+    if mode == "rff":
+        assert len(results) == 2 * 2 * results["features_or_width"].nunique()  # seeds x ridges x N
+        assert (results["params"] == results["features_or_width"] * 10).all()
+    if mode == "nn":
+        threshold = 120 * 10
+        reused = results["params"] < threshold
+        assert (results.loc[reused, "scheme"] == "reuse").all()
+        assert (results.loc[~reused, "scheme"] == "glorot").all()
+        assert (results["params"] == [one_hidden_layer_params(784, h, 10) for h in results["features_or_width"]]).all()
+        assert set(curves["scheme"]) == {"reuse", "glorot"}
+    if mode == "label_noise":
+        assert (results["noise_mode"] == "other").all()
+        assert results["fraction_wrong"].between(0.08, 0.22).all()
+        assert set(curves["epoch"]) == {0, 1, 2, 3} and set(curves["width"]) == {4, 8, 16}
+
+
+def test_rff_mode_shows_the_peak_at_n_and_ridge_flattens_it(tmp_path):
+    """Belkin Fig. 2 at small size: MNIST n = 300, min-norm test MSE and norm peak at N = n."""
+    study = get_study("double-descent")
+    spec = resolve_spec(study.Spec, "quick", None, dict(modes=["rff"], rff_n_train=300, rff_points=17,
+                                                         ridges=[0.0, 1e-3]))
+    store = run_study(study, spec, tmp_path / "run")
+    checks = dict(study.summarize(store.results(), store.curves(), spec).checks)
+    failed = [text for text, ok in checks.items() if not ok]
+    assert not failed, failed
+    assert len(checks) == 4
+
+
+def test_spec_class_is_registered():
+    assert get_study("double-descent").Spec is DoubleDescentSpec
