@@ -124,7 +124,7 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
 
     console = Console(stderr=True)
     estimate = study.estimate_seconds(spec)
-    if estimate and estimate > 600 and not quiet:
+    if estimate and spec.preset == "paper" and not quiet:
         console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take about "
                       f"{estimate / 60:.0f} minutes on a 2-core CPU.")
     with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:

@@ -251,9 +251,16 @@ class BatchTrainer:
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
 
     def save_snapshot(self, path: Path) -> None:
+        """Write the resume snapshot atomically; a full disk leaves the previous snapshot intact."""
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(self.state(), tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            from genlab.errors import UserError
+
+            raise UserError(f"cannot write the resume snapshot {path}: {exc}") from None
 
     # ----- evaluation ------------------------------------------------------------------
     def _eval_models(self, idx: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

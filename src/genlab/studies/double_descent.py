@@ -63,6 +63,7 @@ Mode = Literal["rff", "nn", "label_noise"]
 ReuseRule = Literal["always", "never", "below_threshold"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 MODES: tuple[str, ...] = ("rff", "nn", "label_noise")
+MSE_FLOOR = 1e-4  # lower limit of the squared-loss axis of the RFF figure
 SCHEME_LABELS = {"reuse": "weight reuse", "glorot": "fresh Glorot", "default": "fresh PyTorch default"}
 
 
@@ -532,6 +533,7 @@ def plot_rff(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_title(title)
     axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylim(bottom=MSE_FLOOR)  # interpolating fits have training MSE ~1e-25: drawn off the bottom
     axes[0, 2].set_yscale("log")
     axes[0, 1].set_ylim(0, min(1.0, float(rows["test_err"].max()) * 1.1 + 0.02))
     axes[0, 0].legend(fontsize=7, loc="lower left")

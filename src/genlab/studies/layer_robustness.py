@@ -56,10 +56,10 @@ class LayerRobustnessSpec(TrainSpec):
     resnet_blocks: int = Field(3, gt=0, le=20, description="basic blocks of the residual net")
     resnet_init: Literal["default", "glorot", "kaiming"] = Field("kaiming", description="initializer of the residual net "
                                                                  "(He init, as for residual nets in the paper)")
-    resnet_lr: float = Field(0.01, gt=0.0, description="learning rate of the residual net (no normalization layers)")
-    resnet_epochs: int = Field(30, gt=0, description="epoch budget of the residual net")
-    models_per_pass: int = Field(16, gt=0, le=1024, description="modified networks evaluated together in one "
-                                 "batched forward pass")
+    resnet_lr: float = Field(0.02, gt=0.0, description="learning rate of the residual net (no normalization layers)")
+    resnet_epochs: int = Field(20, gt=0, description="epoch budget of the residual net")
+    models_per_pass: int | None = Field(None, gt=0, le=1024, description="modified networks evaluated together "
+                                        "in one batched forward pass (default: 16, or 1 for conv nets on a CPU)")
 
     @field_validator("networks")
     @classmethod
@@ -92,7 +92,7 @@ class LayerRobustnessSpec(TrainSpec):
 
     presets = {
         "quick": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=15, seeds=[0],
-                      checkpoint_epochs=[0, 1, 2, 5, 10, 20], draws=3, resnet_epochs=30),
+                      checkpoint_epochs=[0, 1, 2, 5, 10], draws=3, resnet_epochs=20),
         "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=100, seeds=[0, 1, 2],
                       draws=5, resnet_epochs=100),
         "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2, n_train=200, n_test=100,
