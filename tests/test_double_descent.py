@@ -10,18 +10,23 @@ import torch
 from sklearn.datasets import load_digits
 
 from genlab.errors import UserError
+from genlab.progress import NullProgress
 from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
 from genlab.random_features import default_sigma, rff_sweep
 from genlab.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
+from genlab.studies.base import Context
 from genlab.studies.double_descent import (
     DoubleDescentSpec,
+    classical_best_and_peak,
     first_interpolating,
     one_hidden_layer_params,
     padding_groups,
     reuse_plan,
+    run_rff,
+    summarize_rff,
     threshold_width,
     width_grid,
 )
@@ -130,6 +135,15 @@ def test_first_interpolating_width():
     assert first_interpolating(curve + 1, 0.01) is None
 
 
+def test_peak_is_taken_after_the_bottom_of_the_classical_u():
+    """Under-fitting of the smallest models (the left arm of the U) is not the double-descent peak."""
+    widths = [8, 16, 24, 48, 64, 96, 128]
+    test = pd.Series([0.58, 0.49, 0.51, 0.54, 0.555, 0.46, 0.47], index=widths)
+    assert classical_best_and_peak(test) == (16, 64)
+    falling = pd.Series([0.5, 0.4, 0.3], index=[1, 2, 3])
+    assert classical_best_and_peak(falling) == (3, 3)
+
+
 # ----------------------------------------------------------------------------- rff with several ridges
 
 
@@ -172,6 +186,7 @@ def test_spec_rejects_bad_values_with_the_field_name():
         resolve_spec(study.Spec, "quick", None, {"noise_widths": [8, 0, 16]})
     assert resolve_spec(study.Spec, "quick").modes == ["rff", "nn", "label_noise"]
     assert resolve_spec(study.Spec, "paper").noise_epochs == 500
+    assert resolve_spec(study.Spec, "smoke").nn_epochs <= 3
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -224,8 +239,8 @@ def test_rff_mode_shows_the_peak_at_n_and_ridge_flattens_it(tmp_path):
     study = get_study("double-descent")
     spec = resolve_spec(study.Spec, "quick", None, dict(modes=["rff"], rff_dataset="digits", rff_n_train=300,
                                                          rff_points=17, ridges=[0.0, 1e-3]))
-    store = run_study(study, spec, tmp_path / "run")
-    checks = dict(study.summarize(store.results(), store.curves(), spec).checks)
+    rows = run_rff(spec, 0, Context(unit_dir=tmp_path, progress=NullProgress())).rows
+    checks = dict(summarize_rff(pd.DataFrame(rows)).checks)
     failed = [text for text, ok in checks.items() if not ok]
     assert not failed, failed
     assert len(checks) == 4

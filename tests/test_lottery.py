@@ -246,6 +246,9 @@ def test_early_stop_is_chosen_on_validation_not_test():
                           "val_acc": [0.1, 0.8, 0.85, 0.84], "test_acc": [0.1, 0.9, 0.7, 0.95]})
     stop = early_stop(curve, "val_loss")
     assert int(stop["step"]) == 20 and stop["test_acc"] == 0.7
+    by_acc = early_stop(curve.assign(val_acc=[0.1, 0.85, 0.85, 0.84]), "val_acc")
+    assert int(by_acc["epoch"]) == 1  # ties go to the earliest evaluation
+    assert early_stop(curve.assign(val_loss=[1.0, float("nan"), float("nan"), float("nan")])) is None
 
 
 def test_spec_rejects_rewinding_past_the_budget():
@@ -262,9 +265,7 @@ def test_study_end_to_end_tiny(tmp_path):
     from genlab.studies import get_study
 
     study = get_study("lottery")
-    spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "n_train": 300, "n_test": 150, "val_size": 100,
-                                                    "widths": [24], "epochs": 2, "rounds": 2, "seeds": [0, 1],
-                                                    "batch_size": 50, "prune_rate": 0.5})
+    spec = resolve_spec(study.Spec, "smoke", None, {})
     store = run_study(study, spec, tmp_path / "run")
     results, curves = store.results(), store.curves()
     for column in ("model", "round", "weights_remaining", "arm", "seed", "early_stop_iter",
@@ -281,3 +282,71 @@ def test_study_end_to_end_tiny(tmp_path):
     assert figures == ["lottery_curves.png", "lottery_sparsity.png"]
     summary = study.summarize(results, curves, spec)
     assert len(summary.checks) == 2 and "dense" in summary.verdict
+
+
+def test_convolution_kernels_are_pruned_at_their_own_rate():
+    net = initialize(nn.Sequential(nn.Conv1d(1, 8, 5), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 12), nn.ReLU(),
+                                   nn.Linear(12, 3)), "default", 0)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (60,), generator=gen)
+    x = torch.randn(60, 1, 20, generator=gen) + y[:, None, None]
+    imp = IterativePruning([net], [0], InputGroup(x, x[:20], y[:20], x[20:40], y[20:40]), y,
+                           TrainConfig(optimizer="adam", lr=0.01, batch_size=20, epochs=1, eval_train=False),
+                           PruningPlan(rounds=1, rate=0.5, conv_rate=0.25))
+    imp.run_round()
+    density = imp.lineages[0].mask.layer_density()
+    assert density == {"0.weight": 30 / 40, "3.weight": 768 / 1536, "5.weight": 27 / 36}
+
+
+class _StopAtRound:
+    """A progress reporter that interrupts the run when round ``stop`` is about to start."""
+
+    def __init__(self, stop: int):
+        self.stop, self.started = stop, 0
+
+    def start_unit(self, unit, total_epochs, models):
+        if self.started == self.stop:
+            raise KeyboardInterrupt
+        self.started += 1
+
+    def epoch(self, trainer):
+        pass
+
+
+def test_an_interrupted_run_resumes_from_the_last_finished_round(tmp_path):
+    from genlab.spec import resolve_spec
+    from genlab.studies import get_study
+    from genlab.studies.base import Context
+
+    study = get_study("lottery")
+    spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "n_train": 200, "n_test": 100, "val_size": 60,
+                                                    "widths": [16], "epochs": 2, "rounds": 2, "seeds": [0],
+                                                    "batch_size": 50, "prune_rate": 0.5})
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole = study.run_unit(spec, "imp", Context(tmp_path / "a", _StopAtRound(99)))
+    with pytest.raises(KeyboardInterrupt):
+        study.run_unit(spec, "imp", Context(tmp_path / "b", _StopAtRound(2)))
+    resumed_progress = _StopAtRound(99)
+    resumed = study.run_unit(spec, "imp", Context(tmp_path / "b", resumed_progress))
+    assert resumed_progress.started == 1  # only the last round was trained again
+    assert pd.DataFrame(resumed.rows).equals(pd.DataFrame(whole.rows))
+
+
+@pytest.mark.slow
+def test_small_tickets_match_dense_and_beat_random_reinit_when_sparse(tmp_path):
+    """The issue's two criteria at small size (sklearn digits, an MLP 64-100-50-10, 3 seeds), with a
+    budget long enough that most control networks stop on validation before the budget ends."""
+    from genlab.progress import NullProgress
+    from genlab.spec import resolve_spec
+    from genlab.studies import get_study
+    from genlab.studies.base import Context
+
+    study = get_study("lottery")
+    spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "widths": [100, 50], "epochs": 30, "rounds": 6,
+                                                    "val_size": 300, "lr": 0.005, "batch_size": 50})
+    unit = study.run_unit(spec, "imp", Context(tmp_path, NullProgress()))
+    results = pd.DataFrame(unit.rows)
+    controls = results[results["arm"] != "ticket"]
+    assert controls["stopped_at_budget"].mean() <= 0.5
+    summary = study.summarize(results, pd.DataFrame(unit.curves), spec)
+    assert all(passed for _, passed in summary.checks), summary.checks

@@ -45,12 +45,13 @@ def prunable_weights(model: nn.Module) -> list[str]:
     """Names of the parameters IMP prunes: every weight of dimension >= 2 (linear, convolution,
     embedding kernels) outside normalization layers, in registration order. Biases (1-D) and
     normalization scales/shifts are never pruned."""
-    names = []
+    names, seen = [], set()
     for module_name, module in model.named_modules():
         if isinstance(module, _NORM_LAYERS):
             continue
         for param_name, param in module.named_parameters(recurse=False):
-            if param.dim() >= 2:
+            if param.dim() >= 2 and id(param) not in seen:  # a shared weight is listed once
+                seen.add(id(param))
                 names.append(f"{module_name}.{param_name}" if module_name else param_name)
     return names
 

@@ -82,7 +82,7 @@ def resolve_checkpoint_epochs(checkpoint_epochs: Sequence[int] | None, epochs: i
 # ----- naming layers ------------------------------------------------------------------------
 
 def _leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules owning parameters directly, in registration (forward) order."""
+    """Modules owning parameters directly, in registration order (the forward order of most models)."""
     return [(name, m) for name, m in model.named_modules()
             if name and any(True for _ in m.parameters(recurse=False))]
 
@@ -306,8 +306,9 @@ def layer_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("model", "seed") if c in table.columns]
     reinit0 = table[(table.operation == "reinit") & (table.checkpoint_epoch == 0)]
     rerand = table[table.operation == "rerandomize"].groupby(keys + ["layer"], sort=False)["test_acc"].mean()
-    out = reinit0[keys + ["layer", "layer_index", "layer_kind", "layer_type", "layer_label", "params", "trained_test_acc",
-                          "test_acc", "acc_drop", "dist_l2", "dist_rel", "verdict"]].rename(
+    columns = ["layer", "layer_index", "layer_kind", "layer_type", "layer_label", "params", "trained_test_acc",
+               "test_acc", "acc_drop", "dist_l2", "dist_rel", "verdict"]
+    out = reinit0[keys + columns].rename(
         columns={"test_acc": "reinit0_test_acc", "acc_drop": "reinit0_acc_drop"})
     out = out.join(rerand.rename("rerandomized_test_acc"), on=keys + ["layer"])
     return out.reset_index(drop=True)

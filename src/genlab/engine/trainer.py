@@ -30,7 +30,7 @@ from genlab.engine.stack import StackedModels, stack_modules, stacked_forward
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A training-batch transform ``(x [B, ...], generator) -> x' [B, ...]`` (same shape), drawing all
-its randomness from the CPU ``generator`` it is given (e.g. :func:`genlab.augment.random_shifts`)."""
+its randomness from the CPU ``generator`` it is given (e.g. :class:`genlab.augment.RandomShift`)."""
 
 
 @dataclass

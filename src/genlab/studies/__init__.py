@@ -4,6 +4,10 @@ from genlab.studies import randomization  # noqa: F401
 from genlab.studies import double_descent  # noqa: F401
 from genlab.studies import lottery  # noqa: F401
 from genlab.studies import expressivity  # noqa: F401
+from genlab.studies import regularization  # noqa: F401
+from genlab.studies import description_length  # noqa: F401
+from genlab.studies import measures_study  # noqa: F401
 from genlab.studies import layer_robustness  # noqa: F401
+from genlab.studies import intrinsic_dim  # noqa: F401
 
 __all__ = ["STUDIES", "Study", "Summary", "UnitResult", "get_study", "register"]

@@ -86,7 +86,7 @@ class DoubleDescentSpec(StudySpec):
     nn_n_train: int = Field(1000, gt=1, description="nn: training examples n (threshold at n*K parameters)")
     nn_n_test: int | None = Field(None, gt=0, description="nn: test examples (default: all)")
     nn_widths: list[int] | None = Field(None, description="nn: hidden widths h (default: a log grid around the threshold width)")
-    nn_points: int = Field(12, ge=3, le=200, description="nn: number of widths of the default grid")
+    nn_points: int = Field(10, ge=3, le=200, description="nn: number of widths of the default grid")
     nn_min_ratio: float = Field(0.15, gt=0.0, lt=1.0, description="nn: smallest default width as a fraction of the threshold width")
     nn_max_ratio: float = Field(8.0, gt=1.0, le=1000.0, description="nn: largest default width as a multiple of the threshold width")
     nn_reuse: ReuseRule = Field("below_threshold", description="nn: weight reuse (start from the previous trained net): always, never, below_threshold")
@@ -95,7 +95,7 @@ class DoubleDescentSpec(StudySpec):
     nn_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="nn: SGD momentum")
     nn_batch_size: int = Field(128, gt=0, description="nn: minibatch size")
     nn_epochs: int = Field(100, gt=0, description="nn: epochs per network")
-    nn_schedule: Schedule = Field("constant", description="nn: learning-rate schedule")
+    nn_schedule: Schedule = Field("cosine", description="nn: learning-rate schedule")
     nn_step_every: int = Field(500, gt=0, description="nn: with schedule=step, epochs between decays")
     nn_step_gamma: float = Field(0.9, gt=0.0, le=1.0, description="nn: with schedule=step, factor applied at each decay")
     nn_group_ratio: float = Field(4.0, ge=1.0, description="nn: fresh-init widths train together in groups whose largest/smallest width is at most this (the engine pads to the largest)")
@@ -113,6 +113,7 @@ class DoubleDescentSpec(StudySpec):
     noise_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="label_noise: SGD momentum")
     noise_batch_size: int = Field(100, gt=0, description="label_noise: minibatch size")
     noise_epochs: int = Field(100, gt=0, description="label_noise: epochs")
+    noise_schedule: Schedule = Field("cosine", description="label_noise: learning-rate schedule (Nakkiran/MNIST-1D: constant)")
     noise_eval_every: int = Field(5, gt=0, description="label_noise: epochs between evaluations (the epoch-wise curve)")
     interpolation_tolerance: float = Field(0.01, ge=0.0, lt=1.0, description="training error counted as ~0 (interpolation)")
 
@@ -161,16 +162,19 @@ class DoubleDescentSpec(StudySpec):
 
     presets = {
         "quick": dict(seeds=[0], rff_n_train=4000, rff_points=32, ridges=[0.0, 1e-3],
-                      nn_n_train=1000, nn_points=12, nn_epochs=100, nn_optimizer="adam", nn_lr=1e-3,
-                      nn_schedule="constant", nn_eval_every=10,
+                      nn_n_train=1000, nn_points=10, nn_epochs=100, nn_optimizer="adam", nn_lr=1e-3,
+                      nn_schedule="cosine", nn_eval_every=10,
                       noise_widths=[8, 16, 24, 32, 48, 64, 96, 128], noise_epochs=100, noise_lr=0.05,
-                      noise_eval_every=5),
+                      noise_schedule="cosine", noise_eval_every=5),
         "paper": dict(seeds=[0, 1, 2], rff_n_train=4000, rff_points=40, ridges=[0.0, 1e-3, 1e-2],
-                      nn_n_train=4000, nn_points=27, nn_min_ratio=0.1, nn_max_ratio=20.0, nn_epochs=6000,
+                      nn_n_train=4000, nn_points=24, nn_min_ratio=0.1, nn_max_ratio=4.0, nn_epochs=6000,
                       nn_optimizer="adam", nn_lr=1e-3, nn_schedule="step", nn_step_every=500,
                       nn_step_gamma=0.9, nn_eval_every=50,
                       noise_widths=[4, 8, 12, 16, 20, 24, 32, 40, 47, 56, 64, 80, 100, 128, 200, 300],
-                      noise_epochs=500, noise_lr=0.01, noise_eval_every=2),
+                      noise_epochs=500, noise_lr=0.01, noise_schedule="constant", noise_eval_every=2),
+        "smoke": dict(seeds=[0], rff_n_train=200, rff_n_test=200, rff_points=9, nn_n_train=100, nn_n_test=100,
+                      nn_points=4, nn_epochs=2, nn_eval_every=1, noise_n_train=200, noise_n_test=100,
+                      noise_widths=[4, 8, 16], noise_epochs=2, noise_eval_every=1),
     }
 
 
@@ -240,6 +244,34 @@ def trained_parameters(outcome: TrainOutcome, k: int) -> dict[str, torch.Tensor]
     return {name: state[name] for name in outcome.stack.params}
 
 
+# ----------------------------------------------------------------------------- cost estimate
+
+FLOPS = 2.0e10         # sustained float64/float32 FLOP/s of one idle core (BLAS-bound work)
+STEP_OVERHEAD = 1.5e-3  # seconds of per-step overhead of a batched engine step on small models
+
+
+def rff_flops(spec: DoubleDescentSpec, d: int = 784, n_test: int = 1000) -> float:
+    """Work of one RFF sweep: Gram accumulation of all rows over all columns, projections, solves."""
+    n = spec.rff_n_train
+    rows = n + (spec.rff_n_test or n_test)
+    columns = spec.rff_max_ratio * n
+    solves = spec.rff_points * len(spec.ridges) * n ** 3 / 3 * 0.75  # the p < n solves are smaller
+    return rows ** 2 * columns / 2 + rows * d * columns + solves
+
+
+def nn_seconds_estimate(spec: DoubleDescentSpec, d: int = 784, k: int = 10) -> float:
+    """Steps x (overhead + forward/backward work of the padded batch) over the engine calls."""
+    n = spec.nn_n_train
+    widths = spec.nn_widths or width_grid(threshold_width(n, d, k), spec.nn_min_ratio, spec.nn_max_ratio,
+                                          spec.nn_points)
+    chain, fresh = reuse_plan(widths, n * k, lambda h: one_hidden_layer_params(d, h, k), spec.nn_reuse)
+    calls = [[h] for h in chain] + padding_groups(fresh, spec.nn_group_ratio)
+    steps = spec.nn_epochs * math.ceil(n / spec.nn_batch_size)
+    models = len(spec.seeds)
+    return sum(steps * (STEP_OVERHEAD + 6 * spec.nn_batch_size * models * len(group)
+                        * one_hidden_layer_params(d, max(group), k) / FLOPS) for group in calls)
+
+
 # ----------------------------------------------------------------------------- curve reading
 
 
@@ -257,6 +289,28 @@ def first_interpolating(curve: pd.Series, tolerance: float) -> float | None:
     return float(fitted.index.min()) if len(fitted) else None
 
 
+def classical_best_and_peak(test: pd.Series) -> tuple[float, float]:
+    """(x at the bottom of the classical U, x of the largest test value from there on).
+
+    The bottom of the U is the first local minimum of the test curve, scanning from the smallest
+    model; the double-descent peak is the largest test value at x at or above it, so the
+    under-fitting of the smallest models (the left arm of the U) is not mistaken for the peak.
+    A curve that only falls has its bottom and its "peak" at the largest x.
+    """
+    values = test.to_numpy(dtype=float)
+    bottom = 0
+    while bottom + 1 < len(values) and values[bottom + 1] < values[bottom]:
+        bottom += 1
+    return float(test.index[bottom]), float(test.iloc[bottom:].idxmax())
+
+
+def ticks_125(low: float, high: float) -> list[float]:
+    """1-2-5 ticks (1, 2, 5, 10, 20, ...) covering [low, high], for log axes with few decades."""
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    return [t for t in ticks if low <= t <= high]
+
+
 # ----------------------------------------------------------------------------- study
 
 
@@ -266,8 +320,9 @@ class DoubleDescent(Study):
     title = "Double descent: risk against model size through the interpolation threshold"
     question = ("Does test error keep falling once a model is large enough to fit its training data exactly, "
                 "after a peak at the interpolation threshold?")
-    citation = ("Belkin, Hsu, Ma & Mandal 2019, Reconciling modern machine-learning practice and the bias-variance "
-                "trade-off, PNAS, Figs. 2-3; Nakkiran et al. 2019, Deep double descent (MNIST-1D set-up of Greydanus 2020)")
+    citation = ("Belkin, Hsu, Ma & Mandal 2019, Reconciling modern machine-learning practice and the classical "
+                "bias-variance trade-off, PNAS, Figs. 2-3; Nakkiran et al. 2019, Deep double descent "
+                "(MNIST-1D set-up of Greydanus 2020)")
     Spec = DoubleDescentSpec
     result_columns = ("mode", "dataset", "n", "features_or_width", "params", "seed", "train_mse", "test_mse",
                       "train_err", "test_err", "norm", "scheme", "ridge", "epochs")
@@ -292,18 +347,21 @@ class DoubleDescent(Study):
         raise ValueError(f"unknown unit {unit!r}")
 
     def estimate_seconds(self, spec: DoubleDescentSpec) -> float | None:
-        """Crude wall-time guess on 2 idle cores, scaled from measured quick runs."""
+        """Rough wall time on one idle core: floating-point work / FLOPS + a per-step overhead.
+
+        Assumes MNIST-sized inputs (d = 784, 1000 test examples) for rff and nn, and 40-sample
+        MNIST-1D signals for label_noise; the constants are fitted to measured quick runs.
+        """
         total = 0.0
         if "rff" in spec.modes:
-            n = spec.rff_n_train
-            columns = spec.rff_max_ratio * n
-            total += len(spec.seeds) * (columns * n * 5e-7 * (1.25 * n / 5000)
-                                        + spec.rff_points * len(spec.ridges) * 0.4 * (n / 4000) ** 3)
+            total += len(spec.seeds) * rff_flops(spec) / FLOPS
         if "nn" in spec.modes:
-            total += 15.0 * len(spec.seeds) ** 0.5 * (spec.nn_epochs / 100) * (spec.nn_n_train / 1000) ** 1.5
+            total += nn_seconds_estimate(spec)
         if "label_noise" in spec.modes:
-            total += (25.0 * len(spec.seeds) * (spec.noise_epochs / 100) * (spec.noise_n_train / 4000)
-                      * len(spec.noise_widths) / 8 * (max(spec.noise_widths) / 128) ** 1.5)
+            k, h = len(spec.noise_widths) * len(spec.seeds), max(spec.noise_widths)
+            steps = spec.noise_epochs * math.ceil(spec.noise_n_train / spec.noise_batch_size)
+            per_step = STEP_OVERHEAD + 6 * spec.noise_batch_size * k * (h * h + 52 * h + 10) / FLOPS
+            total += steps * per_step
         return total
 
     def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:
@@ -386,7 +444,7 @@ def run_nn(spec: DoubleDescentSpec, ctx) -> UnitResult:
     params = {"n_train": spec.nn_n_train, **({"n_test": spec.nn_n_test} if spec.nn_n_test else {})}
     data = load_dataset(spec.nn_dataset, **params)
     d, k, n = data.input_dim, data.num_classes, len(data.y_train)
-    threshold = n * k
+    threshold, h_star = n * k, threshold_width(n, d, k)
     widths = nn_widths(spec, data)
     chain, fresh = reuse_plan(widths, threshold, lambda h: one_hidden_layer_params(d, h, k), spec.nn_reuse)
     config = nn_config(spec)
@@ -413,24 +471,25 @@ def run_nn(spec: DoubleDescentSpec, ctx) -> UnitResult:
         outcome = train([h], modules, "reuse")
         for pos, s in enumerate(spec.seeds):
             previous[s] = outcome.stack.module(pos)
-        rows += nn_rows(spec, outcome, [(h, s) for s in spec.seeds], "reuse", n, k, threshold)
+        rows += nn_rows(spec, outcome, [(h, s) for s in spec.seeds], "reuse", n, k, threshold, h_star)
         curves += nn_curves(outcome, [(h, s) for s in spec.seeds], "reuse", k)
     for group in padding_groups(fresh, spec.nn_group_ratio):
         modules = {(h, s): fresh_net(h, s) for h in group for s in spec.seeds}
         outcome = train(group, modules, "fresh")
         keys = [(h, s) for h in group for s in spec.seeds]
-        rows += nn_rows(spec, outcome, keys, "glorot", n, k, threshold)
+        rows += nn_rows(spec, outcome, keys, "glorot", n, k, threshold, h_star)
         curves += nn_curves(outcome, keys, "glorot", k)
     return UnitResult(rows, curves)
 
 
 def nn_rows(spec: DoubleDescentSpec, outcome: TrainOutcome, keys: list[tuple[int, int]], scheme: str,
-            n: int, k: int, threshold: int) -> list[dict[str, Any]]:
+            n: int, k: int, threshold: int, h_star: float) -> list[dict[str, Any]]:
     rows = []
     for pos, ((h, s), o) in enumerate(zip(keys, outcome.outcomes)):
         parameters = trained_parameters(outcome, pos)
         rows.append({"mode": "nn", "dataset": spec.nn_dataset, "n": n, "features_or_width": h,
-                     "params": sum(t.numel() for t in parameters.values()), "threshold_params": threshold, "seed": s,
+                     "params": sum(t.numel() for t in parameters.values()), "threshold_params": threshold,
+                     "threshold_width": h_star, "seed": s,
                      "train_mse": o.train_loss * k, "test_mse": o.test_loss * k,
                      "train_err": 1.0 - o.train_acc, "test_err": 1.0 - o.test_acc,
                      "norm": parameter_norm(parameters), "scheme": scheme, "ridge": None, "epochs": o.epochs,
@@ -464,8 +523,8 @@ def run_label_noise(spec: DoubleDescentSpec, ctx) -> UnitResult:
                                  y_train=torch.from_numpy(noisy)))
             keys.append((h, s))
     config = TrainConfig(loss="ce", optimizer=spec.noise_optimizer, lr=spec.noise_lr, momentum=spec.noise_momentum,
-                         batch_size=spec.noise_batch_size, epochs=spec.noise_epochs, eval_every=spec.noise_eval_every,
-                         device=spec.device)
+                         batch_size=spec.noise_batch_size, epochs=spec.noise_epochs, schedule=spec.noise_schedule,
+                         eval_every=spec.noise_eval_every, device=spec.device)
     ctx.progress.start_unit("label_noise", spec.noise_epochs, len(jobs))
     outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
                            on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
@@ -534,6 +593,8 @@ def plot_rff(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
         ax.set_title(title)
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_ylim(bottom=MSE_FLOOR)  # interpolating fits have training MSE ~1e-25: drawn off the bottom
+    axes[0, 0].text(0.98, 0.98, f"training MSE below {MSE_FLOOR:g}\n(interpolation) is off the axis",
+                    transform=axes[0, 0].transAxes, ha="right", va="top", fontsize=7, color="gray")
     axes[0, 2].set_yscale("log")
     axes[0, 1].set_ylim(0, min(1.0, float(rows["test_err"].max()) * 1.1 + 0.02))
     axes[0, 0].legend(fontsize=7, loc="lower left")
@@ -546,6 +607,7 @@ def plot_rff(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
 
 def plot_nn(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
     n, threshold = int(rows["n"].iloc[0]), int(rows["threshold_params"].iloc[0])
+    h_star = float(rows["threshold_width"].iloc[0])
     fig, axes = figure(2, width=5.2, height=3.8)
     markers = {"reuse": "o", "glorot": "s"}
     for j, (scheme, part) in enumerate(sorted(rows.groupby("scheme"), key=lambda item: item[0] != "reuse")):
@@ -556,14 +618,16 @@ def plot_nn(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
             _band(ax, curve, f"train_{metric}", COLORS[0], f"train ({label})", marker=markers.get(scheme, "o"), ls=":")
     for ax, ylabel, title in ((axes[0, 0], "squared loss (summed over outputs)", "(a) squared loss"),
                               (axes[0, 1], "zero-one error", "(b) zero-one loss")):
-        _threshold_line(ax, threshold, f"threshold n K = {threshold:,} params")
-        _log_x_with_plain_ticks(ax)
+        _threshold_line(ax, threshold, f"threshold n K = {threshold:,} params (h = {h_star:.1f})")
+        _log_x_with_plain_ticks(ax, ticks_125(float(rows["params"].min()), float(rows["params"].max())))
         ax.set_xlabel("parameters of the d-h-K network (log scale)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        top = 1.5 * ax.get_ylim()[1]  # room for the legend above the curves
+        ax.set_ylim(bottom=0.0, top=min(top, 1.05) if ax is axes[0, 1] else top)
+        ax.legend(fontsize=7, loc="upper right")
     epochs = int(rows["epochs"].max())
-    fig.suptitle(f"One-hidden-layer nets, squared loss, {rows['dataset'].iloc[0]} n = {n}, {epochs} epochs - Belkin et al. "
+    fig.suptitle(f"One-hidden-layer nets d-h-K, squared loss, {rows['dataset'].iloc[0]} n = {n}, {epochs} epochs - Belkin et al. "
                  f"2019 Fig. 3\ninit scheme per point: reuse rule '{spec.nn_reuse}' (circles: weight reuse, "
                  f"squares: fresh Glorot)")
     return save(fig, out_dir, "double_descent_nn")
@@ -579,8 +643,8 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
     fitted = first_interpolating(curve["train_err"], tolerance)
     if fitted is not None:
         _threshold_line(ax, fitted, f"first width with train error <= {tolerance:g}: h = {fitted:g}")
-    peak = float(curve["test_err"].idxmax())
-    ax.plot([peak], [curve["test_err"].max()], marker="*", ms=12, color=COLORS[3], ls="none",
+    _, peak = classical_best_and_peak(curve["test_err"])
+    ax.plot([peak], [curve.loc[peak, "test_err"]], marker="*", ms=12, color=COLORS[3], ls="none",
             label=f"test-error peak: h = {peak:g}")
     _log_x_with_plain_ticks(ax, [float(w) for w in curve.index])
     ax.tick_params(axis="x", labelsize=7)
@@ -591,7 +655,7 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
     ax = axes[0, 1]
     if len(curves):
         widths = sorted(curves["width"].unique())
-        shown = [w for w in dict.fromkeys([widths[-1], peak, widths[0]]) if w in widths]
+        shown = [w for w in dict.fromkeys([widths[-1], peak]) if w in widths]
         for i, w in enumerate(shown):
             part = curves[(curves["width"] == w) & (curves["epoch"] > 0)]
             epoch_curve = mean_curve(part, "epoch", ["test_err", "train_err"])
@@ -604,7 +668,8 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
     ax.legend(fontsize=7)
     fig.suptitle(f"Label noise {spec.noise_level:.0%} ('{spec.noise_mode}': relabelled to "
                  f"{'a different' if spec.noise_mode == 'other' else 'any'} class), {rows['dataset'].iloc[0]} "
-                 f"n = {int(rows['n'].iloc[0])}, {spec.noise_optimizer} lr {spec.noise_lr:g}, {spec.noise_epochs} epochs, "
+                 f"n = {int(rows['n'].iloc[0])}, {spec.noise_optimizer} lr {spec.noise_lr:g} ({spec.noise_schedule}), "
+                 f"{spec.noise_epochs} epochs, "
                  f"{spec.noise_init} init - Nakkiran et al. 2019")
     return save(fig, out_dir, "double_descent_label_noise")
 
@@ -645,7 +710,7 @@ def summarize_rff(rows: pd.DataFrame) -> Summary:
         ridged_under = float(ridged[ridged.index < n]["test_mse"].min()) if (ridged.index < n).any() else float("nan")
         checks.append((f"rff: ridge {ridge:g} flattens the peak (max test MSE near n {ridged_peak:.3g} <= 10% of the "
                        f"min-norm {plain_peak:.3g})", bool(ridged_peak <= 0.1 * plain_peak)))
-        ridge_text.append(f"with ridge {ridge:g} the largest test MSE in [0.8n, 1.25n] is {ridged_peak:.3g} "
+        ridge_text.append(f"With ridge {ridge:g} the largest test MSE in [0.8n, 1.25n] is {ridged_peak:.3g} "
                           f"({ridged_peak / ridged_under:.2g}x its best under-parameterized value)")
     seeds = rows["seed"].nunique()
     seconds = rows.groupby("seed")["seconds"].sum().mean()
@@ -672,16 +737,16 @@ def summarize_rff(rows: pd.DataFrame) -> Summary:
 def summarize_nn(rows: pd.DataFrame, spec) -> Summary:
     n, threshold = int(rows["n"].iloc[0]), int(rows["threshold_params"].iloc[0])
     tolerance = spec.interpolation_tolerance
+    epochs = int(rows["epochs"].max())
     curve = mean_curve(rows, "params", ["train_mse", "test_mse", "train_err", "test_err"])
     scheme = rows.groupby("params")["scheme"].first()
-    over = curve[curve.index >= 2 * threshold]
     below = curve[curve.index < threshold]
     past = curve[curve.index >= threshold]
     largest = curve.iloc[-1]
-    checks = []
-    if len(over):
-        checks.append((f"nn: train error <= {max(tolerance, 0.01):g} at every width with >= 2 n K params "
-                       f"(max {over['train_err'].max():.2%})", bool(over["train_err"].max() <= max(tolerance, 0.01))))
+    fitted = first_interpolating(past["train_err"], tolerance)
+    fitted_text = "no width" if fitted is None else f"{int(fitted):,} params = {fitted / threshold:.2g} x nK"
+    checks = [(f"nn: train error reaches <= {tolerance:.0%} past the threshold (first at {fitted_text}; "
+               f"largest net {largest['train_err']:.2%})", fitted is not None)]
     if len(below):
         checks.append((f"nn: train error of the widest net ({largest['train_err']:.2%}) below that of the last net "
                        f"under the threshold ({below['train_err'].iloc[-1]:.2%})",
@@ -689,26 +754,32 @@ def summarize_nn(rows: pd.DataFrame, spec) -> Summary:
         checks.append((f"nn: test MSE descends past the threshold (largest net {largest['test_mse']:.3g} < last net "
                        f"below the threshold {below['test_mse'].iloc[-1]:.3g})",
                        bool(largest["test_mse"] < below["test_mse"].iloc[-1])))
-    peak_params = int(curve["test_mse"].idxmax())
     schemes = ", ".join(f"{SCHEME_LABELS.get(s, s)} for {int(scheme[scheme == s].index.min()):,}.."
                         f"{int(scheme[scheme == s].index.max()):,} params" for s in dict.fromkeys(scheme))
+    around = (f"test MSE {below['test_mse'].iloc[-1]:.3g} just below the threshold, " if len(below) else "") + \
+        (f"{past['test_mse'].iloc[0]:.3g} just above, " if len(past) else "") + f"{largest['test_mse']:.3g} at the largest"
+    switch = ""
+    if len(below) and len(past) and scheme[below.index[-1]] != scheme[past.index[0]]:
+        switch = (f"The init scheme switches at the threshold ({SCHEME_LABELS.get(scheme[below.index[-1]])} -> "
+                  f"{SCHEME_LABELS.get(scheme[past.index[0]])}), where the test MSE goes {below['test_mse'].iloc[-1]:.3g} "
+                  f"-> {past['test_mse'].iloc[0]:.3g}: part of that step is the change of scheme, not of size.")
     verdict = (f"nn: train error {largest['train_err']:.1%} at {int(curve.index[-1]):,} params "
-               f"({curve.index[-1] / threshold:.2g} x nK), test MSE peak at {peak_params / threshold:.2g} x nK")
+               f"({curve.index[-1] / threshold:.2g} x nK), <= {tolerance:.0%} first at {fitted_text}; {around}")
     reading = (f"One-hidden-layer nets on {rows['dataset'].iloc[0]} (n = {n}, threshold n K = {threshold:,} params, "
                f"{len(curve)} widths, {rows['seed'].nunique()} seed(s), squared loss, {spec.nn_optimizer} lr "
-               f"{spec.nn_lr:g}, {int(rows['epochs'].max())} epochs; init: {schemes}). "
+               f"{spec.nn_lr:g} ({spec.nn_schedule} schedule), {epochs} epochs; init: {schemes}). "
                f"Training error: {curve['train_err'].iloc[0]:.1%} at {int(curve.index[0]):,} params, "
                + (f"{below['train_err'].iloc[-1]:.1%} just below the threshold, " if len(below) else "")
                + (f"{past['train_err'].iloc[0]:.1%} just above it, " if len(past) else "")
                + f"{largest['train_err']:.1%} at the largest net. Test MSE: "
                + ", ".join(f"{int(p):,} params {v:.3g}" for p, v in curve["test_mse"].items())
-               + f"; the largest test MSE is at {peak_params:,} params ({peak_params / threshold:.2g} x nK). "
-               f"Zero-one test error: {curve['test_err'].iloc[0]:.1%} at the smallest net, {largest['test_err']:.1%} "
-               f"at the largest. "
-               f"The drop at the threshold coincides with the switch of init scheme, so part of it is the scheme.")
+               + (f"; past the threshold it is largest at {int(past['test_mse'].idxmax()):,} params. " if len(past)
+                  else ". ")
+               + f"Zero-one test error: {curve['test_err'].iloc[0]:.1%} at the smallest net, {largest['test_err']:.1%} "
+               f"at the largest. " + switch)
     references = [("nn: threshold (params)", "n K = 40,000 (n = 4000, h ~ 50)", f"n K = {threshold:,} (n = {n})"),
-                  ("nn: test risk", "peak at n K, lower past it (6000 epochs)",
-                   f"largest at {peak_params / threshold:.2g} x nK ({int(rows['epochs'].max())} epochs)")]
+                  ("nn: test MSE below / above threshold / largest", "peak at n K, lower past it (6000 epochs)",
+                   f"{around} ({epochs} epochs)")]
     return Summary(verdict, reading, references, checks)
 
 
@@ -716,37 +787,45 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
     tolerance = spec.interpolation_tolerance
     curve = mean_curve(rows, "features_or_width", ["train_err", "test_err"])
     fitted = first_interpolating(curve["train_err"], tolerance)
-    peak = float(curve["test_err"].idxmax())
-    peak_err = float(curve["test_err"].max())
-    left = curve[curve.index < peak]["test_err"]
-    right = curve["test_err"].iloc[-1]
+    best, peak = classical_best_and_peak(curve["test_err"])
+    best_err, peak_err = float(curve.loc[best, "test_err"]), float(curve.loc[peak, "test_err"])
+    right = float(curve["test_err"].iloc[-1])
     widest = curve.index[-1]
+    fitted_text = "none" if fitted is None else f"{fitted:g}"
     checks = [(f"label_noise: test-error peak (h = {peak:g}) within a factor 2 of the first width with train error "
-               f"<= {tolerance:g} (h = {fitted if fitted is None else f'{fitted:g}'})",
+               f"<= {tolerance:g} (h = {fitted_text})",
                bool(fitted is not None and fitted / 2 <= peak <= fitted * 2)),
-              (f"label_noise: the peak ({peak_err:.1%}) is >= 2 points above the best smaller width "
-               f"({left.min() if len(left) else float('nan'):.1%}) and the widest ({right:.1%})",
-               bool(len(left) and peak_err >= left.min() + 0.02 and peak_err >= right + 0.02))]
+              (f"label_noise: the peak ({peak_err:.1%}) is >= 2 points above the bottom of the classical U "
+               f"(h = {best:g}: {best_err:.1%}) and the widest (h = {widest:g}: {right:.1%})",
+               bool(peak > best and peak_err >= best_err + 0.02 and peak_err >= right + 0.02))]
     epoch_text = ""
     if len(curves):
         big = curves[(curves["width"] == widest) & (curves["epoch"] > 0)].groupby("epoch")["test_err"].mean()
         if len(big):
+            early = big[big.index < big.index[-1]]
+            low_epoch = int(early.idxmin()) if len(early) else int(big.index[-1])
+            after = big[big.index > low_epoch]
+            rise = (f"then up to {after.max():.1%} (epoch {int(after.idxmax())})" if len(after) and
+                    after.max() > big[low_epoch] + 0.005 else "no rise after it")
             epoch_text = (f" Epoch-wise (h = {widest:g}): test error {big.iloc[0]:.1%} at epoch {int(big.index[0])}, "
-                          f"lowest {big.min():.1%} at epoch {int(big.idxmin())}, highest after it "
-                          f"{big[big.index >= big.idxmin()].max():.1%}, {big.iloc[-1]:.1%} at epoch {int(big.index[-1])}.")
+                          f"{big[low_epoch]:.1%} at epoch {low_epoch} (lowest before the end), {rise}, "
+                          f"{big.iloc[-1]:.1%} at the last epoch ({int(big.index[-1])}).")
     noise = rows["fraction_wrong"].mean()
-    verdict = (f"label_noise: test error peaks at h = {peak:g} ({peak_err:.1%}); train error first <= {tolerance:g} "
-               f"at h = {fitted if fitted is None else f'{fitted:g}'}; widest h = {widest:g}: {right:.1%}")
+    verdict = (f"label_noise: test error {best_err:.1%} (h = {best:g}) -> peak {peak_err:.1%} (h = {peak:g}) -> "
+               f"{right:.1%} (h = {widest:g}); train error first <= {tolerance:g} at h = {fitted_text}")
     reading = (f"MLP 40-h-h-10 on {rows['dataset'].iloc[0]} (n = {int(rows['n'].iloc[0])}) with "
                f"{spec.noise_level:.0%} label noise, convention '{spec.noise_mode}' "
                f"({'each selected label moved to a different class' if spec.noise_mode == 'other' else 'each selected label redrawn from all classes'}; "
-               f"measured {noise:.1%} of training labels wrong), {spec.noise_optimizer} lr {spec.noise_lr:g} momentum "
+               f"measured {noise:.1%} of training labels wrong), {spec.noise_optimizer} lr {spec.noise_lr:g} "
+               f"({spec.noise_schedule} schedule), momentum "
                f"{spec.noise_momentum:g}, batch {spec.noise_batch_size}, {spec.noise_epochs} epochs, "
                f"{rows['seed'].nunique()} seed(s). Test error by width: "
                + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["test_err"].items())
-               + "; train error: " + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["train_err"].items()) + "."
+               + "; train error: " + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["train_err"].items()) + ". "
+               f"The peak is the largest test error at widths from the first local minimum of the test error "
+               f"(h = {best:g}) upward."
                + epoch_text)
-    references = [("label_noise: test error small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), 500 epochs",
-                   f"{curve['test_err'].iloc[0]:.1%} (h={curve.index[0]:g}) / {peak_err:.1%} (h={peak:g}) / "
+    references = [("label_noise: test error best small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), 500 epochs",
+                   f"{best_err:.1%} (h={best:g}) / {peak_err:.1%} (h={peak:g}) / "
                    f"{right:.1%} (h={widest:g}), {spec.noise_epochs} epochs")]
     return Summary(verdict, reading, references, checks)

@@ -41,7 +41,8 @@ NOT_USED = "not used by this study (choose networks with --networks)"
 
 class LayerRobustnessSpec(TrainSpec):
     networks: list[str] = Field(["fcn3x256", "fcn4x128", "lenet", "resnet"],
-                                description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256), lenet, resnet")
+                                description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256) and lenet "
+                                "train on --dataset, resnet on --resnet-dataset")
     model: str = Field("mlp", description=NOT_USED)
     widths: list[int] = Field([512, 512], min_length=1, description=NOT_USED)
     checkpoint_epochs: list[int] = Field([], description="epochs whose parameters are kept for re-initialization "
@@ -54,8 +55,8 @@ class LayerRobustnessSpec(TrainSpec):
     resnet_dataset: Literal["digits", "mnist1d"] = Field("digits", description="dataset of the residual net")
     resnet_channels: int = Field(32, gt=0, le=512, description="channels of the residual net")
     resnet_blocks: int = Field(3, gt=0, le=20, description="basic blocks of the residual net")
-    resnet_init: Literal["default", "glorot", "kaiming"] = Field("kaiming", description="initializer of the residual net "
-                                                                 "(He init, as for residual nets in the paper)")
+    resnet_init: Literal["default", "glorot", "kaiming"] = Field(
+        "kaiming", description="initializer of the residual net (He init suits a ReLU net without normalization)")
     resnet_lr: float = Field(0.02, gt=0.0, description="learning rate of the residual net (no normalization layers)")
     resnet_epochs: int = Field(20, gt=0, description="epoch budget of the residual net")
     models_per_pass: int | None = Field(None, gt=0, le=1024, description="modified networks evaluated together "
@@ -74,6 +75,13 @@ class LayerRobustnessSpec(TrainSpec):
                 raise ValueError(f"network {name!r} needs at least one hidden layer of positive width")
         if len(set(v)) != len(v):
             raise ValueError("networks must be distinct")
+        return v
+
+    @field_validator("lenet_widths")
+    @classmethod
+    def _lenet_widths_positive(cls, v: list[int]) -> list[int]:
+        if any(w <= 0 for w in v):
+            raise ValueError(f"every width must be positive, got {v}")
         return v
 
     @field_validator("checkpoint_epochs")
@@ -95,8 +103,9 @@ class LayerRobustnessSpec(TrainSpec):
                       checkpoint_epochs=[0, 1, 2, 5, 10], draws=3, resnet_epochs=20),
         "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=100, seeds=[0, 1, 2],
                       draws=5, resnet_epochs=100),
-        "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2, n_train=200, n_test=100,
-                      lenet_widths=[16], resnet_channels=8, resnet_blocks=2, batch_size=50, draws=2, seeds=[0]),
+        "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2,
+                      n_train=200, n_test=100, lenet_widths=[16], resnet_channels=8, resnet_blocks=2, batch_size=50,
+                      draws=2, seeds=[0]),
     }
 
 
@@ -157,6 +166,16 @@ def heatmap_matrix(results: pd.DataFrame, network: str) -> tuple[pd.DataFrame, p
     return grid.sort_index(), labels.loc[grid.sort_index().index]
 
 
+def measured_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation rows of a results table read back from CSV (diverged models dropped), with
+    layer names as strings (a CSV reader turns names like ``1`` into numbers)."""
+    if results.empty or "operation" not in results:
+        return results
+    rows = results[results["operation"].notna()].copy()
+    rows["layer"] = rows["layer"].map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    return rows
+
+
 @register
 class LayerRobustness(Study):
     name = "layer-robustness"
@@ -172,9 +191,9 @@ class LayerRobustness(Study):
         return list(spec.networks)
 
     def estimate_seconds(self, spec: LayerRobustnessSpec) -> float | None:
-        per_epoch = {"mlp": 0.25, "lenet": 0.9, "resnet": 0.35}
-        return float(sum(per_epoch[network_plan(spec, n).family] * network_plan(spec, n).epochs * len(spec.seeds) * 1.5
-                         for n in spec.networks))
+        seconds_per_epoch = {"mlp": 0.35, "lenet": 1.3, "resnet": 0.65}  # one model, mnist5k / digits, incl. evaluation
+        plans = [network_plan(spec, n) for n in spec.networks]
+        return float(sum(seconds_per_epoch[p.family] * p.epochs * len(spec.seeds) for p in plans))
 
     def run_unit(self, spec: LayerRobustnessSpec, unit: str, ctx) -> UnitResult:
         plan = network_plan(spec, unit)
@@ -219,7 +238,7 @@ class LayerRobustness(Study):
 
     # ----- figures --------------------------------------------------------------------------
     def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:
-        results = results[results["operation"].notna()] if "operation" in results else results
+        results = measured_rows(results)
         networks = [n for n in spec.networks if n in set(results.get("model", []))]
         if not networks:
             return []
@@ -227,10 +246,13 @@ class LayerRobustness(Study):
                 self._plot_distances(results, networks, out_dir)]
 
     def _plot_heatmaps(self, results: pd.DataFrame, networks: list[str], spec, out_dir: Path) -> Path:
+        ncols = min(2, len(networks))
+        nrows = math.ceil(len(networks) / ncols)
         rows_max = max(len(heatmap_matrix(results, n)[0]) for n in networks)
-        fig, axes = figure(len(networks), width=4.4, height=1.6 + 0.38 * rows_max)
-        image = None
-        for ax, network in zip(axes[0], networks):
+        fig, axes = figure(ncols, nrows, width=5.6, height=1.4 + 0.34 * rows_max)
+        for ax in axes.flat[len(networks):]:
+            ax.set_visible(False)
+        for ax, network in zip(axes.flat, networks):
             grid, labels = heatmap_matrix(results, network)
             values = grid.to_numpy(dtype=float)
             image = ax.imshow(values, cmap="magma_r", vmin=0.0, vmax=0.9, aspect="auto")
@@ -238,52 +260,61 @@ class LayerRobustness(Study):
                 if not np.isnan(v):
                     ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if v > 0.45 else "black")
-            ax.axvline(len(grid.columns) - 1.5, color="white", lw=2.5)
+            ax.axvline(len(grid.columns) - 1.5, color="white", lw=3)
             blocks = np.flatnonzero(labels["layer_kind"].to_numpy() == "block")
             if len(blocks) and blocks[0] > 0:
-                ax.axhline(blocks[0] - 0.5, color="white", lw=2.5)
+                ax.axhline(blocks[0] - 0.5, color="white", lw=3)
             ax.set_xticks(range(len(grid.columns)), grid.columns, fontsize=8)
             ax.set_yticks(range(len(labels)), [f"{r.layer}: {r.layer_label}" for r in labels.itertuples()], fontsize=7)
-            ax.set_xlabel("layer reset to checkpoint epoch | re-randomized")
+            ax.set_xlabel("checkpoint epoch the layer is reset to  |  re-randomized", fontsize=8)
             ax.grid(False)
             sub = results[results["model"] == network]
-            ax.set_title(f"{network} on {sub['dataset'].iloc[0]}\ntrained test error "
-                         f"{100 * (1 - sub['trained_test_acc'].mean()):.1f}%", fontsize=9)
-        colorbar_axis = axes[0, -1].inset_axes([1.03, 0.0, 0.05, 1.0])
-        fig.colorbar(image, cax=colorbar_axis, label="test error (numbers in cells: %)")
-        fig.suptitle("Test error after resetting one layer (all other layers trained); "
-                     "epoch 0 = initial value", fontsize=10)
+            ax.set_title(f"{network} on {sub['dataset'].iloc[0]} ({sub['seed'].nunique()} seed(s)): "
+                         f"trained test error {100 * (1 - sub['trained_test_acc'].mean()):.1f}%", fontsize=9)
+            colorbar_axis = ax.inset_axes([1.02, 0.0, 0.03, 1.0])
+            fig.colorbar(image, cax=colorbar_axis).set_label("test error (cells: %)", fontsize=8)
+        fig.suptitle("Test error after resetting one layer, all others trained "
+                     "(epoch 0 = its initial value; last column: drawn afresh from the initializer)", fontsize=10)
         return save(fig, out_dir, "layer_robustness_heatmaps")
 
     def _plot_distances(self, results: pd.DataFrame, networks: list[str], out_dir: Path) -> Path:
-        verdicts = layer_verdicts(results[results["operation"].notna()])
-        fig, axes = figure(len(networks), 2, width=4.4, height=3.0)
+        verdicts = layer_verdicts(results)
+        fig, axes = figure(len(networks), 2, width=4.2, height=2.9)
         colors = {"critical": COLORS[3], "robust": COLORS[0]}
         for col, network in enumerate(networks):
             v = verdicts[verdicts["model"] == network].groupby(["layer_index", "layer"], as_index=False).agg(
-                dist_l2=("dist_l2", "mean"), dist_rel=("dist_rel", "mean"),
+                dist_l2=("dist_l2", "mean"), dist_rel=("dist_rel", "mean"), kind=("layer_kind", "first"),
                 critical=("verdict", lambda s: (s == "critical").mean()))
             bar_colors = [colors["critical"] if c >= 0.5 else colors["robust"] for c in v["critical"]]
-            for row, (column, label) in enumerate([("dist_l2", "||w_T - w_0||_2"),
-                                                    ("dist_rel", "||w_T - w_0|| / ||w_0||")]):
+            hatches = ["//" if k == "block" else "" for k in v["kind"]]
+            for row, (column, label) in enumerate([("dist_l2", r"$\|w_T - w_0\|_2$"),
+                                                    ("dist_rel", r"$\|w_T - w_0\|_2 \, / \, \|w_0\|_2$")]):
                 ax = axes[row, col]
-                ax.bar(range(len(v)), v[column], color=bar_colors)
+                ax.bar(range(len(v)), v[column], color=bar_colors, hatch=hatches, edgecolor="white")
                 ax.set_xticks(range(len(v)), v["layer"], rotation=60, ha="right", fontsize=7)
                 ax.set_ylabel(label)
-                ax.set_xlabel("layer")
-                if row == 0:
-                    ax.set_title(f"{network}: distance from initialization", fontsize=9)
+                ax.set_xlabel("layer (hatched: whole residual block)" if "block" in set(v["kind"]) else "layer")
+                ax.set_title(f"{network}: {'distance' if row == 0 else 'relative distance'} from initialization",
+                             fontsize=9)
         handles = [Patch(color=colors[k], label=k) for k in ("critical", "robust")]
-        axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7, title="verdict (most seeds)")
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8,
+                   title="verdict: does resetting the layer to its initial value cost more than the threshold? "
+                         "(most seeds)", title_fontsize=9)
         return save(fig, out_dir, "layer_robustness_distances")
 
     # ----- summary --------------------------------------------------------------------------
     def summarize(self, results: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
-        results = results[results["operation"].notna()]
+        lost = results[results["diverged"].astype(bool)] if "diverged" in results else results.iloc[:0]
+        lost_text = ("; diverged (left out): " + ", ".join(f"{r.model} seed {r.seed}" for r in lost.itertuples())
+                     if len(lost) else "")
+        results = measured_rows(results)
+        if results.empty:
+            return Summary("no network finished training" + lost_text, "No measurements to read.", [],
+                           [("every network trained without diverging", False)])
         verdicts = layer_verdicts(results)
         per_layer = verdicts.groupby(["model", "layer_index", "layer"], as_index=False).agg(
             trained=("trained_test_acc", "mean"), reinit0=("reinit0_test_acc", "mean"),
-            rerand=("rerandomized_test_acc", "mean"), dist_l2=("dist_l2", "mean"),
+            rerand=("rerandomized_test_acc", "mean"), dist_l2=("dist_l2", "mean"), dist_rel=("dist_rel", "mean"),
             critical=("verdict", lambda s: (s == "critical").mean()), kind=("layer_kind", "first"))
         parts = []
         for network in [n for n in spec.networks if n in set(per_layer["model"])]:
@@ -291,12 +322,13 @@ class LayerRobustness(Study):
             crit = p[p["critical"] >= 0.5]["layer"].tolist()
             parts.append(f"{network}: {len(crit)}/{len(p)} layers critical"
                          + (f" ({', '.join(crit)})" if crit else ""))
-        verdict = "; ".join(parts)
+        verdict = "; ".join(parts) + lost_text
         reading = self._reading(per_layer, results, spec)
         refs, checks = self._fcn_reference(per_layer, results)
         final = results[(results["operation"] == "reinit") & (results["checkpoint_epoch"] == results["final_epoch"])]
         checks.append(("re-initializing any layer to the final checkpoint reproduces the trained accuracy",
                        bool(len(final) and np.allclose(final["test_acc"], final["trained_test_acc"], atol=0, rtol=0))))
+        checks.append(("every network trained without diverging", not len(lost)))
         return Summary(verdict, reading, refs, checks)
 
     def _reading(self, per_layer: pd.DataFrame, results: pd.DataFrame, spec) -> str:
@@ -307,20 +339,22 @@ class LayerRobustness(Study):
             layers = p[p["kind"] == "layer"]
             trained = layers["trained"].mean()
             worst = layers.loc[layers["reinit0"].idxmin()]
-            best_rerand = layers["rerand"].max()
+            farthest = layers.loc[layers["dist_rel"].idxmax()]
             robust = layers[layers["critical"] < 0.5]
-            text = (f"{network} ({results[results.model == network]['dataset'].iloc[0]}, trained test accuracy "
-                    f"{trained:.1%}, {seeds} seed(s)): resetting a layer to its initial value gives "
-                    + ", ".join(f"{r.layer} {r.reinit0:.1%}" for r in layers.itertuples())
-                    + f"; the most critical layer is {worst.layer} ({worst.reinit0:.1%}). "
-                    f"Re-randomizing any layer leaves at most {best_rerand:.1%}. ")
-            if len(robust):
-                text += (f"{len(robust)} of {len(layers)} layers are robust (within {100 * spec.threshold:.0f} points "
-                         f"of the trained accuracy at their initial values). ")
+            text = (f"{network} on {results[results.model == network]['dataset'].iloc[0]} (trained test accuracy "
+                    f"{trained:.1%}, mean of {seeds} seed(s)): with one layer reset to its initial value the test "
+                    "accuracy is " + ", ".join(f"{r.layer}: {r.reinit0:.1%}" for r in layers.itertuples())
+                    + f"; the most critical layer is {worst.layer} "
+                    f"({100 * (trained - worst.reinit0):.1f} points lost). "
+                    f"{len(robust)} of {len(layers)} layers are robust (within {100 * spec.threshold:.0f} points). "
+                    f"Re-randomizing a layer leaves {layers['rerand'].min():.1%}-{layers['rerand'].max():.1%}. "
+                    f"The layer that moved farthest from its initialization relative to its size is {farthest.layer} "
+                    f"(||w_T - w_0|| / ||w_0|| = {farthest.dist_rel:.2f}), and it is "
+                    f"{'critical' if farthest.critical >= 0.5 else 'robust'}. ")
             blocks = p[p["kind"] == "block"]
             if len(blocks):
-                text += ("Resetting whole residual blocks: " + ", ".join(
-                    f"{r.layer} {r.reinit0:.1%}" for r in blocks.itertuples()) + ". ")
+                text += ("Resetting a whole residual block to its initial value leaves " + ", ".join(
+                    f"{r.layer}: {r.reinit0:.1%}" for r in blocks.itertuples()) + ". ")
             sentences.append(text)
         return "".join(sentences).strip()
 

@@ -1,0 +1,422 @@
+"""Description length of the training labels under a network (Blier & Ollivier 2018, "The
+description length of deep learning models", NeurIPS).
+
+Minimum description length: a model class is good for some data when it lets a sender transmit
+the data in few bits. For labels y_1..y_n given inputs x_1..x_n, the *prequential* (online) code
+sends them block by block: the first block [0, t_1) with the uniform code (log2 K bits per label),
+then for each later block [t_s, t_{s+1}) a network is trained on everything sent so far and the
+block is coded with its predictive distribution, -log2 p(y | x) bits per label (arithmetic
+coding achieves this to within 2 bits overall). The receiver can decode because it replays the
+same training, so no parameter is ever transmitted. Block boundaries double (t_1 = 64, 128, ...).
+
+Baselines: the uniform code n log2 K and the naive two-part code that sends the parameters as
+32-bit floats (32 x #parameters bits, before even coding the labels). Blier & Ollivier find that
+deep nets code true labels far below both; on random labels no model beats the uniform code.
+
+Training per block (what keeps the code honest): the network is trained from scratch on the data
+already sent, minus a seeded validation split of it; among the checkpoints at epochs 0, 1, 2, 4,
+8, ... the one with the lowest validation loss codes the next block. The split and the choice use
+only transmitted data, so the receiver can replay them (no peeking at the block being coded);
+epoch 0 (the initial network, close to uniform) is always a candidate, so a block that the
+network cannot predict costs about the uniform code instead of an overfitted model's bits.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib.ticker import NullFormatter
+from pydantic import Field, field_validator
+
+from genlab.data import corrupt_labels, load_dataset
+from genlab.engine import InputGroup, ModelJob, TrainConfig, stacked_forward, train_models
+from genlab.errors import UserError
+from genlab.models import MODELS, build_model
+from genlab.plotting import COLORS, figure, save
+from genlab.spec import TrainSpec
+from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.randomization import sub_seed
+
+BITS_PER_PARAMETER = 32
+LabelKind = Literal["true", "random"]
+
+
+# --------------------------------------------------------------------------------------------
+# Code-length accounting (pure functions, tested on their own)
+# --------------------------------------------------------------------------------------------
+
+
+def code_length_bits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example code length -log2 p(y | x) in bits, p = softmax(logits), in float64.
+
+    ``logits`` is ``[..., N, K]`` and ``labels`` ``[..., N]`` (integer classes); returns ``[..., N]``.
+    A model predicting uniformly costs exactly log2 K bits per label.
+    """
+    log_p = F.log_softmax(logits.to(torch.float64), dim=-1)
+    return -log_p.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1) / math.log(2.0)
+
+
+def uniform_code_bits(n: int, num_classes: int) -> float:
+    """n log2 K: the labels of n examples sent with the uniform code."""
+    return n * math.log2(num_classes)
+
+
+def parameter_code_bits(params: int, bits_per_parameter: int = BITS_PER_PARAMETER) -> float:
+    """The naive model cost: every parameter sent as a ``bits_per_parameter``-bit float."""
+    return float(params * bits_per_parameter)
+
+
+def block_boundaries(n: int, first_block: int, growth: float = 2.0) -> list[int]:
+    """Block ends t_1 < t_2 < ... < t_S = n with t_1 = ``first_block`` and t_{s+1} = round(growth t_s).
+
+    Blier & Ollivier's timesteps roughly double; the last block ends at n (it may be shorter).
+    """
+    if first_block >= n:
+        raise UserError(f"first_block={first_block} must be smaller than the number of training examples {n}")
+    if growth <= 1.0:
+        raise UserError(f"growth={growth} must be > 1")
+    ends = [first_block]
+    while ends[-1] < n:
+        ends.append(min(n, max(ends[-1] + 1, round(ends[-1] * growth))))
+    return ends
+
+
+def prequential_bits(first_block: int, num_classes: int, block_bits: list[float]) -> float:
+    """Total prequential code length: the first block uniformly, then the blocks' model bits."""
+    return uniform_code_bits(first_block, num_classes) + float(sum(block_bits))
+
+
+def checkpoint_epochs(budget: int) -> tuple[int, ...]:
+    """Candidate stopping epochs 0, 1, 2, 4, ... (powers of two) and the last epoch."""
+    epochs = {0, budget}
+    e = 1
+    while e < budget:
+        epochs.add(e)
+        e *= 2
+    return tuple(sorted(epochs))
+
+
+def validation_split(t: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, validation) of the first t examples; a seeded random ``fraction`` is held out."""
+    n_val = min(t - 1, max(1, round(fraction * t)))
+    order = np.random.default_rng(seed).permutation(t)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def parse_architecture(name: str) -> tuple[str, list[int] | None]:
+    """'mlp-512-512' -> ('mlp', [512, 512]); 'lenet' -> ('lenet', None) (the family's widths)."""
+    family, *widths = name.split("-")
+    if family not in MODELS:
+        raise ValueError(f"architecture {name!r}: unknown model family {family!r}; choose one of {', '.join(MODELS)}")
+    try:
+        parsed = [int(w) for w in widths]
+    except ValueError:
+        raise ValueError(f"architecture {name!r}: widths must be integers, as in mlp-512-512") from None
+    if any(w <= 0 for w in parsed):
+        raise ValueError(f"architecture {name!r}: widths must be positive")
+    return family, parsed or None
+
+
+# --------------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------------
+
+
+class DescriptionLengthSpec(TrainSpec):
+    loss: Literal["ce"] = Field("ce", description="cross-entropy: the code length of a label is the log-loss of the prediction")
+    architectures: list[str] = Field(["mlp-64", "mlp-512-512", "lenet"], min_length=1,
+                                     description="models that code the labels: family[-width-...], e.g. mlp-64, mlp-512-512, lenet")
+    labels: list[LabelKind] = Field(["true", "random"], min_length=1, description="label sets to code: true and/or uniformly random labels")
+    first_block: int = Field(64, ge=2, description="examples in the first block, sent with the uniform code")
+    growth: float = Field(2.0, gt=1.0, le=16.0, description="each block boundary is this factor times the previous one")
+    val_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="fraction of the data already sent held out to choose the stopping epoch")
+    min_steps: int = Field(100, ge=1, description="at least this many optimizer steps per block (small blocks get more epochs)")
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures_known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            parse_architecture(name)
+        if len(set(v)) != len(v):
+            raise ValueError("architectures must be distinct")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("labels must be distinct")
+        return v
+
+    presets = {
+        "quick": dict(optimizer="adam", lr=0.001, batch_size=64, epochs=16, n_train=2048, n_test=100,
+                      architectures=["mlp-64", "mlp-512-512", "lenet"], seeds=[0]),
+        "paper": dict(optimizer="adam", lr=0.001, batch_size=64, epochs=64, first_block=64,
+                      architectures=["mlp-64", "mlp-512-512", "lenet"], seeds=[0, 1, 2]),
+        "smoke": dict(optimizer="adam", lr=0.003, batch_size=32, epochs=2, n_train=128, n_test=20, first_block=32,
+                      min_steps=2, architectures=["mlp-16"], seeds=[0]),
+    }
+
+
+def _epoch_budget(spec: DescriptionLengthSpec, n_fit: int) -> int:
+    steps_per_epoch = math.ceil(n_fit / spec.batch_size)
+    return max(spec.epochs, math.ceil(spec.min_steps / steps_per_epoch))
+
+
+@register
+class DescriptionLength(Study):
+    name = "description-length"
+    title = "Description length: how many bits a network needs to send the training labels"
+    question = "Do networks compress their training labels below the uniform code and the parameter count - and can they compress random labels?"
+    citation = "Blier & Ollivier 2018, The description length of deep learning models (prequential code)"
+    Spec = DescriptionLengthSpec
+    result_columns = ("model", "labels", "seed", "block_start", "block_end", "bits", "cumulative_bits",
+                      "uniform_bits", "param_bits")
+
+    def estimate_seconds(self, spec: DescriptionLengthSpec) -> float:
+        n = spec.n_train or 4000
+        return 25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.epochs / 16) * len(spec.architectures) / 3
+
+    def units(self, spec: DescriptionLengthSpec) -> list[str]:
+        return list(spec.architectures)
+
+    def run_unit(self, spec: DescriptionLengthSpec, unit: str, ctx) -> UnitResult:
+        family, widths = parse_architecture(unit)
+        data = load_dataset(spec.dataset, **spec.data_params())
+        n, k = len(data.y_train), data.num_classes
+        ends = block_boundaries(n, spec.first_block, spec.growth)
+        streams = _label_streams(spec, data)
+        options = {"widths": widths} if widths else {}
+        template = build_model(family, data.input_shape, k, init=spec.init, seed=0, **options)
+        params = sum(p.numel() for p in template.parameters())
+        coded: dict[tuple[str, int], list[dict]] = {key: [] for key in streams}
+        for start, end in zip(ends[:-1], ends[1:]):
+            block = _cached_block(ctx.unit_dir, start, lambda: self._code_block(spec, unit, family, options, data,
+                                                                                streams, start, end, ctx))
+            for row in block:
+                coded[(row["labels"], row["seed"])].append(row)
+        rows = []
+        for (labels, seed), blocks in coded.items():
+            first = {"block_start": 0, "block_end": ends[0], "bits": uniform_code_bits(ends[0], k),
+                     "coded_with": "uniform", "chosen_epoch": None, "val_loss": None, "fit_examples": 0}
+            total = 0.0
+            for block in [first, *blocks]:
+                total += block["bits"]
+                size = block["block_end"] - block["block_start"]
+                rows.append({"model": unit, "family": family, "labels": labels, "seed": seed,
+                             "block_start": block["block_start"], "block_end": block["block_end"], "block_size": size,
+                             "bits": block["bits"], "bits_per_example": block["bits"] / size,
+                             "cumulative_bits": total, "uniform_bits": uniform_code_bits(block["block_end"], k),
+                             "param_bits": parameter_code_bits(params), "params": params, "num_classes": k,
+                             "coded_with": block["coded_with"], "chosen_epoch": block["chosen_epoch"],
+                             "val_loss": block["val_loss"], "fit_examples": block["fit_examples"],
+                             "dataset": spec.dataset})
+        return UnitResult(rows)
+
+    def _code_block(self, spec, unit, family, options, data, streams, start: int, end: int, ctx) -> list[dict]:
+        """Train on [0, start) (minus its validation split) and code [start, end); one engine call."""
+        groups, jobs, keys = [], [], list(streams)
+        for labels, seed in keys:
+            order, y = streams[(labels, seed)]
+            fit, val = validation_split(start, spec.val_fraction, sub_seed(seed, "mdl-val", start))
+            group_index = _group_for_seed(groups, seed, lambda: InputGroup(
+                data.x_train[order[fit]], data.x_train[order[val]], data.y_train[order[val]]))
+            model = build_model(family, data.input_shape, data.num_classes, init=spec.init,
+                                seed=sub_seed(seed, unit, "init"), **options)
+            jobs.append(ModelJob(f"{labels}|seed{seed}|t{start}", model, seed=sub_seed(seed, "mdl-order", start),
+                                 y_train=y[fit], y_test=y[val], inputs=group_index))
+        n_fit = len(jobs[0].y_train)
+        budget = _epoch_budget(spec, n_fit)
+        candidates = checkpoint_epochs(budget)
+        ctx.progress.start_unit(f"{unit}: code [{start}, {end})", budget, len(jobs))
+        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
+                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
+                             epochs=budget, schedule=spec.schedule, eval_every=1, eval_train=False,
+                             checkpoint_epochs=candidates, device=spec.device)
+        outcome = train_models(jobs, [g for g, _ in groups], config,
+                               on_epoch=ctx.progress.epoch)
+        chosen = _best_checkpoints(outcome.curves, [j.key for j in jobs], candidates)
+        params = {name: torch.stack([outcome.checkpoints[e][name][i] for i, e in enumerate(chosen)])
+                  for name in outcome.checkpoints[0]}
+        x_next = torch.stack([data.x_train[streams[key][0][start:end]] for key in keys]).to(spec.device)
+        y_next = torch.stack([streams[key][1][start:end] for key in keys]).to(spec.device)
+        outcome.stack.template.eval()
+        with torch.no_grad():
+            logits = stacked_forward(outcome.stack, {n_: p.to(spec.device) for n_, p in params.items()}, x_next)
+        bits = code_length_bits(logits, y_next).sum(dim=1)
+        val_loss = {(c["key"], c["epoch"]): c["test_loss"] for c in outcome.curves}
+        return [{"labels": labels, "seed": seed, "block_start": start, "block_end": end, "bits": float(bits[i]),
+                 "coded_with": "model", "chosen_epoch": int(chosen[i]),
+                 "val_loss": float(val_loss[(jobs[i].key, chosen[i])]), "fit_examples": n_fit}
+                for i, (labels, seed) in enumerate(keys)]
+
+    # ----- figures --------------------------------------------------------------------------
+    def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:
+        fig, axes = figure(3, width=4.8, height=3.8)
+        models = list(dict.fromkeys(results["model"]))
+        mean = results.groupby(["model", "labels", "block_end"], sort=False).agg(
+            cumulative_bits=("cumulative_bits", "mean"), bits_per_example=("bits_per_example", "mean"),
+            uniform_bits=("uniform_bits", "first")).reset_index()
+        styles = {"true": "-o", "random": "--x"}
+        ax = axes[0, 0]
+        for i, model in enumerate(models):
+            for labels, part in mean[mean["model"] == model].groupby("labels"):
+                ax.plot(part["block_end"], part["cumulative_bits"] / 1000, styles.get(labels, ":"), ms=4,
+                        color=COLORS[i % 10], label=f"{model}, {labels} labels")
+        uniform = mean.drop_duplicates("block_end").sort_values("block_end")
+        ax.plot(uniform["block_end"], uniform["uniform_bits"] / 1000, color="black", lw=1, ls=":", label="uniform code")
+        _block_axis(ax, uniform["block_end"])
+        ax.set_xlabel("examples sent")
+        ax.set_ylabel("cumulative code length (kbits)")
+        ax.set_title("(a) prequential code length")
+        ax.legend(fontsize=6.5)
+
+        ax = axes[0, 1]
+        coded = mean[mean["block_end"] > mean["block_end"].min()]
+        for i, model in enumerate(models):
+            for labels, part in coded[coded["model"] == model].groupby("labels"):
+                ax.plot(part["block_end"], part["bits_per_example"], styles.get(labels, ":"), ms=4,
+                        color=COLORS[i % 10], label=f"{model}, {labels}")
+        k = int(results["num_classes"].iloc[0])
+        ax.axhline(math.log2(k), color="black", lw=1, ls=":", label=f"uniform: log2 {k} = {math.log2(k):.2f}")
+        _block_axis(ax, coded["block_end"])
+        ax.set_xlabel("end of the coded block (examples)")
+        ax.set_ylabel("bits per label in the block")
+        ax.set_title("(b) cost per label as the data grows")
+        ax.legend(fontsize=6.5)
+
+        ax = axes[0, 2]
+        totals = _totals(results)
+        x = np.arange(len(models))
+        label_sets = list(dict.fromkeys(results["labels"]))
+        width = 0.8 / (len(label_sets) + 1)
+        for j, labels in enumerate(label_sets):
+            part = totals[totals["labels"] == labels].set_index("model").reindex(models)
+            ax.bar(x + j * width, part["total_bits"] / 1000, width, color=COLORS[j + 3], label=f"prequential, {labels} labels")
+        first = totals.drop_duplicates("model").set_index("model").reindex(models)
+        ax.bar(x + len(label_sets) * width, first["param_bits"] / 1000, width, color="gray", label="32 bits x parameters")
+        ax.axhline(first["uniform_total"].iloc[0] / 1000, color="black", ls=":", lw=1, label="uniform code")
+        ax.set_xticks(x + width * len(label_sets) / 2, models)
+        ax.set_yscale("log")
+        ax.set_ylabel("code length for all labels (kbits)")
+        ax.set_title("(c) total code length")
+        ax.legend(fontsize=6.5)
+        fig.suptitle(f"Prequential description length of {int(results['block_end'].max())} {spec.dataset} labels")
+        return [save(fig, out_dir, "description_length")]
+
+    # ----- reading --------------------------------------------------------------------------
+    def summarize(self, results: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
+        totals = _totals(results)
+        by = totals.groupby(["model", "labels"]).agg(ratio=("ratio", "mean"), total=("total_bits", "mean"),
+                                                     param_bits=("param_bits", "first"),
+                                                     uniform=("uniform_total", "first")).reset_index()
+        true, rand = by[by["labels"] == "true"], by[by["labels"] == "random"]
+        n = int(results["block_end"].max())
+        uniform = float(by["uniform"].iloc[0])
+        parts = []
+        for model in dict.fromkeys(by["model"]):
+            line = f"{model} ({int(totals.loc[totals.model == model, 'params'].iloc[0]):,} parameters, naive code {by.loc[by.model == model, 'param_bits'].iloc[0] / 1000:,.0f} kbits)"
+            for _, row in by[by["model"] == model].iterrows():
+                line += f": {row['labels']} labels {row['total'] / 1000:.2f} kbits = {row['ratio']:.1%} of uniform"
+            parts.append(line)
+        best = true.loc[true["ratio"].idxmin()] if len(true) else None
+        verdict = ((f"true labels coded in {best['ratio']:.1%} of the uniform code at best ({best['model']})" if best is not None else "no true-label run")
+                   + (f"; random labels need {rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of it" if len(rand) else ""))
+        beats_params = bool(len(true)) and bool((true["total"] < true["param_bits"]).all())
+        reading = (f"Labels of {n} {spec.dataset} training examples, sent block by block (first block of "
+                   f"{spec.first_block} uniformly, boundaries x{spec.growth:g}), cost {uniform / 1000:.2f} kbits with the uniform code. "
+                   "Prequential code per model: " + "; ".join(parts) + ". "
+                   + (f"On true labels every model's code is {'below' if beats_params else 'NOT below'} its own naive parameter code, "
+                      "so counting parameters overstates what the network needs to describe the data. " if len(true) else "")
+                   + _random_reading(rand))
+        refs = [("prequential code, true labels", "far below uniform and parameter codes (MNIST, CIFAR-10)",
+                 f"{true['ratio'].min():.1%}..{true['ratio'].max():.1%} of uniform" if len(true) else "n/a"),
+                ("random labels", "no compression (about the uniform code)",
+                 f"{rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of uniform" if len(rand) else "n/a")]
+        checks = []
+        if len(true):
+            checks.append(("true labels: every model codes them in at most half the uniform code", bool((true["ratio"] <= 0.5).all())))
+            checks.append(("true labels: every model's prequential code is below its 32-bit parameter code", beats_params))
+        if len(rand):
+            checks.append(("random labels: every model needs >= 95% of the uniform code", bool((rand["ratio"] >= 0.95).all())))
+        return Summary(verdict, reading, refs, checks)
+
+
+def _block_axis(ax, ends: pd.Series) -> None:
+    """Log2 x axis with a labelled tick at every block boundary."""
+    ticks = sorted(set(int(e) for e in ends))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(t) for t in ticks], rotation=45 if len(ticks) > 6 else 0)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _random_reading(rand: pd.DataFrame) -> str:
+    if not len(rand):
+        return ""
+    span = f"{rand['ratio'].min():.1%} to {rand['ratio'].max():.1%} of the uniform code"
+    if (rand["ratio"] >= 0.95).all():
+        return (f"On random labels no model does better than about the uniform code ({span}): the architectures "
+                "that compress real labels find nothing to compress in noise.")
+    return (f"On random labels the codes take {span}; a code well below uniform on random labels would mean the "
+            "labels are not random or the accounting is wrong.")
+
+
+def _label_streams(spec: DescriptionLengthSpec, data) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+    """Per (labels, seed): the order the examples are sent in, and the labels in that order."""
+    streams = {}
+    n = len(data.y_train)
+    for seed in spec.seeds:
+        order = torch.from_numpy(np.random.default_rng(sub_seed(seed, "mdl-order")).permutation(n))
+        for labels in spec.labels:
+            y = data.y_train
+            if labels == "random":
+                y = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, data.num_classes, sub_seed(seed, "mdl-random"))[0])
+            streams[(labels, seed)] = (order, y[order])
+    return streams
+
+
+def _group_for_seed(groups: list, seed: int, make) -> int:
+    """Index of the input group of ``seed`` (examples in that seed's order), made on first use."""
+    for i, (_, s) in enumerate(groups):
+        if s == seed:
+            return i
+    groups.append((make(), seed))
+    return len(groups) - 1
+
+
+def _best_checkpoints(curves: list[dict], keys: list[str], candidates: tuple[int, ...]) -> list[int]:
+    """Per model, the candidate epoch with the lowest validation loss (ties: the earliest)."""
+    chosen = []
+    for key in keys:
+        losses = {c["epoch"]: c["test_loss"] for c in curves if c["key"] == key and c["epoch"] in candidates}
+        finite = {e: v for e, v in losses.items() if math.isfinite(v)}
+        chosen.append(min(finite, key=lambda e: (finite[e], e)) if finite else 0)
+    return chosen
+
+
+def _cached_block(unit_dir: Path, start: int, compute) -> list[dict]:
+    """A finished block's rows are kept in the unit folder, so a resumed unit skips it."""
+    path = unit_dir / f"block-{start}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = compute()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(path)
+    return rows
+
+
+def _totals(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, labels, seed): total prequential bits and its ratio to the uniform code."""
+    last = results.sort_values("block_end").groupby(["model", "labels", "seed"], sort=False).tail(1)
+    out = last[["model", "labels", "seed", "params", "param_bits"]].copy()
+    out["total_bits"] = last["cumulative_bits"].to_numpy()
+    out["uniform_total"] = last["uniform_bits"].to_numpy()
+    out["ratio"] = out["total_bits"] / out["uniform_total"]
+    return out.reset_index(drop=True)
