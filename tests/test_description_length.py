@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -117,7 +118,7 @@ def test_true_labels_compress_and_random_labels_do_not(tmp_path):
     ctx = Context(tmp_path / "unit", NullProgress())
     ctx.unit_dir.mkdir()
     rows = study.run_unit(spec, "mlp-64", ctx).rows
-    totals = _totals(__import__("pandas").DataFrame(rows)).set_index("labels")
+    totals = _totals(pd.DataFrame(rows)).set_index("labels")
     assert totals.loc["random", "ratio"] >= 0.95
     assert totals.loc["true", "ratio"] <= 0.75
     # a resumed unit reuses the finished blocks and gives the same rows

@@ -357,6 +357,11 @@ class IntrinsicDimension:
         return _mean_finite([r.test_acc for r in self.baseline])
 
     @property
+    def baseline_train_acc(self) -> float:
+        """Mean training accuracy of the directly trained networks over seeds."""
+        return _mean_finite([r.outcome.train_acc for r in self.baseline])
+
+    @property
     def target_acc(self) -> float:
         return self.settings.threshold * self.baseline_acc
 
@@ -434,7 +439,8 @@ def measure_intrinsic_dimension(factory: ModelFactory, inputs: InputGroup, y_tra
     result = IntrinsicDimension(D, settings, baseline, runs, Crossing(None, None, None, "not_reached"))
     means = result.mean_accuracy()
     result.crossing = find_crossing(list(means), list(means.values()), target)
-    result.seed_crossings = {s: find_crossing(dims, accs, target) for s, (dims, accs) in _accuracies_by_seed(runs).items()}
+    result.seed_crossings = {seed: find_crossing(dims, accs, target)
+                             for seed, (dims, accs) in _accuracies_by_seed(runs).items()}
     return result
 
 

@@ -52,7 +52,7 @@ class RichProgress(NullProgress):
         self.bar.__exit__(*exc)
 
     def log(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
 
     def start_unit(self, unit: str, total_epochs: int, models: int) -> None:
         if self.unit_task is not None:

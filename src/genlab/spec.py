@@ -157,7 +157,7 @@ def resolve_spec(spec_cls: type[StudySpec], preset: str | None = None, config: P
             if key not in spec_cls.model_fields:
                 raise UserError(f"unknown field {key!r} in {config}{_did_you_mean(key, spec_cls.model_fields)}")
     chosen = (overrides or {}).get("preset") or file_values.get("preset") or preset or "quick"
-    if chosen not in spec_cls.presets:
+    if not isinstance(chosen, str) or chosen not in spec_cls.presets:
         raise UserError(f"invalid value for 'preset': unknown preset {chosen!r}; choose one of: {', '.join(spec_cls.presets)}")
     values.update(spec_cls.presets[chosen])
     values["preset"] = chosen

@@ -40,7 +40,8 @@ MNIST_DATASETS = ("mnist5k", "mnist")
 class IntrinsicDimSpec(TrainSpec):
     datasets: list[str] = Field(["mnist5k"], min_length=1, description="datasets; every model that fits a "
                                 "dataset's inputs is measured on it (lenet needs images, cnn1d 1-D signals)")
-    models: list[str] = Field(["mlp"], min_length=1, description="model families (see `genlab list`), e.g. mlp,lenet,cnn1d")
+    models: list[str] = Field(["mlp"], min_length=1, description="model families (see `genlab list`), "
+                              "e.g. mlp,lenet,cnn1d")
     dataset: str = Field("mnist5k", description=NOT_USED)
     model: str = Field("mlp", description=NOT_USED)
     widths: list[int] = Field([200, 200], min_length=1, description="hidden widths of the MLP (LeNet and cnn1d "
@@ -56,8 +57,8 @@ class IntrinsicDimSpec(TrainSpec):
     epochs: int = Field(10, gt=0, description="epoch budget of every network, direct and subspace alike")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay on the trained tensor: theta (direct) "
                                 "or theta_d (subspace, i.e. toward theta_0)")
-    projection: Literal["dense", "sparse", "fastfood"] = Field("fastfood", description="random projection P: dense "
-                                                               "Gaussian (memory d*D), sparse, or Fastfood (memory O(D))")
+    projection: Literal["dense", "sparse", "fastfood"] = Field(
+        "fastfood", description="random projection P: dense Gaussian (memory d*D), sparse, or Fastfood (memory O(D))")
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="d_int is where test accuracy reaches this fraction "
                              "of the direct baseline's")
     search: Literal["auto", "grid"] = Field("auto", description="auto: bracket then bisect d in log scale; grid: "
@@ -110,8 +111,8 @@ class IntrinsicDimSpec(TrainSpec):
                               projection=self.projection, subspace_lr=self.subspace_lr)
 
     presets = {
-        "quick": dict(datasets=["mnist5k"], models=["mlp"], widths=[100, 100], width_factors=[1, 2], epochs=6,
-                      seeds=[0, 1], d_start=200, tolerance=1.5),
+        "quick": dict(datasets=["mnist5k"], models=["mlp"], widths=[100, 100], width_factors=[1, 2], epochs=10,
+                      seeds=[0, 1, 2], d_start=200, tolerance=1.5),
         "paper": dict(datasets=["mnist5k", "mnist1d"], models=["mlp", "lenet", "cnn1d"], widths=[200, 200],
                       width_factors=[1, 2], epochs=20, seeds=[0, 1, 2], d_start=100, tolerance=1.15),
         "smoke": dict(datasets=["mnist5k"], models=["mlp"], widths=[16], width_factors=[1], epochs=2, seeds=[0],
@@ -158,7 +159,8 @@ def _rows(result: IntrinsicDimension, entry: dict, spec: IntrinsicDimSpec) -> li
     base, target = result.baseline_acc, result.target_acc
     common = {"unit": entry["unit"], "dataset": entry["dataset"], "model": entry["model"], "arch": entry["arch"],
               "widths": entry["widths"], "width_factor": entry["width_factor"], "threshold": spec.threshold,
-              "baseline_acc": base, "target_acc": target, "search": spec.search}
+              "baseline_acc": base, "baseline_train_acc": result.baseline_train_acc, "target_acc": target,
+              "search": spec.search}
     rows = []
     for order, run in enumerate(result.baseline + result.runs):
         rows.append({**common, **run.row(), "fraction_of_baseline": run.test_acc / base, "order": order})
@@ -282,7 +284,8 @@ class IntrinsicDim(Study):
                    bool(_rises_with_d(sub)))]
         mnist = summary[summary["dataset"].isin(MNIST_DATASETS)]
         if len(mnist):
-            checks.append(("d_int90 is far below D (D / d_int90 >= 10) for every MNIST network (paper: 266x FC, 153x LeNet)",
+            checks.append(("d_int90 is far below D (D / d_int90 >= 10) for every MNIST network "
+                           "(paper: 266x FC, 153x LeNet)",
                            bool(mnist["D_over_d_int90"].notna().all() and (mnist["D_over_d_int90"] >= 10).all())))
         for p in pairs:
             checks.append((f"{p['dataset']} {p['small']} -> {p['large']}: d_int90 changes far less than D "
@@ -316,11 +319,16 @@ def _fmt_d(row) -> str:
 
 def _network_sentence(row) -> str:
     if pd.isna(row["d_int90"]):
-        return (f"{_arch(row)} (D = {int(row['D']):,}): baseline {row['baseline_acc']:.1%}; no d up to "
+        return (f"{_arch(row)} (D = {int(row['D']):,}): baseline {_baseline_text(row)}; no d up to "
                 f"{row['d_below']:.0f} reached the target {row['target_acc']:.1%}.")
-    return (f"{_arch(row)} (D = {int(row['D']):,}): baseline {row['baseline_acc']:.1%}, target "
+    return (f"{_arch(row)} (D = {int(row['D']):,}): baseline {_baseline_text(row)}, target "
             f"{row['target_acc']:.1%}, d_int90 = {_fmt_d(row)} (between d = {_opt(row['d_below'])} and "
             f"{_opt(row['d_above'])}), i.e. D / d_int90 = {row['D_over_d_int90']:.0f}.")
+
+
+def _baseline_text(row) -> str:
+    train = row.get("baseline_train_acc")
+    return f"{row['baseline_acc']:.1%} test" + (f" ({train:.1%} train)" if pd.notna(train) else "")
 
 
 def _opt(value) -> str:
@@ -407,21 +415,25 @@ def _accuracy_panel(ax, unit_rows: pd.DataFrame, spec, color) -> None:
     base, target = summary["baseline_acc"], summary["target_acc"]
     ax.axhline(base, color="black", lw=1.1, label=f"direct training {base:.1%}")
     ax.axhline(target, color="black", lw=1.0, ls="--", label=f"{spec.threshold:.0%} of direct: {target:.1%}")
+    ax.set_xscale("log")
     if pd.notna(summary["d_int90"]):
         d_int = summary["d_int90"]
         ax.axvline(d_int, color=COLORS[3], lw=1.2, ls=":")
         if pd.notna(summary["seed_d_int90_min"]):
-            ax.axvspan(summary["seed_d_int90_min"], summary["seed_d_int90_max"], color=COLORS[3], alpha=0.12, lw=0)
-        ax.annotate(f"d_int90 ≈ {d_int:.0f}", (d_int, target), xytext=(6, -16), textcoords="offset points",
-                    color=COLORS[3], fontsize=9)
-    ax.set_xscale("log")
+            ax.axvspan(summary["seed_d_int90_min"], summary["seed_d_int90_max"], color=COLORS[3], alpha=0.12, lw=0,
+                       label="range of per-seed d_int90")
+        low, high = (math.log(v) for v in ax.get_xlim())
+        right_half = (math.log(d_int) - low) / (high - low) > 0.55
+        ax.annotate(f"d_int90 ≈ {d_int:.0f}", (d_int, 0.98), xycoords=("data", "axes fraction"),
+                    xytext=(-4 if right_half else 4, 0), textcoords="offset points", va="top",
+                    ha="right" if right_half else "left", color=COLORS[3], fontsize=9)
     _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("subspace dimension d (log scale)")
     ax.set_ylabel("test accuracy")
     lo = min(sub["test_acc"].min(), target) if len(sub) else target
     ax.set_ylim(max(0.0, lo - 0.05), min(1.0, base + 0.05))
     ax.set_title(f"{_arch(summary)}\nD = {int(summary['D']):,}", fontsize=10)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)
 
 
 def _dint_vs_D_figure(summary: pd.DataFrame, spec, out_dir: Path) -> Path:

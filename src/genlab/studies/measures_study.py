@@ -23,10 +23,10 @@ import itertools
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, field_validator
@@ -130,7 +130,7 @@ class MeasuresStudy(Study):
     question = "Across a sweep of trained networks, which measures (norms, margins, sharpness, speed) track the generalization gap?"
     citation = "Jiang et al. 2019, Fantastic generalization measures and where to find them (Kendall tau ranking)"
     Spec = MeasuresSpec
-    result_columns = ("kind", "width", "depth", "lr", "batch_size", "label_noise", "seed", "gen_gap", "measure", "tau")
+    result_columns = ("kind", "rank", "measure", "tau", "granulated_tau", "model_id", "gen_gap", "test_acc")
 
     def estimate_seconds(self, spec: MeasuresSpec) -> float:
         models = len(spec.widths) * len(spec.depths) * len(spec.lr) * len(spec.batch_size) * len(spec.label_noise)
@@ -143,7 +143,6 @@ class MeasuresStudy(Study):
     def run_unit(self, spec: MeasuresSpec, unit: str, ctx) -> UnitResult:
         data = load_dataset(spec.dataset, **spec.data_params())
         groups = sweep_groups(spec)
-        ctx.progress.start_unit(unit, spec.epochs * len(groups), len(groups))
         rows, curves = [], []
         for batch_size, depth in groups:
             path = ctx.unit_dir / f"group-bs{batch_size}-depth{depth}.json"
@@ -164,7 +163,7 @@ class MeasuresStudy(Study):
         rank_rows = [{"kind": "rank", "rank": i + 1, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
                                                         for k, v in r.items()}}
                      for i, r in enumerate(ranked.to_dict("records"))]
-        return UnitResult(rows + rank_rows, curves)
+        return UnitResult(rank_rows + rows, curves)  # the ranking first: it is what a reader looks for
 
     def _train_group(self, spec: MeasuresSpec, data, batch_size: int, depth: int, ctx) -> dict:
         """One engine call: every width x lr x label noise x seed at this batch size and depth."""
@@ -182,6 +181,7 @@ class MeasuresStudy(Study):
             jobs.append(ModelJob(key, model, seed=sub_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
             info.append({"width": width, "depth": depth, "lr": lr, "batch_size": batch_size, "label_noise": noise,
                          "seed": seed, "fraction_wrong": float((labels != y_clean.numpy()).mean())})
+        ctx.progress.start_unit(f"{UNIT}: batch size {batch_size}, depth {depth}", spec.epochs, len(jobs))
         config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr[0], momentum=spec.momentum,
                              nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=batch_size,
                              epochs=spec.epochs, schedule=spec.schedule, stop_train_acc=spec.stop_train_acc,
@@ -197,11 +197,15 @@ class MeasuresStudy(Study):
             own_curve = [c for c in outcome.curves if c["key"] == job.key]
             measures = {"steps_to_loss": steps_to_loss(own_curve, spec.speed_loss)}
             if not o.diverged:
-                found = compute_measures(trained, (x_train, job.y_train), init_model=initial,
-                                         seed=sub_seed(meta["seed"], "sharpness", job.key), device=spec.device,
-                                         sharpness_points=spec.sharpness_points, sharpness_draws=spec.sharpness_draws,
-                                         sharpness_target=spec.sharpness_target)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    found = compute_measures(trained, (x_train, job.y_train), init_model=initial,
+                                             seed=sub_seed(meta["seed"], "sharpness", job.key), device=spec.device,
+                                             sharpness_points=spec.sharpness_points,
+                                             sharpness_draws=spec.sharpness_draws,
+                                             sharpness_target=spec.sharpness_target)
                 found.pop("train_loss"), found.pop("train_acc")
+                found["measure_warnings"] = "; ".join(str(w.message) for w in caught) or None
                 found["inverse_margin"] = 1.0 / found["margin"] ** 2 if found["margin"] > 0 else math.nan
                 measures.update(found)
             row = {"kind": "model", "model_id": job.key, **meta, "train_acc": o.train_acc, "test_acc": o.test_acc,
@@ -210,8 +214,10 @@ class MeasuresStudy(Study):
                    "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged, "dataset": spec.dataset, **measures}
             rows.append({k_: (None if isinstance(v, float) and not math.isfinite(v) else v) for k_, v in row.items()})
             curves += [{**c, **{h: meta[h] for h in HYPERPARAMETERS}, "seed": meta["seed"]} for c in own_curve]
-        ctx.progress.log(f"[measures] batch size {batch_size}, depth {depth}: {len(jobs)} models trained in "
-                         f"{outcome.seconds:.1f} s, measures computed in {time.perf_counter() - started:.1f} s")
+        flagged = sum(1 for r in rows if r.get("measure_warnings"))
+        ctx.progress.log(f"measures: batch size {batch_size}, depth {depth}: {len(jobs)} models trained in "
+                         f"{outcome.seconds:.1f} s, measures computed in {time.perf_counter() - started:.1f} s"
+                         + (f" ({flagged} with a sharpness search at its limit: see measure_warnings)" if flagged else ""))
         return {"rows": rows, "curves": curves}
 
     # ----- figures --------------------------------------------------------------------------
