@@ -55,6 +55,11 @@ TABLE = [
     (R + ["--unknown-flag", "3"], "No such option"),
     (["run", "expressivity", "--sizes", "-5"], "sizes"),
     (["run", "expressivity", "--labels", "shuffled"], "labels"),
+    (["run", "intrinsic-dim", "--projection", "hadamard"], "'projection'"),
+    (["run", "intrinsic-dim", "--preset", "smoke", "--search", "grid", "--dims", "100000000"], "exceeds the model's D="),
+    (["run", "lottery", "--prune-rate", "1.0"], "'prune_rate'"),
+    (["run", "lottery", "--prune-rate", "0"], "'prune_rate'"),
+    (["run", "double-descent", "--modes", "sideways"], "'modes"),
     (["reproduce", "--only", "randomization,nosuch"], "unknown study 'nosuch'"),
     (["report", "{tmp}/empty"], "holds no study run folders"),
 ]
@@ -65,7 +70,7 @@ def test_bad_input_table(args, needle, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "run":
-        args += ["--out", str(tmp_path / "run")]
+        args += ["--out", str(tmp_path / "run"), "--quiet"]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     err = capsys.readouterr().err

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, ModelOutcome, TrainConfig, train_models
+from genlab.data.tensors import as_labelled_tensors
 from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.subspace import PROJECTION_NAMES, SubspaceModel
@@ -444,17 +445,6 @@ def measure_intrinsic_dimension(factory: ModelFactory, inputs: InputGroup, y_tra
     return result
 
 
-def _as_tensors(data: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise UserError(f"{what} must be a tuple (inputs, labels) of tensors")
-    x, y = (torch.as_tensor(t) for t in data)
-    if x.shape[0] != y.shape[0]:
-        raise UserError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
-    if y.dim() != 1 or y.dtype.is_floating_point:
-        raise UserError(f"{what}: labels must be a 1-D tensor of integer class indices, got {tuple(y.shape)} {y.dtype}")
-    if x.shape[0] == 0:
-        raise UserError(f"{what} is empty")
-    return x.float(), y.long()
 
 
 def intrinsic_dimension(model: nn.Module | ModelFactory, train_data: tuple[torch.Tensor, torch.Tensor],
@@ -495,8 +485,8 @@ def intrinsic_dimension(model: nn.Module | ModelFactory, train_data: tuple[torch
         raise UserError(f"epochs={epochs} must be at least 1")
     if len(set(seeds)) != len(list(seeds)) or not list(seeds):
         raise UserError(f"seeds={list(seeds)} must be a non-empty list of distinct integers")
-    x_train, y_train = _as_tensors(train_data, "train_data")
-    x_test, y_test = _as_tensors(test_data, "test_data")
+    x_train, y_train = as_labelled_tensors(train_data, "train_data")
+    x_test, y_test = as_labelled_tensors(test_data, "test_data")
     settings = SearchSettings(threshold=threshold, mode=search, dims=tuple(int(d) for d in dims), d_start=d_start,
                               d_max=d_max, growth=growth, tolerance=tolerance, projection=projection,
                               subspace_lr=subspace_lr)

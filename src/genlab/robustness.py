@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, evaluate_stacked, train_models
+from genlab.data.tensors import as_labelled_tensors
 from genlab.errors import UserError
 from genlab.models import INITIALIZERS, init_layer
 
@@ -316,17 +317,6 @@ def layer_verdicts(table: pd.DataFrame) -> pd.DataFrame:
 
 # ----- the public API -----------------------------------------------------------------------
 
-def _as_tensors(data, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise UserError(f"{what} must be a tuple (inputs, labels) of tensors")
-    x, y = (torch.as_tensor(t) for t in data)
-    if x.shape[0] != y.shape[0]:
-        raise UserError(f"{what}: {x.shape[0]} inputs but {y.shape[0]} labels")
-    if y.dim() != 1 or y.dtype.is_floating_point:
-        raise UserError(f"{what}: labels must be a 1-D tensor of integer class indices, got {tuple(y.shape)} {y.dtype}")
-    if x.shape[0] == 0:
-        raise UserError(f"{what} is empty")
-    return x.float(), y.long()
 
 
 def layer_robustness(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
@@ -374,8 +364,8 @@ def layer_robustness(model: nn.Module, train_data: tuple[torch.Tensor, torch.Ten
         raise UserError(f"draws={draws} must be non-negative")
     if init not in INITIALIZERS:
         raise UserError(f"unknown init {init!r}; choose one of: {', '.join(INITIALIZERS)}")
-    x_train, y_train = _as_tensors(train_data, "train_data")
-    x_test, y_test = _as_tensors(test_data, "test_data")
+    x_train, y_train = as_labelled_tensors(train_data, "train_data")
+    x_test, y_test = as_labelled_tensors(test_data, "test_data")
     groups = layer_groups(model, granularity, layers)
     saved = resolve_checkpoint_epochs(checkpoint_epochs, epochs)
     config = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,

@@ -316,8 +316,7 @@ class BatchTrainer:
     def _batch_inputs(self, groups: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if len(self.inputs) == 1:
             return self.inputs[0].x_train[idx]
-        stacked = torch.stack([g.x_train for g in self.inputs])
-        return stacked[groups[:, None], idx]
+        return torch.stack([self.inputs[g].x_train[rows] for g, rows in zip(groups.tolist(), idx)])
 
     def _train_epoch(self, idx: torch.Tensor, params, opt: StackedOptimizer) -> torch.Tensor:
         cfg = self.config
