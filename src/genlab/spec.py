@@ -116,6 +116,21 @@ class TrainSpec(StudySpec):
         return {k: v for k, v in params.items() if v is not None}
 
 
+def distinct(values: list, what: str) -> list:
+    """``values`` unchanged, or a ValueError when one repeats (for list fields of a spec)."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct, got {values}")
+    return values
+
+
+def registered_names(values: list[str], registry, what: str) -> list[str]:
+    """``values`` unchanged when each names an entry of ``registry`` once; a ValueError otherwise."""
+    for name in values:
+        if name not in registry:
+            raise ValueError(f"unknown {what} {name!r}; choose from: {', '.join(registry)}")
+    return distinct(values, f"{what}s")
+
+
 def format_validation_error(exc: ValidationError, source: str = "") -> str:
     """One line naming the field, the problem and the value given."""
     err = exc.errors()[0]

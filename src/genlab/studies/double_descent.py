@@ -55,7 +55,7 @@ from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
 from genlab.plotting import COLORS, figure, save
 from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
-from genlab.spec import StudySpec
+from genlab.spec import StudySpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
 from genlab.studies.randomization import sub_seed
 
@@ -120,9 +120,7 @@ class DoubleDescentSpec(StudySpec):
     @field_validator("modes")
     @classmethod
     def _distinct_modes(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"modes must be distinct, got {v}")
-        return v
+        return distinct(v, "modes")
 
     @field_validator("ridges")
     @classmethod

@@ -39,7 +39,7 @@ from genlab.expressivity import (
 )
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
-from genlab.spec import StudySpec
+from genlab.spec import StudySpec, distinct, registered_names
 from genlab.studies.base import Study, Summary, UnitResult, register
 from genlab.studies.randomization import RandomizationSpec, sub_seed
 
@@ -81,28 +81,19 @@ class ExpressivitySpec(StudySpec):
     @field_validator("datasets")
     @classmethod
     def _datasets_known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in DATASETS:
-                raise ValueError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"datasets must be distinct, got {v}")
-        return v
+        return registered_names(v, DATASETS, "dataset")
 
     @field_validator("sizes")
     @classmethod
     def _sizes_positive(cls, v: list[int]) -> list[int]:
         if any(n < 1 for n in v):
             raise ValueError(f"every size n must be a positive integer, got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"sizes must be distinct, got {v}")
-        return sorted(v)
+        return sorted(distinct(v, "sizes"))
 
     @field_validator("labels")
     @classmethod
     def _labels_distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"labels must be distinct, got {v}")
-        return v
+        return distinct(v, "labels")
 
 
 # ----- data -------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from genlab.errors import UserError
 from genlab.intrinsic import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
-from genlab.spec import TrainSpec
+from genlab.spec import TrainSpec, registered_names
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 NOT_USED = "not used by this study (see --datasets / --models)"
@@ -74,22 +74,12 @@ class IntrinsicDimSpec(TrainSpec):
     @field_validator("datasets")
     @classmethod
     def _datasets_known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in DATASETS:
-                raise ValueError(f"unknown dataset {name!r}; choose among: {', '.join(DATASETS)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"datasets must be distinct, got {v}")
-        return v
+        return registered_names(v, DATASETS, "dataset")
 
     @field_validator("models")
     @classmethod
     def _models_known(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in MODELS:
-                raise ValueError(f"unknown model {name!r}; choose among: {', '.join(MODELS)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"models must be distinct, got {v}")
-        return v
+        return registered_names(v, MODELS, "model")
 
     @field_validator("width_factors", "dims")
     @classmethod
