@@ -24,7 +24,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

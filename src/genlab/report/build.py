@@ -8,7 +8,6 @@ embedded (PNG as data URIs; the SVGs stay beside them in each study's ``figures/
 from __future__ import annotations
 
 import base64
-import html
 import json
 import platform
 from dataclasses import dataclass
