@@ -436,5 +436,4 @@ class IterativePruning:
 
 def _unpadded(outcome: TrainOutcome, epoch: int, k: int) -> dict[str, torch.Tensor]:
     """Model ``k``'s parameters at checkpoint ``epoch``, cut back to its own shapes."""
-    shapes = outcome.stack.shapes[k]
-    return {n: t[k][tuple(slice(0, s) for s in shapes[n])].clone() for n, t in outcome.checkpoints[epoch].items()}
+    return outcome.stack.unpadded(k, outcome.checkpoints[epoch])

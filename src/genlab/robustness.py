@@ -392,8 +392,6 @@ def trained_model_table(outcome, k: int, architecture: nn.Module, x_test: torch.
     stack = outcome.stack
     final = stack.state_dict(k)
     buffers = {name: final.pop(name) for name in list(final) if name in stack.buffers}
-    shapes = stack.shapes[k]
-    checkpoints = {t: {name: tensor[k][tuple(slice(0, s) for s in shapes[name])].to(x_test.device)
-                       for name, tensor in params.items()}
+    checkpoints = {t: {name: tensor.to(x_test.device) for name, tensor in stack.unpadded(k, params).items()}
                    for t, params in outcome.checkpoints.items()}
     return robustness_table(architecture, final, checkpoints, buffers, x_test, y_test, **options)

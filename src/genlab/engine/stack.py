@@ -47,12 +47,16 @@ class StackedModels:
     def num_models(self) -> int:
         return len(self.shapes)
 
-    def state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Model ``k``'s parameters and buffers, cut back to its own shapes (a copy)."""
-        out = {}
-        for name, tensor in self.params.items():
-            shape = self.shapes[k][name]
-            out[name] = tensor[k][tuple(slice(0, s) for s in shape)].detach().clone()
+    def unpadded(self, k: int, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Model ``k``'s slice of stacked ``params`` (default: the current ones; e.g. a checkpoint),
+        cut back to its own shapes (a copy)."""
+        params = self.params if params is None else params
+        return {name: tensor[k][tuple(slice(0, s) for s in self.shapes[k][name])].detach().clone()
+                for name, tensor in params.items()}
+
+    def state_dict(self, k: int, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Model ``k``'s parameters (current, or from stacked ``params``) and buffers, unpadded (a copy)."""
+        out = self.unpadded(k, params)
         for name, tensor in self.buffers.items():
             out[name] = tensor[k].detach().clone()
         return out

@@ -39,7 +39,7 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, stacked_forward, tr
 from genlab.errors import UserError
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
-from genlab.spec import TrainSpec
+from genlab.spec import TrainSpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
 from genlab.studies.randomization import sub_seed
 
@@ -143,16 +143,12 @@ class DescriptionLengthSpec(TrainSpec):
     def _architectures_known(cls, v: list[str]) -> list[str]:
         for name in v:
             parse_architecture(name)
-        if len(set(v)) != len(v):
-            raise ValueError("architectures must be distinct")
-        return v
+        return distinct(v, "architectures")
 
     @field_validator("labels")
     @classmethod
     def _labels_distinct(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("labels must be distinct")
-        return v
+        return distinct(v, "labels")
 
     presets = {
         "quick": dict(optimizer="adam", lr=0.001, batch_size=64, epochs=16, n_train=2048, n_test=100,

@@ -32,7 +32,7 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
-from genlab.spec import TrainSpec
+from genlab.spec import TrainSpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 FCN_NAME = re.compile(r"^fcn(\d+)x(\d+)$")
@@ -73,9 +73,7 @@ class LayerRobustnessSpec(TrainSpec):
             m = FCN_NAME.match(name)
             if m and (int(m.group(1)) < 1 or int(m.group(2)) < 1):
                 raise ValueError(f"network {name!r} needs at least one hidden layer of positive width")
-        if len(set(v)) != len(v):
-            raise ValueError("networks must be distinct")
-        return v
+        return distinct(v, "networks")
 
     @field_validator("lenet_widths")
     @classmethod

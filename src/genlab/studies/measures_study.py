@@ -115,11 +115,8 @@ def steps_to_loss(curve: list[dict], threshold: float) -> float:
 
 def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, like: nn.Module) -> nn.Module:
     """Model ``k`` of stacked (padded) ``params`` as a standalone module shaped like ``like``."""
-    state = {name: tensor[k][tuple(slice(0, s) for s in stack.shapes[k][name])].detach().clone()
-             for name, tensor in params.items()}
-    state.update({name: tensor[k].detach().clone() for name, tensor in stack.buffers.items()})
     net = copy.deepcopy(like)
-    net.load_state_dict(state)
+    net.load_state_dict(stack.state_dict(k, params))
     return net
 
 
