@@ -35,12 +35,39 @@ def naive_script() -> Path:
     raise UserError("cannot find shared/bench/naive_sweep.py beside the repository; set GENLAB_NAIVE_SWEEP")
 
 
-def run_naive(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, str(naive_script()), *args], capture_output=True, text=True)
+_NAIVE_WRAPPER = """
+import contextlib, io, json, runpy, sys
+script, *args = sys.argv[1:]
+sys.argv = [script, *args]
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+    runpy.run_path(script, run_name="__main__")
+result = json.loads(printed.getvalue().strip().splitlines()[-1])
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        result["peak_rss_mb"] = int(line.split()[1]) / 1024
+print(json.dumps(result))
+"""
+
+
+def _last_json_line(proc: subprocess.CompletedProcess, what: str) -> dict:
     if proc.returncode != 0:
-        raise RuntimeError(f"naive_sweep.py {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+        raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_naive(args: list[str]) -> dict:
+    """``naive_sweep.py ARGS`` unchanged, in a fresh process; its JSON plus its peak memory."""
+    proc = subprocess.run([sys.executable, "-c", _NAIVE_WRAPPER, str(naive_script()), *args],
+                          capture_output=True, text=True)
+    return _last_json_line(proc, f"naive_sweep.py {' '.join(args)}")
+
+
+def run_engine(workload: str, epochs: int) -> dict:
+    """genlab's side of ``workload`` in a fresh process, like the naive side; with its peak memory."""
+    proc = subprocess.run([sys.executable, "-m", "genlab.bench", "engine", workload, str(epochs)],
+                          capture_output=True, text=True)
+    return _last_json_line(proc, f"genlab engine {workload}")
 
 
 def matmul_peak() -> float:
@@ -70,7 +97,7 @@ def _engine_sweep(model_sizes: list[list[int]], epochs: int, batch: int, loss: s
     jobs = [ModelJob(f"m{i}", build_model("mlp", data.input_shape, 10, widths=sizes[1:-1], seed=i), seed=0,
                      y_train=data.y_train) for i, sizes in enumerate(model_sizes)]
     config = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch, epochs=epochs,
-                         eval_every=epochs)
+                         eval_every=epochs, eval_initial=False)  # like the naive loop: evaluate once, at the end
     start = time.perf_counter()
     out = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config)
     wall = time.perf_counter() - start
@@ -79,18 +106,77 @@ def _engine_sweep(model_sizes: list[list[int]], epochs: int, batch: int, loss: s
             "models": [{"model": o.key, "train_acc": o.train_acc, "test_acc": o.test_acc} for o in out.outcomes]}
 
 
-def widths_workload(widths: list[int], epochs: int) -> dict:
-    naive = run_naive(["widths", "--widths", ",".join(map(str, widths)), "--epochs", str(epochs)])
-    ours = _engine_sweep([[784, h, 10] for h in widths], epochs, 128, "mse", "adam", 1e-3)
-    return {"naive": naive, "genlab": ours}
+WIDTHS = [5, 10, 20, 40, 50, 60, 100, 200]
+ENSEMBLE = {"models": 8, "hidden": 256, "depth": 3}
 
 
-def ensemble_workload(models: int, hidden: int, depth: int, epochs: int) -> dict:
-    naive = run_naive(["ensemble", "--models", str(models), "--hidden", str(hidden), "--depth", str(depth),
-                       "--epochs", str(epochs)])
-    sizes = [784] + [hidden] * depth + [10]
-    ours = _engine_sweep([sizes] * models, epochs, 128, "ce", "sgd", 0.05, momentum=0.9)
-    return {"naive": naive, "genlab": ours}
+def engine_workload(workload: str, epochs: int) -> dict:
+    """The naive script's ``widths`` / ``ensemble`` workload through genlab's engine (same models,
+    data, data order, loss, optimizer, batch size and epochs)."""
+    if workload == "widths":
+        result = _engine_sweep([[784, h, 10] for h in WIDTHS], epochs, 128, "mse", "adam", 1e-3)
+    else:
+        sizes = [784] + [ENSEMBLE["hidden"]] * ENSEMBLE["depth"] + [10]
+        result = _engine_sweep([sizes] * ENSEMBLE["models"], epochs, 128, "ce", "sgd", 0.05, momentum=0.9)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def compare_workload(workload: str, epochs: int, repeats: int) -> dict:
+    """Both sides ``repeats`` times, alternating, each in a fresh process; the median run of each side
+    is reported (``wall_s_runs`` lists all)."""
+    if workload == "widths":
+        naive_args = ["widths", "--widths", ",".join(map(str, WIDTHS)), "--epochs", str(epochs)]
+    else:
+        naive_args = ["ensemble", *(f"--{k}={v}" for k, v in ENSEMBLE.items()), "--epochs", str(epochs)]
+    runs: dict[str, list[dict]] = {"naive": [], "genlab": []}
+    for _ in range(repeats):
+        runs["naive"].append(run_naive(naive_args))
+        runs["genlab"].append(run_engine(workload, epochs))
+    out = {}
+    for side, results in runs.items():
+        ordered = sorted(results, key=lambda r: r["wall_s"])
+        out[side] = {**ordered[len(ordered) // 2], "wall_s_runs": [r["wall_s"] for r in results]}
+    return out
+
+
+def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
+    """Layer-robustness evaluation: the test accuracy of ``param_sets`` parameter sets of MLP
+    784-256-256-256-10 on mnist5k's 1000 test images (a layers x checkpoints x draws x
+    {re-init, re-randomize} table has this many). Plain loop (``load_state_dict`` + forward, one
+    network at a time) vs :func:`genlab.robustness.evaluate_param_sets` (many per pass)."""
+    from genlab.data import load_dataset
+    from genlab.models import build_model
+    from genlab.robustness import evaluate_param_sets
+
+    data = load_dataset("mnist5k")
+    x, y = data.x_test, data.y_test
+    template = build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=0)
+    sets = [dict(build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=s).named_parameters())
+            for s in range(param_sets)]
+    sets = [{n: p.detach() for n, p in ps.items()} for ps in sets]
+
+    def plain() -> list[float]:
+        accs = []
+        with torch.no_grad():
+            for ps in sets:
+                template.load_state_dict(ps)
+                correct = sum(int((template(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum())
+                              for i in range(0, len(y), 1000))
+                accs.append(correct / len(y))
+        return accs
+
+    times: dict[str, list[float]] = {"naive": [], "genlab": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        naive_acc = plain()
+        times["naive"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _, genlab_acc = evaluate_param_sets(template, {}, sets, x, y, batch_size=1000)
+        times["genlab"].append(time.perf_counter() - start)
+    naive_s, genlab_s = float(np.median(times["naive"])), float(np.median(times["genlab"]))
+    return {"param_sets": param_sets, "naive_s": naive_s, "genlab_s": genlab_s, "speedup": naive_s / genlab_s,
+            "max_acc_difference": float(np.max(np.abs(np.array(naive_acc) - genlab_acc)))}
 
 
 def rff_workload(n: int = 4000, count: int = 32) -> dict:
@@ -121,7 +207,10 @@ def peak_rss_mb() -> float:
 
 
 def scaling_point(n: int) -> dict:
-    """One randomization-study epoch (9 variants, MLP 40-512-10, Adam) on mnist1d with n examples."""
+    """One randomization-study epoch (9 variants, MLP 40-512-10, Adam) on mnist1d with n examples.
+
+    Three epochs run; the second is timed (the first pays one-time costs - kernel selection,
+    first touches of memory - and the third carries the evaluation). Peak memory covers all three."""
     from genlab.data import load_dataset
     from genlab.engine import BatchTrainer, InputGroup, ModelJob, TrainConfig
     from genlab.models import build_model
@@ -131,13 +220,12 @@ def scaling_point(n: int) -> dict:
     groups = [InputGroup(data.x_train + 0.0 * i, data.x_test, data.y_test) for i in range(4)]
     jobs = [ModelJob(f"v{k}", build_model("mlp", data.input_shape, 10, widths=[512], seed=k), seed=k,
                      y_train=data.y_train, inputs=k % 4) for k in range(9)]
-    config = TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=1, eval_train=False)
-    trainer = BatchTrainer(jobs, groups, config)
-    start = time.perf_counter()
-    trainer.run()
-    wall = time.perf_counter() - start
+    config = TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=3, eval_every=3, eval_initial=False,
+                         eval_train=False)
+    stamps: list[float] = []
+    BatchTrainer(jobs, groups, config).run(on_epoch=lambda trainer: stamps.append(time.perf_counter()))
     dataset_mb = sum(g.x_train.numel() * 4 for g in groups) / 2 ** 20
-    return {"n": n, "epoch_s": wall, "peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": base,
+    return {"n": n, "epoch_s": stamps[2] - stamps[1], "peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": base,
             "dataset_mb": dataset_mb}
 
 
@@ -171,14 +259,15 @@ def run_bench(quick: bool = False, out: Path | None = None) -> dict:
     peak = matmul_peak()
     report["sgemm_peak_gflops"] = peak
     epochs = 2 if quick else 5
-    report["widths"] = widths_workload([5, 10, 20, 40, 50, 60, 100, 200], epochs)
-    report["ensemble"] = ensemble_workload(8, 256, 3, epochs)
+    repeats = 1 if quick else 3
+    report["repeats"] = repeats
     for name in ("widths", "ensemble"):
-        w = report[name]
+        w = report[name] = compare_workload(name, epochs, repeats)
         w["speedup"] = w["naive"]["wall_s"] / w["genlab"]["wall_s"]
         w["genlab_fraction_of_peak"] = w["genlab"]["gflops"] / peak
         w["naive_fraction_of_peak"] = w["naive"]["gflops"] / peak
         w["max_test_acc_difference"] = _acc_gap(w)
+    report["robustness_eval"] = robustness_eval_workload(40 if quick else 120, repeats)
     report["rff"] = rff_workload(n=1000 if quick else 4000, count=32)
     try:
         from genlab.intrinsic import bench_fastfood_epoch
@@ -208,12 +297,21 @@ def markdown_table(r: dict, command: str) -> str:
     peak = r["sgemm_peak_gflops"]
     lines = [f"Measured with `{command}` on {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} "
              f"({r['machine']['torch_threads']} threads); float32 matmul peak {peak:.0f} GFLOP/s.", "",
-             "| workload | naive (s) | genlab (s) | speedup | genlab GFLOP/s (% of peak) | max test-acc difference |",
-             "|---|---|---|---|---|---|"]
+             f"Each side ran {r.get('repeats', 1)} time(s) in a fresh process, alternating; the median run is shown.", "",
+             "| workload | naive (s) | genlab (s) | speedup | GFLOP/s naive / genlab (% of peak) "
+             "| peak memory naive / genlab (MB) | max test-acc difference |",
+             "|---|---|---|---|---|---|---|"]
     for name in ("widths", "ensemble"):
         w = r[name]
+        mem = f"{w['naive'].get('peak_rss_mb', float('nan')):.0f} / {w['genlab'].get('peak_rss_mb', float('nan')):.0f}"
         lines.append(f"| {name} | {w['naive']['wall_s']:.2f} | {w['genlab']['wall_s']:.2f} | {w['speedup']:.1f}x | "
-                     f"{w['genlab']['gflops']:.0f} ({w['genlab_fraction_of_peak']:.0%}) | {w['max_test_acc_difference']:.3f} |")
+                     f"{w['naive']['gflops']:.0f} ({w['naive_fraction_of_peak']:.0%}) / "
+                     f"{w['genlab']['gflops']:.0f} ({w['genlab_fraction_of_peak']:.0%}) | {mem} | "
+                     f"{w['max_test_acc_difference']:.3f} |")
+    rb = r.get("robustness_eval")
+    if rb:
+        lines.append(f"| layer-robustness evaluation, {rb['param_sets']} parameter sets | {rb['naive_s']:.2f} | "
+                     f"{rb['genlab_s']:.2f} | {rb['speedup']:.1f}x | | | {rb['max_acc_difference']:.3f} |")
     lines += ["", "| other workload | result |", "|---|---|",
               f"| RFF sweep, n={r['rff']['n']}, {r['rff']['values_of_N']} values of N | {r['rff']['wall_s']:.1f} s "
               f"(test-MSE peak at N={r['rff']['test_mse_peak_at']}) |"]
@@ -231,3 +329,5 @@ def markdown_table(r: dict, command: str) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "scaling-point":
         print(json.dumps(scaling_point(int(sys.argv[2]))))
+    elif len(sys.argv) == 4 and sys.argv[1] == "engine":
+        print(json.dumps(engine_workload(sys.argv[2], int(sys.argv[3]))))

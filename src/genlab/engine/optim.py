@@ -8,6 +8,10 @@ are ``[K]`` tensors broadcast over the model dimension. Two masks keep models in
 * ``mask[name]`` (bool, like the parameter) keeps masked entries at exactly zero - used for
   padding to a common width and for pruned lottery-ticket weights, under momentum, Adam state
   and weight decay alike.
+
+Parameters are stacked ``[K, ...]`` (model k owns row k) unless ``owners`` says otherwise: in the
+packed layout (:mod:`genlab.engine.packed`) ``owners[name]`` is a long tensor broadcastable to the
+parameter giving the model of each entry.
 """
 from __future__ import annotations
 
@@ -33,31 +37,40 @@ class StackedOptimizer:
     """SGD (momentum, Nesterov) and Adam/AdamW over stacked parameters ``[K, ...]``."""
 
     def __init__(self, params: dict[str, torch.Tensor], settings: OptimizerSettings,
-                 masks: dict[str, torch.Tensor] | None = None):
+                 masks: dict[str, torch.Tensor] | None = None, owners: dict[str, torch.Tensor] | None = None,
+                 num_models: int | None = None):
         if settings.name not in ("sgd", "adam", "adamw"):
             raise ValueError(f"unknown optimizer {settings.name!r}")
         self.params = params
         self.settings = settings
         self.masks = masks or {}
-        k = next(iter(params.values())).shape[0]
+        self.owners = owners or {}
+        k = next(iter(params.values())).shape[0] if num_models is None else num_models
         self.steps = torch.zeros(k, dtype=torch.float64)
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor) -> None:
-        """One update of every active model; ``lr`` and ``weight_decay`` are ``[K]`` tensors."""
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor,
+             uniform: bool | None = None) -> None:
+        """One update of every active model; ``lr`` and ``weight_decay`` are ``[K]`` tensors.
+        ``uniform`` (computed when not given): every model is active and all share one learning
+        rate and weight decay - the update then runs through PyTorch's fused kernels."""
         s = self.settings
-        self.steps += active.to(torch.float64).cpu()
-        if bool(active.all()) and bool((lr == lr[0]).all()) and bool((weight_decay == weight_decay[0]).all()):
+        if uniform is None:
+            uniform = bool(active.all()) and bool((lr == lr[0]).all()) and bool((weight_decay == weight_decay[0]).all())
+        if uniform:
+            self.steps += 1
             self._fused_step(float(lr[0]), float(weight_decay[0]))
             return
+        self.steps += active.to(torch.float64).cpu()
         for name, p in self.params.items():
             if p.grad is None:
                 continue
             g = p.grad
-            act = _per_model(active, p)
-            lr_k = _per_model(lr.to(p.dtype), p)
-            wd_k = _per_model(weight_decay.to(p.dtype), p)
+            spread = self._spreader(name, p)
+            act = spread(active)
+            lr_k = spread(lr.to(p.dtype))
+            wd_k = spread(weight_decay.to(p.dtype))
             state = self.state[name]
             if s.name == "sgd":
                 if bool((weight_decay != 0).any()):
@@ -77,7 +90,7 @@ class StackedOptimizer:
                 m = torch.where(act, b1 * m + (1 - b1) * g, m)
                 v = torch.where(act, b2 * v + (1 - b2) * g * g, v)
                 state["exp_avg"], state["exp_avg_sq"] = m, v
-                t = _per_model(self.steps.clamp(min=1).to(p.device), p)
+                t = spread(self.steps.clamp(min=1).to(p.device))
                 bc1 = (1 - b1 ** t).to(p.dtype)
                 bc2 = (1 - b2 ** t).to(p.dtype)
                 base = p * (1 - lr_k * wd_k) if s.name == "adamw" else p
@@ -85,6 +98,13 @@ class StackedOptimizer:
             if name in self.masks:
                 update = update * self.masks[name]
             p.copy_(torch.where(act, update, p))
+
+    def _spreader(self, name: str, p: torch.Tensor):
+        """Per-model values ``[K]`` -> a tensor broadcastable to parameter ``name``."""
+        owner = self.owners.get(name)
+        if owner is None:
+            return lambda v: _per_model(v, p)
+        return lambda v: v.to(p.device)[owner]
 
     def _fused_step(self, lr: float, weight_decay: float) -> None:
         """The same update through PyTorch's fused single-pass kernels, when every model is active
@@ -95,23 +115,29 @@ class StackedOptimizer:
         grads = [p.grad for p in params]
         if s.name == "sgd":
             if s.momentum:
-                bufs = [self.state[n].setdefault("momentum", torch.zeros_like(self.params[n])) for n in names]
+                bufs = [self._state(n, "momentum") for n in names]
                 torch._fused_sgd_(params, grads, bufs, weight_decay=weight_decay, momentum=s.momentum, lr=lr,
                                   dampening=0.0, nesterov=s.nesterov, maximize=False, is_first_step=False)
             else:
                 torch._fused_sgd_(params, grads, [], weight_decay=weight_decay, momentum=0.0, lr=lr,
                                   dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
         else:
-            m = [self.state[n].setdefault("exp_avg", torch.zeros_like(self.params[n])) for n in names]
-            v = [self.state[n].setdefault("exp_avg_sq", torch.zeros_like(self.params[n])) for n in names]
-            step = float(self.steps[0])
-            steps = [torch.tensor(step, dtype=torch.float32, device=p.device) for p in params]
+            m = [self._state(n, "exp_avg") for n in names]
+            v = [self._state(n, "exp_avg_sq") for n in names]
+            steps = [torch.tensor(float(self.steps[0]), dtype=torch.float32, device=params[0].device)] * len(params)
             kernel = torch._fused_adamw_ if s.name == "adamw" else torch._fused_adam_
             kernel(params, grads, m, v, [], steps, amsgrad=False, lr=lr, beta1=s.betas[0], beta2=s.betas[1],
                    weight_decay=weight_decay, eps=s.eps, maximize=False)
         for n in names:
             if n in self.masks:
                 self.params[n].mul_(self.masks[n])
+
+    def _state(self, name: str, slot: str) -> torch.Tensor:
+        """Optimizer state ``slot`` of parameter ``name``, created as zeros on first use."""
+        state = self.state[name]
+        if slot not in state:
+            state[slot] = torch.zeros_like(self.params[name])
+        return state[slot]
 
     def state_dict(self) -> dict:
         return {"steps": self.steps.clone(),

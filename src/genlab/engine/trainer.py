@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.engine.optim import OptimizerSettings, StackedOptimizer
+from genlab.engine.packed import PackedMLP, loss_and_gradient, packed_plan
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.stack import StackedModels, stack_modules, stacked_forward
 
@@ -57,6 +58,8 @@ class TrainConfig:
     eval_train: bool = True
     checkpoint_epochs: tuple[int, ...] = ()
     snapshot_every: int = 5               # epochs between resume snapshots (when a path is given)
+    eval_initial: bool = True             # evaluate (and record curves) before the first step
+    packed: bool = True                   # plain MLPs train in the packed layout (engine.packed); False: vmap
     device: str = "cpu"
 
 
@@ -168,27 +171,66 @@ def _losses(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
                      y: torch.Tensor, loss: str = "ce", batch_size: int = 2000,
-                     shared_input: bool = True, models: torch.Tensor | None = None
+                     shared_input: bool = True, models: torch.Tensor | None = None, packed: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and accuracy ``([K], [K])`` of stacked models, in eval mode (dropout off).
 
     ``x`` is ``[N, ...]`` when ``shared_input`` else ``[K, N, ...]``; ``y`` is ``[N]`` or ``[K, N]``.
     ``models``: which of the stack's models ``params`` holds (see :func:`stacked_forward`).
+    Plain MLPs run in the packed layout (:mod:`genlab.engine.packed`) unless ``packed`` is False.
     """
     stack.template.eval()
     k = next(iter(params.values())).shape[0]
     n = x.shape[0] if shared_input else x.shape[1]
+    plan = packed_plan(stack, models if models is not None else range(k)) if shared_input and packed else None
+    packed_params = plan.pack(params) if plan is not None else None
     y = y.expand(k, n) if y.dim() == 1 else y
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
     correct = torch.zeros(k, dtype=torch.float64, device=y.device)
     for start in range(0, n, batch_size):
         xb = x[start:start + batch_size] if shared_input else x[:, start:start + batch_size]
         yb = y[:, start:start + batch_size]
-        out = stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
+        if plan is not None:
+            out = plan.forward(packed_params, [xb])
+        else:
+            out = stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
         loss_sum += _losses(out, yb, loss).double() * yb.shape[1]
         correct += (out.argmax(-1) == yb).double().sum(1)
     stack.template.train()
     return loss_sum / n, correct / n
+
+
+class _EpochBatches:
+    """Training inputs of one epoch: which models share a batch, and each step's input tensors."""
+
+    def __init__(self, trainer: "BatchTrainer", idx: torch.Tensor, augmenters: list):
+        self.trainer = trainer
+        self.groups = trainer.group[idx]
+        self.input_of = [int(g) for g in self.groups.tolist()]
+        self.augmenters = augmenters
+        self.augment_of = {pos: (augment, generator) for pos, augment, generator in augmenters}
+        self.first_of_group = trainer._input_groups(idx)[1]
+        self.shared_order = len(self.first_of_group) == 1 and not augmenters
+
+    def _x(self, pos: int, rows: torch.Tensor) -> torch.Tensor:
+        return self.trainer.inputs[self.input_of[pos]].x_train.index_select(0, rows)
+
+    def grouped(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """One input ``[B, ...]`` per group of models that see the same batch (augmented if theirs is)."""
+        xs = []
+        for pos in self.first_of_group:
+            x = self._x(pos, batch[pos])
+            if pos in self.augment_of:
+                x = _augmented(x.unsqueeze(0), [(0, *self.augment_of[pos])])[0]
+            xs.append(x)
+        return xs
+
+    def stacked(self, batch: torch.Tensor) -> torch.Tensor:
+        """The input of the vmapped forward: ``[B, ...]`` when every model sees the same batch, else ``[K, B, ...]``."""
+        if self.shared_order:
+            return self._x(0, batch[0])
+        x = self.trainer._batch_inputs(self.groups, batch)
+        return _augmented(x, self.augmenters) if self.augmenters else x
 
 
 class BatchTrainer:
@@ -274,16 +316,16 @@ class BatchTrainer:
             data = self.inputs[g]
             if cfg.eval_train:
                 loss, acc = evaluate_stacked(self.stack, sub, data.x_train, self.y_train[idx[sel]],
-                                             cfg.loss, cfg.eval_batch_size, models=idx[sel])
+                                             cfg.loss, cfg.eval_batch_size, models=idx[sel], packed=cfg.packed)
                 results["train_loss"][sel], results["train_acc"][sel] = loss.cpu(), acc.cpu()
             y_test = torch.stack([self.y_test[i] if self.y_test[i] is not None else data.y_test
                                   for i in idx[sel].tolist()])
             loss, acc = evaluate_stacked(self.stack, sub, data.x_test, y_test, cfg.loss, cfg.eval_batch_size,
-                                         models=idx[sel])
+                                         models=idx[sel], packed=cfg.packed)
             results["test_loss"][sel], results["test_acc"][sel] = loss.cpu(), acc.cpu()
             if data.x_val is not None:
                 loss, acc = evaluate_stacked(self.stack, sub, data.x_val, data.y_val, cfg.loss, cfg.eval_batch_size,
-                                             models=idx[sel])
+                                             models=idx[sel], packed=cfg.packed)
                 results["val_loss"][sel], results["val_acc"][sel] = loss.cpu(), acc.cpu()
         return results
 
@@ -318,7 +360,23 @@ class BatchTrainer:
             return self.inputs[0].x_train[idx]
         return torch.stack([self.inputs[g].x_train[rows] for g, rows in zip(groups.tolist(), idx)])
 
-    def _train_epoch(self, idx: torch.Tensor, params, opt: StackedOptimizer) -> torch.Tensor:
+    def _input_groups(self, idx: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Which models see the same training batches: ``(group of each position, first position of
+        each group)``. Models share a batch when they share data order (seed) and inputs and have no
+        augmentation (an augmented model's batch is its own)."""
+        keys, group_of, first = {}, [], []
+        for pos, i in enumerate(idx.tolist()):
+            job = self.jobs[i]
+            key = ("augment", pos) if job.augment is not None else (job.seed, job.inputs)
+            if key not in keys:
+                keys[key] = len(first)
+                first.append(pos)
+            group_of.append(keys[key])
+        return group_of, first
+
+    def _train_epoch(self, idx: torch.Tensor, params, opt: StackedOptimizer, plan: PackedMLP | None):
+        """One epoch of the models ``idx``; returns their mean batch losses and the (possibly
+        re-laid-out) ``(params, opt, plan)`` to scatter back."""
         cfg = self.config
         k = len(idx)
         seeds = [self.jobs[i].seed for i in idx.tolist()]
@@ -328,61 +386,104 @@ class BatchTrainer:
         augmenters = [(pos, self.jobs[i].augment,
                        torch.Generator().manual_seed(augment_seed(self.jobs[i].seed, self.epoch)))
                       for pos, i in enumerate(idx.tolist()) if self.jobs[i].augment is not None]
-        groups, y_train = self.group[idx], self.y_train[idx]
+        batches = _EpochBatches(self, idx, augmenters)
+        y_train = self.y_train[idx]
         lr, wd = self.lr[idx], self.wd[idx]
-        shared_order = len(set(seeds)) == 1 and len(set(groups.tolist())) == 1 and not augmenters
         working = torch.ones(k, dtype=torch.bool, device=self.device)
-        loss_sum = torch.zeros(k, dtype=torch.float64)
+        all_working = True
+        same_settings = bool((lr == lr[0]).all()) and bool((wd == wd[0]).all())
+        loss_sum = torch.zeros(k, dtype=torch.float64, device=self.device)
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         for b in range(steps_per_epoch):
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
             batch = perms[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            if shared_order:  # every model sees the same batch: one input, broadcast by vmap
-                x = self.inputs[int(groups[0])].x_train[batch[0]]
-            else:
-                x = self._batch_inputs(groups, batch)
-            if augmenters:
-                x = _augmented(x, augmenters)
-            out = stacked_forward(self.stack, params, x, shared_input=shared_order, models=idx)
-            losses = _losses(out, y_train.gather(1, batch), cfg.loss)
-            finite = torch.isfinite(losses)
+            y = y_train.gather(1, batch)
             for p in params.values():
                 p.grad = None
-            torch.where(working & finite, losses, torch.zeros_like(losses)).sum().backward()
-            bad = working & ~finite
-            if bool(bad.any()):
-                for pos in bad.nonzero().flatten().tolist():
-                    o = self.outcomes[int(idx[pos])]
-                    o.diverged, o.diverged_step = True, self.step
-                    self.active[int(idx[pos])] = False
-                working &= ~bad
-            loss_sum += torch.where(finite, losses.detach(), torch.zeros_like(losses)).double().cpu()
+            done = False
+            if plan is not None:
+                done = self._packed_step(plan, params, batches.grouped(batch), y, loss_sum)
+                if not done:
+                    # A model blew up. In the packed layout its non-finite values can leak into the
+                    # other models' outputs through the zero blocks of a block-diagonal layer: finish
+                    # this epoch in the stacked layout, where every model is computed on its own.
+                    self._scatter(idx, params, opt, plan)
+                    params, opt, plan = self._gather(idx, packed=False)
+            if not done:
+                out = stacked_forward(self.stack, params, batches.stacked(batch), shared_input=batches.shared_order,
+                                      models=idx)
+                losses = _losses(out, y, cfg.loss)
+                finite = torch.isfinite(losses)
+                torch.where(working & finite, losses, torch.zeros_like(losses)).sum().backward()
+                bad = working & ~finite
+                if bool(bad.any()):
+                    for pos in bad.nonzero().flatten().tolist():
+                        o = self.outcomes[int(idx[pos])]
+                        o.diverged, o.diverged_step = True, self.step
+                        self.active[int(idx[pos])] = False
+                    working &= ~bad
+                    all_working = False
+                loss_sum += torch.where(finite, losses.detach(), torch.zeros_like(losses))
             mult = lr_multiplier(cfg.schedule, self.epoch + b / steps_per_epoch, cfg.epochs,
                                  cfg.milestones, cfg.gamma, cfg.warmup_epochs)
-            opt.step(lr * mult, wd, working)
+            opt.step(lr * mult, wd, working, uniform=same_settings and all_working)
             self.step += 1
-        return loss_sum / steps_per_epoch
+        return (loss_sum / steps_per_epoch).cpu(), (params, opt, plan)
 
-    def _gather(self, idx: torch.Tensor):
-        params = {n: p[idx].detach().clone().requires_grad_(True) for n, p in self.stack.params.items()}
-        masks = {n: m[idx] for n, m in self.masks.items()}
-        opt = StackedOptimizer(params, self.settings, masks)
+    def _packed_step(self, plan: PackedMLP, params, xs: list[torch.Tensor], y: torch.Tensor,
+                     loss_sum: torch.Tensor) -> bool:
+        """Forward and backward of one batch in the packed layout (hand-written backward for ReLU
+        MLPs, autograd otherwise). False, with no gradient set, when a loss is not finite."""
+        loss = self.config.loss
+        if plan.manual_backward:
+            tape: list = []
+            with torch.no_grad():
+                out = plan.forward(params, xs, tape)
+                losses, d_out = loss_and_gradient(out, y, loss)
+            if not bool(torch.isfinite(losses).all()):
+                return False
+            plan.backward(params, tape, d_out)
+        else:
+            losses = _losses(plan.forward(params, xs), y, loss)
+            if not bool(torch.isfinite(losses).all()):
+                return False
+            losses.sum().backward()
+        loss_sum += losses.detach()
+        return True
+
+    def _gather(self, idx: torch.Tensor, packed: bool = True):
+        """The active models' parameters and optimizer, stacked, or packed when the models are plain MLPs."""
+        plan = packed_plan(self.stack, idx, self._input_groups(idx)[0]) if packed and self.config.packed else None
+        stacked = {n: p[idx] for n, p in self.stack.params.items()}
+        state = {n: {s: t[idx] for s, t in st.items()} for n, st in self.opt_state["state"].items()}
+        if plan is None:
+            params = {n: p.detach().clone().requires_grad_(True) for n, p in stacked.items()}
+            masks = {n: m[idx] for n, m in self.masks.items()}
+            opt = StackedOptimizer(params, self.settings, masks)
+            opt.state = {n: {s: t.clone() for s, t in st.items()} for n, st in state.items()}
+        else:
+            params = {n: p.requires_grad_(True) for n, p in plan.pack(stacked).items()}
+            masks = plan.pack({n: m[idx] for n, m in self.stack.masks.items()})
+            masks = {n: m for n, m in masks.items() if not bool(m.all())}
+            opt = StackedOptimizer(params, self.settings, masks, owners=plan.owners, num_models=len(idx))
+            opt.state = {n: {s: plan.pack_one(n, t) for s, t in st.items()} for n, st in state.items()}
         opt.steps = self.opt_state["steps"][idx.cpu()].clone()
-        opt.state = {n: {s: t[idx].clone() for s, t in st.items()} for n, st in self.opt_state["state"].items()}
-        return params, opt
+        return params, opt, plan
 
-    def _scatter(self, idx: torch.Tensor, params, opt: StackedOptimizer) -> None:
+    def _scatter(self, idx: torch.Tensor, params, opt: StackedOptimizer, plan: PackedMLP | None) -> None:
+        unpack = (lambda n, t: t.detach()) if plan is None else \
+            (lambda n, t: plan.unpack(n, t, self.stack.params[n][idx]))
         with torch.no_grad():
             for n, p in params.items():
-                self.stack.params[n][idx] = p.detach()
+                self.stack.params[n][idx] = unpack(n, p)
         self.opt_state["steps"][idx.cpu()] = opt.steps
         for n, st in opt.state.items():
             full = self.opt_state["state"][n]
             for s, t in st.items():
                 if s not in full:
                     full[s] = torch.zeros_like(self.stack.params[n])
-                full[s][idx] = t
+                full[s][idx] = unpack(n, t)
 
     def _save_checkpoint(self) -> None:
         if self.epoch in self.config.checkpoint_epochs:
@@ -397,19 +498,31 @@ class BatchTrainer:
         with torch.random.fork_rng(devices=[]):
             if self.epoch == 0 and not self.curves:
                 idx = torch.arange(len(self.jobs), device=self.device)
-                self._record_eval(idx, self.stack.params, None)
+                if cfg.eval_initial:
+                    self._record_eval(idx, self.stack.params, None)
                 self._save_checkpoint()
                 if on_epoch:
                     on_epoch(self)
+            # The models in training, (idx, params, opt, plan), run ahead of self.stack between syncs:
+            # it is written back before anything reads it (evaluation, checkpoint, snapshot, the end).
+            live, synced = None, True
             while self.epoch < cfg.epochs and bool(self.active.any()):
                 started = time.perf_counter()
                 idx = self.active.nonzero().flatten().to(self.device)
-                params, opt = self._gather(idx)
+                if live is None or not torch.equal(live[0], idx):
+                    if not synced:
+                        self._scatter(*live)
+                    live = (idx, *self._gather(idx))
                 self.epoch += 1
-                running = self._train_epoch(idx, params, opt)
-                self._scatter(idx, params, opt)
-                if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or \
-                        (cfg.max_steps is not None and self.step >= cfg.max_steps):
+                running, parts = self._train_epoch(*live)
+                live, synced = (idx, *parts), False
+                evaluate = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or \
+                    (cfg.max_steps is not None and self.step >= cfg.max_steps)
+                due_snapshot = snapshot is not None and self.epoch % cfg.snapshot_every == 0
+                if evaluate or due_snapshot or self.epoch in cfg.checkpoint_epochs:
+                    self._scatter(*live)
+                    synced = True
+                if evaluate:
                     live = idx[[not self.outcomes[int(i)].diverged for i in idx.tolist()]]
                     if len(live):
                         self._record_eval(live, {n: p[live] for n, p in self.stack.params.items()},
@@ -418,8 +531,10 @@ class BatchTrainer:
                 self.seconds += time.perf_counter() - started
                 if on_epoch:
                     on_epoch(self)
-                if snapshot is not None and (self.epoch % cfg.snapshot_every == 0):
+                if due_snapshot:
                     self.save_snapshot(snapshot)
+            if not synced:
+                self._scatter(*live)
         for o in self.outcomes:
             if o.diverged:
                 o.train_loss = o.train_acc = o.test_loss = o.test_acc = o.val_loss = o.val_acc = float("nan")

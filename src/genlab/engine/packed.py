@@ -1,0 +1,372 @@
+"""K multilayer perceptrons as a few large matrix products: the packed layout.
+
+Under ``vmap`` (:mod:`genlab.engine.stack`) K MLPs of different widths are zero-padded to the widest,
+so a sweep over widths 5..200 spends most of its arithmetic on zeros, and every layer is K small
+matmuls. The packed layout concatenates the models' units instead: hidden layer l of all K models is
+one activation ``[B, S_l]`` with ``S_l = sum_k h_k^l``, model k's units in a contiguous segment.
+
+* First layer: the models that see the same batch (same data order and inputs) share ``X_g [B, d]``,
+  so their first layers are one GEMM ``X_g @ W_g^T`` with ``W_g = [W_1; W_2; ...]`` (``[S_g, d]``).
+* A later layer between segmented activations is one GEMM with a block-diagonal ``[S_l, S_{l-1}]``
+  weight whose off-diagonal blocks are masked to exactly zero (the optimizer's mask), when that is
+  cheap; otherwise the activations move to the padded layout ``[K, B, H]`` and the layer is one
+  batched matmul, as under vmap, but without vmap's per-call machinery.
+
+Packing only re-arranges the same numbers: the loss is the sum of the models' own losses, and
+the gradient with respect to model k's block is model k's own gradient. A width-h model holds
+exactly its h units (no padding), so even activations with f(0) != 0 are exact.
+
+:meth:`PackedMLP.pack` / :meth:`PackedMLP.unpack` convert between the stacked (padded) tensors of
+:class:`~genlab.engine.stack.StackedModels` - parameters, optimizer state and masks alike - and the
+packed ones, block by block (one reshape or transpose for all models when none is padded).
+Segmented layers keep PyTorch's ``[out, in]`` weight orientation, bmm layers hold ``W^T``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Softplus, nn.Identity)
+"""Activations applied unit by unit, hence identically in the packed layout."""
+
+BLOCKDIAG_MIN_MACS = 1 << 18
+"""A block-diagonal layer this small (multiply-adds per example) is always one GEMM: the waste on
+its zero blocks costs less than moving activations to the padded layout."""
+
+
+@dataclass
+class _Layer:
+    weight: str
+    bias: str | None
+    activation: nn.Module | None
+    kind: str                               # first | blockdiag | bmm
+    to_padded: torch.Tensor | None = None   # gather index [K * H] from segmented to padded (bmm layers)
+    equal_widths: bool = False              # the input segments already form [B, K, H]
+    segmented_width: int = 0                # S of the segmented input (with to_padded)
+
+
+@dataclass
+class _Map:
+    """Where the models' entries of one parameter sit in its packed tensor: ``regions`` lists
+    ``(position, packed index, index within the position's stacked row)``; ``transpose`` when the
+    packed block is the stacked block transposed. ``flat``: no model is padded, so packing is one
+    reshape (after picking the rows in slot ``order``, when given)."""
+
+    shape: torch.Size
+    regions: list
+    transpose: bool
+    flat: bool
+    order: torch.Tensor | None = None
+
+
+def mlp_layers(template: nn.Module) -> list[tuple[str, nn.Module | None]] | None:
+    """``[(linear's name, activation after it or None)]`` when ``template`` is a plain MLP:
+    an ``nn.Sequential`` of an optional leading ``Flatten``, then ``Linear`` layers each followed by
+    at most one elementwise activation. ``None`` for anything else (dropout, normalization, convs)."""
+    if not isinstance(template, nn.Sequential) or any(True for _ in template.buffers()):
+        return None
+    layers: list[list] = []
+    children = list(template.named_children())
+    for pos, (name, child) in enumerate(children):
+        if isinstance(child, nn.Flatten) and pos == 0:
+            continue
+        if isinstance(child, nn.Linear):
+            layers.append([name, None])
+        elif isinstance(child, ELEMENTWISE) and layers and layers[-1][1] is None:
+            layers[-1][1] = child
+        else:
+            return None
+    return [(n, a) for n, a in layers] if layers else None
+
+
+class PackedMLP:
+    """The packed layout of some models of a stack (see the module docstring).
+
+    ``groups[p]`` is the input group of the model at position ``p`` of ``models``: models of one
+    group see the same batch, given to :meth:`forward` as ``xs[group]``. Positions are the order of
+    ``models`` (the trainer's active models); outputs come back in that order.
+    """
+
+    def __init__(self, shapes: list[dict[str, torch.Size]], layers: list[tuple[str, nn.Module | None]],
+                 groups: list[int], max_shapes: dict[str, torch.Size], device: torch.device,
+                 names: set[str]):
+        k = len(shapes)
+        self.num_models = k
+        self.order = sorted(range(k), key=lambda p: groups[p])          # packed slot -> position
+        self.inverse = None if self.order == list(range(k)) else \
+            torch.tensor([self.order.index(p) for p in range(k)], device=device)
+        order_t = torch.tensor(self.order, device=device)
+        self.order_t = order_t
+        self.maps: dict[str, _Map] = {}
+        self.owners: dict[str, torch.Tensor] = {}
+        self.layers: list[_Layer] = []
+        self.first_groups: list[tuple[int, int, int]] = []
+        layout = "seg"
+        for index, (name, act) in enumerate(layers):
+            wname, bname = f"{name}.weight", f"{name}.bias"
+            bname = bname if bname in names else None
+            outs = [shapes[p][wname][0] for p in self.order]
+            ins = [shapes[p][wname][1] for p in self.order]
+            out_off = _offsets(outs)
+            if index == 0:
+                if len(set(ins)) != 1:
+                    raise ValueError("packed models must share their input size")
+                kind = "first"
+                self._seg_weight(wname, ins, [0] * k, outs, out_off, max_shapes[wname], ins[0], device)
+                for g in sorted(set(groups)):
+                    slots = [q for q, p in enumerate(self.order) if groups[p] == g]
+                    self.first_groups.append((g, out_off[slots[0]], out_off[slots[-1]] + outs[slots[-1]]))
+                layer = _Layer(wname, bname, act, kind)
+            else:
+                blockdiag = sum(ins) * sum(outs)
+                padded = k * max(ins) * max(outs)
+                if layout == "seg" and self._prefers_blockdiag(blockdiag, padded):
+                    self._seg_weight(wname, ins, _offsets(ins), outs, out_off, max_shapes[wname], sum(ins), device)
+                    layer = _Layer(wname, bname, act, "blockdiag")
+                else:
+                    layer = _Layer(wname, bname, act, "bmm")
+                    if layout == "seg":
+                        layer.equal_widths = len(set(ins)) == 1
+                        if not layer.equal_widths:
+                            hmax, in_off = max(ins), _offsets(ins)
+                            layer.segmented_width = sum(ins)
+                            layer.to_padded = torch.tensor(
+                                [in_off[q] + i if i < ins[q] else sum(ins) for q in range(k) for i in range(hmax)],
+                                device=device)
+                    layout = "pad"
+                    self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t)
+            if bname is not None:
+                if layer.kind == "bmm":
+                    self._pad_bias(bname, outs, max_shapes[bname], device, order_t)
+                else:
+                    self._seg_bias(bname, outs, out_off, max_shapes[bname], device)
+            self.layers.append(layer)
+        self.output_layout = layout
+        self.classes = [shapes[p][self.layers[-1].weight][0] for p in self.order]
+        if len(set(self.classes)) != 1:
+            raise ValueError("packed models must share their number of outputs")
+
+    @staticmethod
+    def _prefers_blockdiag(blockdiag_macs: int, padded_macs: int) -> bool:
+        """One block-diagonal GEMM rather than the padded layout's batched matmul, per example:
+        unless its zero blocks cost more than twice the padding (and the layer is not tiny)."""
+        return blockdiag_macs <= max(2 * padded_macs, BLOCKDIAG_MIN_MACS)
+
+    # ----- where each model's numbers go ------------------------------------------------------
+    def _seg_weight(self, name, ins, in_off, outs, out_off, max_shape, cols, device):
+        """Weight of a segmented layer: packed ``[S_out, cols]``; model at slot q fills rows
+        ``out_off[q]:+outs[q]`` and columns ``in_off[q]:+ins[q]``."""
+        regions = [(p, (slice(out_off[q], out_off[q] + outs[q]), slice(in_off[q], in_off[q] + ins[q])),
+                    (slice(0, outs[q]), slice(0, ins[q]))) for q, p in enumerate(self.order)]
+        flat = self.inverse is None and all(o == max_shape[0] for o in outs) and \
+            all(i == max_shape[1] == cols for i in ins)  # [K, H, d] -> [K*H, d] is a reshape
+        self.maps[name] = _Map(torch.Size([sum(outs), cols]), regions, transpose=False, flat=flat)
+        owner = [p for q, p in enumerate(self.order) for _ in range(outs[q])]
+        self.owners[name] = torch.tensor(owner, device=device).view(-1, 1)
+
+    def _pad_weight(self, name, ins, outs, max_shape, device, order_t):
+        """Weight of a bmm layer: packed ``[K, H_in, H_out]`` (input-major, so that its gradient
+        ``h^T @ dout`` is computed in place); slot q holds model p's ``W^T``."""
+        regions = [(p, (q, slice(0, ins[q]), slice(0, outs[q])), (slice(0, outs[q]), slice(0, ins[q])))
+                   for q, p in enumerate(self.order)]
+        flat = all(o == max_shape[0] for o in outs) and all(i == max_shape[1] for i in ins)
+        self.maps[name] = _Map(torch.Size([len(ins), max(ins), max(outs)]), regions, transpose=True, flat=flat,
+                               order=order_t)
+        self.owners[name] = order_t.view(-1, 1, 1)
+
+    def _seg_bias(self, name, outs, out_off, max_shape, device):
+        regions = [(p, (slice(out_off[q], out_off[q] + outs[q]),), (slice(0, outs[q]),))
+                   for q, p in enumerate(self.order)]
+        flat = self.inverse is None and all(o == max_shape[0] for o in outs)
+        self.maps[name] = _Map(torch.Size([sum(outs)]), regions, transpose=False, flat=flat)
+        self.owners[name] = self.owners[name.rsplit(".", 1)[0] + ".weight"].view(-1)
+
+    def _pad_bias(self, name, outs, max_shape, device, order_t):
+        regions = [(p, (q, 0, slice(0, outs[q])), (slice(0, outs[q]),)) for q, p in enumerate(self.order)]
+        flat = all(o == max_shape[0] for o in outs)
+        self.maps[name] = _Map(torch.Size([len(outs), 1, max(outs)]), regions, transpose=False, flat=flat,
+                               order=order_t)
+        self.owners[name] = order_t.view(-1, 1, 1)
+
+    # ----- conversion ------------------------------------------------------------------------
+    def pack(self, stacked: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Packed copies of stacked tensors ``[K, *max_shape]`` (parameters, optimizer state or
+        boolean masks); entries outside every model's block are zero (False)."""
+        return {name: self.pack_one(name, tensor) for name, tensor in stacked.items()}
+
+    def pack_one(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The packed copy of one stacked tensor of parameter ``name`` (see :meth:`pack`)."""
+        m = self.maps[name]
+        tensor = tensor.detach()
+        if m.flat:
+            if m.order is None:
+                return tensor.reshape(m.shape).clone()
+            picked = tensor.index_select(0, m.order)
+            return (picked.transpose(1, 2) if m.transpose else picked).reshape(m.shape).contiguous().clone()
+        packed = tensor.new_zeros(m.shape)
+        for p, packed_region, stacked_region in m.regions:
+            block = tensor[p][stacked_region]
+            packed[packed_region] = block.t() if m.transpose else block
+        return packed
+
+    def unpack(self, name: str, packed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The stacked ``[K, *max_shape]`` tensor (shaped like ``like``) holding ``packed``; padding is zero."""
+        m = self.maps[name]
+        packed = packed.detach()
+        if m.flat and m.order is None:
+            return packed.reshape(like.shape).clone()
+        out = torch.zeros_like(like, dtype=packed.dtype)
+        if m.flat:
+            rows = packed.transpose(1, 2) if m.transpose else packed
+            out[m.order] = rows.reshape(out[m.order].shape)
+            return out
+        for p, packed_region, stacked_region in m.regions:
+            block = packed[packed_region]
+            out[p][stacked_region] = block.t() if m.transpose else block
+        return out
+
+    # ----- forward and backward ----------------------------------------------------------------
+    @property
+    def manual_backward(self) -> bool:
+        """True when :meth:`backward` applies: every activation is a ReLU (or none)."""
+        return all(layer.activation is None or type(layer.activation) is nn.ReLU for layer in self.layers)
+
+    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tape: list | None = None
+                ) -> torch.Tensor:
+        """Outputs ``[K, B, C]`` (positions in the order the plan was built with) for the inputs
+        ``xs[group]`` (``[B, ...]``, flattened to ``[B, d]``). With a ``tape`` (a list), each
+        layer's input and output are recorded on it for :meth:`backward`."""
+        h = None
+        for layer in self.layers:
+            w = params[layer.weight]
+            b = params[layer.bias] if layer.bias is not None else None
+            if layer.kind == "first":
+                h_in = [xs[g].flatten(1) for g, _, _ in self.first_groups]
+                parts = []
+                for x, (g, start, stop) in zip(h_in, self.first_groups):
+                    ws = (w[start:stop] if len(self.first_groups) > 1 else w).t()
+                    bs = None if b is None else (b[start:stop] if len(self.first_groups) > 1 else b)
+                    parts.append(x @ ws if bs is None else torch.addmm(bs, x, ws))
+                h = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            elif layer.kind == "blockdiag":
+                h_in = h
+                h = h @ w.t() if b is None else torch.addmm(b, h, w.t())
+            else:
+                if h.dim() == 2:  # segmented [B, S] -> padded [K, B, H]
+                    batch = h.shape[0]
+                    if not layer.equal_widths:
+                        h = torch.cat([h, h.new_zeros(batch, 1)], 1)[:, layer.to_padded]
+                    h = h.view(batch, self.num_models, -1).transpose(0, 1)
+                h_in = h
+                h = torch.bmm(h, w) if b is None else torch.baddbmm(b, h, w)
+            if layer.activation is not None:
+                h = layer.activation(h)
+            if tape is not None:
+                tape.append((h_in, h))
+        return self._positions(self._models_first(h))
+
+    def _models_first(self, out: torch.Tensor) -> torch.Tensor:
+        """Network outputs (segmented ``[B, K*C]`` or padded ``[K, B, C]``) as ``[K, B, C]`` (slot order)."""
+        if out.dim() == 2:
+            return out.view(out.shape[0], self.num_models, self.classes[0]).transpose(0, 1)
+        return out
+
+    def _positions(self, per_slot: torch.Tensor) -> torch.Tensor:
+        return per_slot if self.inverse is None else per_slot.index_select(0, self.inverse)
+
+    def backward(self, params: dict[str, torch.Tensor], tape: list, d_out: torch.Tensor) -> None:
+        """Set ``params[n].grad`` to :meth:`gradients`."""
+        for name, grad in self.gradients(params, tape, d_out).items():
+            params[name].grad = grad
+
+    @torch.no_grad()
+    def gradients(self, params: dict[str, torch.Tensor], tape: list, d_out: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The gradients of the loss whose gradient with respect to the outputs (``[K, B, C]``,
+        positions order) is ``d_out``, by the chain rule through the layers recorded on ``tape`` by
+        :meth:`forward` (requires :attr:`manual_backward`): for ``h = relu(a)``,
+        ``a = h_in W^T + b``: ``da = dh * [a > 0]``, ``dW = da^T h_in``, ``db = sum_batch da``,
+        ``dh_in = da W`` (bmm layers: the same per model)."""
+        grads = {}
+        if self.inverse is not None:
+            d_out = d_out.index_select(0, self.order_t)
+        d = d_out.transpose(0, 1).reshape(d_out.shape[1], -1) if tape[-1][1].dim() == 2 else d_out
+        for layer, (h_in, h) in zip(reversed(self.layers), reversed(tape)):
+            w = params[layer.weight]
+            if layer.activation is not None:
+                d = torch.ops.aten.threshold_backward(d, h, 0)  # d * [h > 0], one pass
+            if layer.kind == "first":
+                grad = torch.empty_like(w)
+                for x, (g, start, stop) in zip(h_in, self.first_groups):
+                    torch.mm(d[:, start:stop].t(), x, out=grad[start:stop])
+                grads[layer.weight] = grad
+                if layer.bias is not None:
+                    grads[layer.bias] = d.sum(0)
+            elif layer.kind == "blockdiag":
+                grads[layer.weight] = d.t() @ h_in
+                if layer.bias is not None:
+                    grads[layer.bias] = d.sum(0)
+                d = d @ w
+            else:
+                grads[layer.weight] = torch.bmm(h_in.transpose(1, 2), d)
+                if layer.bias is not None:
+                    grads[layer.bias] = d.sum(1, keepdim=True)
+                d = torch.bmm(d, w.transpose(1, 2))
+                if layer.to_padded is not None or layer.equal_widths:  # back to segmented [B, S]
+                    batch = d.shape[1]
+                    d = d.transpose(0, 1).reshape(batch, -1)
+                    if layer.to_padded is not None:
+                        seg = d.new_zeros(batch, layer.segmented_width + 1)
+                        d = seg.index_add_(1, layer.to_padded, d)[:, :-1]
+        return grads
+
+
+def loss_and_gradient(out: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-model mean losses ``[K]`` of outputs ``out [K, B, C]`` with labels ``y [K, B]``, and
+    the gradient of their sum with respect to ``out``: cross-entropy ``(softmax - onehot) / B``,
+    squared error on one-hot targets ``2 (out - onehot) / (B C)``."""
+    k, b, c = out.shape
+    if loss == "ce":
+        logp = torch.log_softmax(out, -1)
+        losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+        grad = logp.exp_()
+        grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
+        return losses, grad.div_(b)
+    diff = out - torch.nn.functional.one_hot(y, c).to(out.dtype)
+    return diff.pow(2).mean(dim=(1, 2)), diff.mul_(2.0 / (b * c))
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    out, total = [], 0
+    for s in sizes:
+        out.append(total)
+        total += s
+    return out
+
+
+def packed_plan(stack, models: torch.Tensor | list[int] | None, groups: list[int] | None = None) -> PackedMLP | None:
+    """The packed layout of ``models`` (stack indices; default all) of ``stack`` with input
+    ``groups`` (default: all share one batch), or ``None`` when the stack is not a plain MLP
+    (:func:`mlp_layers`). Plans are cached on the stack."""
+    if stack.members is not None or stack.buffers:
+        return None
+    layers = mlp_layers(stack.template)
+    if layers is None:
+        return None
+    ids = list(range(stack.num_models)) if models is None else [int(m) for m in (
+        models.tolist() if isinstance(models, torch.Tensor) else models)]
+    groups = [0] * len(ids) if groups is None else list(groups)
+    key = (tuple(ids), tuple(groups))
+    cache = stack.__dict__.setdefault("_packed_plans", {})
+    if key not in cache:
+        device = next(iter(stack.params.values())).device
+        max_shapes = {n: p.shape[1:] for n, p in stack.params.items()}
+        try:
+            shapes = [{n: stack.shapes[i].get(n, max_shapes[n]) for n in stack.params} for i in ids]
+            cache[key] = PackedMLP(shapes, layers, groups, max_shapes, device, set(stack.params))
+        except ValueError:
+            cache[key] = None
+        if len(cache) > 64:
+            cache.pop(next(iter(cache)))
+    return cache[key]
