@@ -171,6 +171,22 @@ def test_batched_evaluation_equals_one_at_a_time(family, shape, options):
     np.testing.assert_array_equal(acc_one, direct)
 
 
+@pytest.mark.parametrize("family,shape,options", [("mlp", (1, 6, 6), {"widths": [16, 16]}),
+                                                  ("lenet", (1, 12, 12), {"widths": [12]})])
+def test_sharing_the_unchanged_prefix_gives_the_same_numbers(family, shape, options):
+    final = params_of(build_model(family, shape, 5, seed=0, **options))
+    template = build_model(family, shape, 5, seed=0, **options).eval()
+    donor = params_of(build_model(family, shape, 5, seed=1, **options))
+    sets = [final] + [{**final, n: donor[n]} for n in final]  # each set resets one tensor
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(70, *shape, generator=g), torch.randint(0, 5, (70,), generator=g)
+    plain = evaluate_param_sets(template, {}, sets, x, y, batch_size=32)
+    shared = evaluate_param_sets(template, {}, sets, x, y, batch_size=32, reference=final)
+    np.testing.assert_array_equal(shared[1], plain[1])
+    np.testing.assert_allclose(shared[0], plain[0], rtol=1e-5)
+    assert len(set(np.round(plain[1], 6))) > 1  # the resets do change the accuracy
+
+
 def test_evaluation_is_in_eval_mode():
     net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 3))
     x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))

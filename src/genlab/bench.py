@@ -141,20 +141,27 @@ def compare_workload(workload: str, epochs: int, repeats: int) -> dict:
 
 
 def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
-    """Layer-robustness evaluation: the test accuracy of ``param_sets`` parameter sets of MLP
-    784-256-256-256-10 on mnist5k's 1000 test images (a layers x checkpoints x draws x
-    {re-init, re-randomize} table has this many). Plain loop (``load_state_dict`` + forward, one
-    network at a time) vs :func:`genlab.robustness.evaluate_param_sets` (many per pass)."""
+    """Layer-robustness evaluation: test accuracy on mnist5k's 1000 test images of ``param_sets``
+    variants of MLP 784-256-256-256-10, each with one of its 4 layers reset (as the
+    layers x checkpoints x draws table of :func:`genlab.robustness.robustness_table` has).
+    Plain loop (``load_state_dict`` + forward, one network at a time) vs
+    :func:`genlab.robustness.evaluate_param_sets` (many networks per pass, unchanged layers shared)."""
     from genlab.data import load_dataset
     from genlab.models import build_model
     from genlab.robustness import evaluate_param_sets
 
     data = load_dataset("mnist5k")
     x, y = data.x_test, data.y_test
-    template = build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=0)
-    sets = [dict(build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=s).named_parameters())
-            for s in range(param_sets)]
-    sets = [{n: p.detach() for n, p in ps.items()} for ps in sets]
+
+    def params(seed: int) -> dict[str, torch.Tensor]:
+        net = build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=seed)
+        return {n: p.detach() for n, p in net.named_parameters()}
+
+    template = build_model("mlp", data.input_shape, 10, widths=[256] * 3, seed=0).eval()
+    final = params(0)
+    layers = sorted({n.rsplit(".", 1)[0] for n in final})
+    sets = [{**final, **{n: t for n, t in params(1 + i).items() if n.rsplit(".", 1)[0] == layers[i % len(layers)]}}
+            for i in range(param_sets)]
 
     def plain() -> list[float]:
         accs = []
@@ -172,7 +179,7 @@ def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
         naive_acc = plain()
         times["naive"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        _, genlab_acc = evaluate_param_sets(template, {}, sets, x, y, batch_size=1000)
+        _, genlab_acc = evaluate_param_sets(template, {}, sets, x, y, batch_size=1000, reference=final)
         times["genlab"].append(time.perf_counter() - start)
     naive_s, genlab_s = float(np.median(times["naive"])), float(np.median(times["genlab"]))
     return {"param_sets": param_sets, "naive_s": naive_s, "genlab_s": genlab_s, "speedup": naive_s / genlab_s,
@@ -209,8 +216,11 @@ def peak_rss_mb() -> float:
 def scaling_point(n: int) -> dict:
     """One randomization-study epoch (9 variants, MLP 40-512-10, Adam) on mnist1d with n examples.
 
-    Three epochs run; the second is timed (the first pays one-time costs - kernel selection,
-    first touches of memory - and the third carries the evaluation). Peak memory covers all three."""
+    A warm-up of 400 steps pays the process's one-time costs (kernel selection, the allocator
+    growing its pools) - in a fresh process they last beyond the first short epoch. Then, of a
+    new run, the first epoch and the last (it carries the evaluation) are not timed; the median
+    of the epochs between is (five up to n = 30,000, where an epoch is short, one beyond).
+    Peak memory covers everything."""
     from genlab.data import load_dataset
     from genlab.engine import BatchTrainer, InputGroup, ModelJob, TrainConfig
     from genlab.models import build_model
@@ -218,14 +228,20 @@ def scaling_point(n: int) -> dict:
     data = load_dataset("mnist1d", n_train=n, n_test=1000)
     base = peak_rss_mb()
     groups = [InputGroup(data.x_train + 0.0 * i, data.x_test, data.y_test) for i in range(4)]
-    jobs = [ModelJob(f"v{k}", build_model("mlp", data.input_shape, 10, widths=[512], seed=k), seed=k,
-                     y_train=data.y_train, inputs=k % 4) for k in range(9)]
-    config = TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=3, eval_every=3, eval_initial=False,
-                         eval_train=False)
-    stamps: list[float] = []
-    BatchTrainer(jobs, groups, config).run(on_epoch=lambda trainer: stamps.append(time.perf_counter()))
+    def jobs() -> list[ModelJob]:
+        return [ModelJob(f"v{k}", build_model("mlp", data.input_shape, 10, widths=[512], seed=k), seed=k,
+                         y_train=data.y_train, inputs=k % 4) for k in range(9)]
+
+    BatchTrainer(jobs(), groups, TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=10 ** 6, max_steps=400,
+                                             eval_every=10 ** 6, eval_initial=False, eval_train=False)).run()
+    timed = 5 if n <= 30_000 else 1
+    config = TrainConfig(optimizer="adam", lr=2e-3, batch_size=128, epochs=timed + 2, eval_every=timed + 2,
+                         eval_initial=False, eval_train=False)
+    stamps: list[float] = []  # after epoch 0 (start), 1, 2, ...
+    BatchTrainer(jobs(), groups, config).run(on_epoch=lambda trainer: stamps.append(time.perf_counter()))
+    epochs = [stamps[e + 1] - stamps[e] for e in range(1, timed + 1)]
     dataset_mb = sum(g.x_train.numel() * 4 for g in groups) / 2 ** 20
-    return {"n": n, "epoch_s": stamps[2] - stamps[1], "peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": base,
+    return {"n": n, "epoch_s": float(np.median(epochs)), "peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": base,
             "dataset_mb": dataset_mb}
 
 

@@ -29,6 +29,7 @@ residual block (the nearest enclosing module that is not a plain container such 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, evaluate_stacked, train_models
 from genlab.data.tensors import as_labelled_tensors
@@ -217,18 +219,32 @@ def default_models_per_pass(model: nn.Module, device: str | torch.device) -> int
     convolutional networks on a CPU.
     """
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return 1 if has_conv and torch.device(device).type == "cpu" else 16
+    return 1 if has_conv and torch.device(device).type == "cpu" else 8
+
+
+PREFIX_CACHE_BYTES = 1 << 29
+"""Largest cached activation (bytes) :func:`evaluate_param_sets` keeps to share a network's unchanged prefix."""
 
 
 def evaluate_param_sets(template: nn.Module, buffers: Params, param_sets: Sequence[Params],
                         x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce", batch_size: int = 1000,
-                        models_per_pass: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        models_per_pass: int | None = None, reference: Params | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Test loss and accuracy of ``template`` under each parameter set, many models per pass.
 
     ``models_per_pass`` parameter sets (default: :func:`default_models_per_pass`) are stacked
-    along a leading model dimension and evaluated in one vmapped forward
+    along a leading model dimension and evaluated in one batched forward
     (:func:`genlab.engine.evaluate_stacked`, eval mode: dropout off); ``buffers`` are shared by all.
+
+    ``reference``: parameters that most sets share - a set holding the very tensors of
+    ``reference`` (``is``) for all layers before layer l, as a set with only layer l reset does.
+    For an ``nn.Sequential`` template the activation entering layer l is then the same for all
+    such sets: it is computed once from ``reference`` and only the rest of the network is
+    evaluated per set (exactly the same numbers, a fraction of the work for later layers).
     """
+    if reference is not None and isinstance(template, nn.Sequential) and len(param_sets) > 1:
+        return _evaluate_sharing_prefixes(template, buffers, param_sets, x, y, reference, loss=loss,
+                                          batch_size=batch_size, models_per_pass=models_per_pass)
     if models_per_pass is None:
         models_per_pass = default_models_per_pass(template, x.device)
     if models_per_pass < 1:
@@ -243,6 +259,46 @@ def evaluate_param_sets(template: nn.Module, buffers: Params, param_sets: Sequen
         losses.append(loss_k.cpu().numpy())
         accs.append(acc_k.cpu().numpy())
     return np.concatenate(losses), np.concatenate(accs)
+
+
+def _evaluate_sharing_prefixes(template: nn.Sequential, buffers: Params, param_sets: Sequence[Params],
+                               x: torch.Tensor, y: torch.Tensor, reference: Params, **options
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`evaluate_param_sets` where sets that keep ``reference``'s first layers share them."""
+    children = list(template.named_children())
+    position = {name: i for i, (name, _) in enumerate(children)}
+
+    def first_changed(params: Params) -> int:
+        changed = [position[n.split(".", 1)[0]] for n, t in params.items() if t is not reference.get(n)]
+        return min(changed, default=0)
+
+    by_start: dict[int, list[int]] = {}
+    for index, params in enumerate(param_sets):
+        by_start.setdefault(first_changed(params), []).append(index)
+    losses, accs = np.zeros(len(param_sets)), np.zeros(len(param_sets))
+    for start, members in by_start.items():
+        model, inputs, own = template, x, list(children)
+        if start > 0:
+            prefix = nn.Sequential(OrderedDict(children[:start])).eval()
+            names = {n for n in reference if position[n.split(".", 1)[0]] < start}
+            with torch.no_grad():
+                inputs = torch.cat([functional_call(prefix, ({n: reference[n] for n in names},
+                                                             _own_buffers(buffers, prefix)), (x[i:i + 1000],))
+                                    for i in range(0, len(x), 1000)])
+            if inputs.numel() * inputs.element_size() > PREFIX_CACHE_BYTES:
+                model, inputs = template, x
+            else:
+                model = nn.Sequential(OrderedDict(children[start:]))
+        kept = {n for n, _ in model.named_parameters()}
+        sets = [{n: t for n, t in param_sets[i].items() if n in kept} for i in members]
+        loss_k, acc_k = evaluate_param_sets(model, _own_buffers(buffers, model), sets, inputs, y, **options)
+        losses[members], accs[members] = loss_k, acc_k
+    return losses, accs
+
+
+def _own_buffers(buffers: Params, module: nn.Module) -> Params:
+    names = {n for n, _ in module.named_buffers()}
+    return {n: b for n, b in buffers.items() if n in names}
 
 
 # ----- the table ----------------------------------------------------------------------------
@@ -275,7 +331,7 @@ def robustness_table(template: nn.Module, final: Params, checkpoints: dict[int, 
             sets.append({**final, **{n: v.to(final[n].device) for n, v in fresh.items()}})
     net = copy.deepcopy(template).eval()
     losses, accs = evaluate_param_sets(net, buffers, sets, x_test, y_test, loss=loss, batch_size=batch_size,
-                                       models_per_pass=models_per_pass)
+                                       models_per_pass=models_per_pass, reference=final)
     trained_acc = float(accs[0])
     rows = []
     for entry, test_loss, acc in zip(plan[1:], losses[1:], accs[1:]):
