@@ -115,6 +115,19 @@ def test_fastfood_matches_explicit_dense_matrix_forward_and_adjoint(D: int, d: i
         assert projection.blocks == -(-d // projection.L)
 
 
+def test_fastfood_affine_fuses_the_offset_and_differentiates_both() -> None:
+    projection = FastfoodProjection(300, 40, seed=3, dtype=torch.float64)
+    matrix = explicit_fastfood_matrix(projection)
+    x = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    offset = torch.randn(300, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(300, dtype=torch.float64)
+    out = projection.affine(x, offset)
+    out.backward(y)
+    assert torch.allclose(out, offset.detach() + matrix @ x.detach(), atol=1e-12)
+    assert torch.allclose(x.grad, matrix.T @ y, atol=1e-12)
+    assert torch.equal(offset.grad, y)
+
+
 def test_fastfood_float32_agrees_with_float64() -> None:
     single = FastfoodProjection(3000, 400, seed=5)
     double = FastfoodProjection(3000, 400, seed=5, dtype=torch.float64)

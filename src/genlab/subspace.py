@@ -198,6 +198,10 @@ class Projection(nn.Module):
         """Bytes held by the projection's buffers (what P costs on top of the model)."""
         return sum(_tensor_bytes(buffer) for buffer in self.buffers())
 
+    def affine(self, theta_d: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """``offset + P theta_d`` (shape [D]); subclasses may fuse the addition into the product."""
+        return offset + self(theta_d)
+
     def _check_input(self, theta_d: torch.Tensor) -> None:
         if theta_d.shape != (self.d,):
             raise UserError(f"projection expects theta_d of shape ({self.d},), got {tuple(theta_d.shape)}")
@@ -409,6 +413,11 @@ class FastfoodProjection(Projection):
         self._check_input(theta_d)
         return _FastfoodProduct.apply(theta_d, self)
 
+    def affine(self, theta_d: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """``offset + P theta_d``, the addition fused into the product's last step."""
+        self._check_input(theta_d)
+        return _FastfoodProduct.apply(theta_d, self, offset)
+
     def extra_memory_bytes(self) -> int:
         """Buffers plus the two [blocks, L] scratch tensors the transform reuses on every call."""
         return super().extra_memory_bytes() + 2 * self.blocks * self.L * self.gauss.element_size()
@@ -440,8 +449,10 @@ def _short_rows(
     return first, second
 
 
-def _fastfood_forward(x: torch.Tensor, projection: FastfoodProjection) -> torch.Tensor:
-    """P x = sum_b S_b [H G_b Pi_b H B_b x_b]_{:D} for x of shape [d]; returns a new [D] tensor.
+def _fastfood_forward(x: torch.Tensor, projection: FastfoodProjection,
+                      offset: torch.Tensor | None = None) -> torch.Tensor:
+    """P x = sum_b S_b [H G_b Pi_b H B_b x_b]_{:D} for x of shape [d]; returns a new [D] tensor
+    (``offset + P x`` when an ``offset`` is given).
 
     With L_in = 2^ceil(log2 d) < L, the padded block is zero beyond L_in and
     H_L = H_{L/L_in} (x) H_{L_in} (Kronecker) gives H_L [v; 0] = (H_{L_in} v) tiled L/L_in times,
@@ -459,6 +470,8 @@ def _fastfood_forward(x: torch.Tensor, projection: FastfoodProjection) -> torch.
     torch.index_select(mixed.view(-1), 0, projection._forward_index, out=permuted.view(-1))
     permuted.mul_(projection.gauss)
     spread = _hadamard_passes(permuted, scratch)
+    if offset is not None:
+        return torch.addmv(offset, spread[:, :D].t(), projection.scale)
     return torch.mv(spread[:, :D].t(), projection.scale)
 
 
@@ -488,13 +501,17 @@ class _FastfoodProduct(torch.autograd.Function):
     """Fastfood product with its exact adjoint as backward: nothing is saved between passes."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, projection: FastfoodProjection) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, x: torch.Tensor, projection: FastfoodProjection,  # noqa: D102
+                offset: torch.Tensor | None = None) -> torch.Tensor:
         ctx.projection = projection
-        return _fastfood_forward(x.detach(), projection)
+        return _fastfood_forward(x.detach(), projection, None if offset is None else offset.detach())
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
-        return _FastfoodAdjoint.apply(grad_output, ctx.projection), None
+    def backward(ctx: Any, grad_output: torch.Tensor):  # noqa: D102
+        grads = (_FastfoodAdjoint.apply(grad_output, ctx.projection), None)
+        if len(ctx.needs_input_grad) == 3:  # called with an offset
+            grads += (grad_output if ctx.needs_input_grad[2] else None,)
+        return grads
 
 
 class _FastfoodAdjoint(torch.autograd.Function):
@@ -619,7 +636,7 @@ class SubspaceModel(nn.Module):
 
     def theta(self) -> torch.Tensor:
         """Current full parameter vector theta_0 + P theta_d (shape [D], differentiable in theta_d)."""
-        return self.theta_0 + self.projection(self.theta_d)
+        return self.projection.affine(self.theta_d, self.theta_0)
 
     def parameter_dict(self) -> dict[str, torch.Tensor]:
         """theta split into the wrapped module's trainable parameters, keyed by their names."""

@@ -187,9 +187,10 @@ def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: t
     y = y.expand(k, n) if y.dim() == 1 else y
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
     correct = torch.zeros(k, dtype=torch.float64, device=y.device)
-    for start in range(0, n, batch_size):
-        xb = x[start:start + batch_size] if shared_input else x[:, start:start + batch_size]
-        yb = y[:, start:start + batch_size]
+    rows = max(64, min(batch_size, 8192 // k))  # K models' activations of a chunk stay in cache
+    for start in range(0, n, rows):
+        xb = x[start:start + rows] if shared_input else x[:, start:start + rows]
+        yb = y[:, start:start + rows]
         if plan is not None:
             out = plan.forward(packed_params, [xb])
         else:
