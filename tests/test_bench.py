@@ -42,5 +42,5 @@ def test_markdown_table_shows_every_workload():
     report["ensemble"] = report["widths"]
     table = bench.markdown_table(report, "genlab bench")
     for text in ("| widths | 2.00 | 0.40 | 5.0x", "| ensemble |", "120 parameter sets", "2.50x", "exponent 1.00",
-                 "3 time(s)"):
+                 "3 time(s) in a fresh process"):
         assert text in table

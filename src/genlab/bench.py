@@ -133,11 +133,7 @@ def compare_workload(workload: str, epochs: int, repeats: int) -> dict:
     for _ in range(repeats):
         runs["naive"].append(run_naive(naive_args))
         runs["genlab"].append(run_engine(workload, epochs))
-    out = {}
-    for side, results in runs.items():
-        ordered = sorted(results, key=lambda r: r["wall_s"])
-        out[side] = {**ordered[len(ordered) // 2], "wall_s_runs": [r["wall_s"] for r in results]}
-    return out
+    return {side: _median_run(results, "wall_s") for side, results in runs.items()}
 
 
 def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
@@ -245,20 +241,35 @@ def scaling_point(n: int) -> dict:
             "dataset_mb": dataset_mb}
 
 
-def scaling_workload(sizes: list[int]) -> dict:
-    points = []
-    for n in sizes:
-        proc = subprocess.run([sys.executable, "-m", "genlab.bench", "scaling-point", str(n)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr[-500:])
-        points.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+def _median_run(runs: list[dict], key: str) -> dict:
+    ordered = sorted(runs, key=lambda r: r[key])
+    return {**ordered[len(ordered) // 2], f"{key}_runs": [r[key] for r in runs]}
+
+
+def scaling_workload(sizes: list[int], repeats: int = 1) -> dict:
+    """:func:`scaling_point` for every n, each in a fresh process, ``repeats`` rounds over all n
+    (so that a slow spell of the machine does not land on one n); the median run per n."""
+    runs: dict[int, list[dict]] = {n: [] for n in sizes}
+    for _ in range(repeats):
+        for n in sizes:
+            runs[n].append(_last_json_line(
+                subprocess.run([sys.executable, "-m", "genlab.bench", "scaling-point", str(n)],
+                               capture_output=True, text=True), f"scaling point n={n}"))
+    points = [_median_run(runs[n], "epoch_s") for n in sizes]
     ns = np.array([p["n"] for p in points], dtype=float)
     times = np.array([p["epoch_s"] for p in points])
     exponent = float(np.polyfit(np.log(ns), np.log(times), 1)[0])
     extra = [p["peak_rss_mb"] - p["dataset_mb"] for p in points]
     return {"points": points, "time_exponent": exponent,
             "memory_ratio_largest_vs_smallest_excluding_data": extra[-1] / extra[0]}
+
+
+def fastfood_workload(repeats: int = 1) -> dict:
+    """:func:`genlab.intrinsic.bench_fastfood_epoch` in ``repeats`` fresh processes; the median run by ratio."""
+    runs = [_last_json_line(subprocess.run([sys.executable, "-m", "genlab.bench", "fastfood"],
+                                           capture_output=True, text=True), "Fastfood epoch")
+            for _ in range(repeats)]
+    return _median_run(runs, "ratio")
 
 
 def _acc_gap(result: dict) -> float:
@@ -285,10 +296,8 @@ def run_bench(quick: bool = False, out: Path | None = None) -> dict:
         w["max_test_acc_difference"] = _acc_gap(w)
     report["robustness_eval"] = robustness_eval_workload(40 if quick else 120, repeats)
     report["rff"] = rff_workload(n=1000 if quick else 4000, count=32)
-    report["fastfood"] = _last_json_line(  # a fresh process, as for the other timed workloads
-        subprocess.run([sys.executable, "-m", "genlab.bench", "fastfood"], capture_output=True, text=True),
-        "Fastfood epoch")
-    report["scaling"] = scaling_workload([10_000, 30_000] if quick else [10_000, 30_000, 100_000, 300_000])
+    report["fastfood"] = fastfood_workload(repeats)
+    report["scaling"] = scaling_workload([10_000, 30_000] if quick else [10_000, 30_000, 100_000, 300_000], repeats)
     if not quick:
         import tempfile
 
@@ -310,7 +319,8 @@ def markdown_table(r: dict, command: str) -> str:
     peak = r["sgemm_peak_gflops"]
     lines = [f"Measured with `{command}` on {r['machine']['cpus']} CPUs, torch {r['machine']['torch']} "
              f"({r['machine']['torch_threads']} threads); float32 matmul peak {peak:.0f} GFLOP/s.", "",
-             f"Each side ran {r.get('repeats', 1)} time(s) in a fresh process, alternating; the median run is shown.", "",
+             f"Each timed workload ran {r.get('repeats', 1)} time(s) in a fresh process (naive and genlab alternating); "
+             "the median run is shown.", "",
              "| workload | naive (s) | genlab (s) | speedup | GFLOP/s naive / genlab (% of peak) "
              "| peak memory naive / genlab (MB) | max test-acc difference |",
              "|---|---|---|---|---|---|---|"]
