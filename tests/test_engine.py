@@ -119,6 +119,18 @@ def test_divergent_model_is_marked_and_others_continue():
     torch.testing.assert_close(out.stack.state_dict(0)["1.weight"], ref.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
 
 
+def test_models_are_gathered_once_while_the_active_set_is_unchanged(monkeypatch):
+    x, y, xt, yt = toy_data()
+    trainer = BatchTrainer([ModelJob("a", mlp(12, [8], 3, 0), 0, y), ModelJob("b", mlp(12, [5], 3, 1), 1, y)],
+                           [InputGroup(x, xt, yt)], TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=4))
+    gathers = []
+    original = trainer._gather
+    monkeypatch.setattr(trainer, "_gather", lambda *a, **k: gathers.append(a) or original(*a, **k))
+    out = trainer.run()
+    assert len(gathers) == 1  # evaluation after every epoch reads the synced stack, it does not re-gather
+    assert [c["epoch"] for c in out.curves if c["key"] == "a"] == [0, 1, 2, 3, 4]
+
+
 def test_stop_rule_freezes_each_model_at_its_own_time():
     x, y, xt, yt = toy_data(n=64)
     cfg = TrainConfig(optimizer="adam", lr=0.02, batch_size=16, epochs=60, stop_train_acc=1.0)

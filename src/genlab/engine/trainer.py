@@ -458,11 +458,11 @@ class BatchTrainer:
         plan = packed_plan(self.stack, idx, self._input_groups(idx)[0]) if packed and self.config.packed else None
         stacked = {n: p[idx] for n, p in self.stack.params.items()}
         state = {n: {s: t[idx] for s, t in st.items()} for n, st in self.opt_state["state"].items()}
-        if plan is None:
-            params = {n: p.detach().clone().requires_grad_(True) for n, p in stacked.items()}
+        if plan is None:  # indexing with idx has already copied
+            params = {n: p.detach().requires_grad_(True) for n, p in stacked.items()}
             masks = {n: m[idx] for n, m in self.masks.items()}
             opt = StackedOptimizer(params, self.settings, masks)
-            opt.state = {n: {s: t.clone() for s, t in st.items()} for n, st in state.items()}
+            opt.state = state
         else:
             params = {n: p.requires_grad_(True) for n, p in plan.pack(stacked).items()}
             masks = plan.pack({n: m[idx] for n, m in self.stack.masks.items()})
@@ -524,10 +524,11 @@ class BatchTrainer:
                     self._scatter(*live)
                     synced = True
                 if evaluate:
-                    live = idx[[not self.outcomes[int(i)].diverged for i in idx.tolist()]]
-                    if len(live):
-                        self._record_eval(live, {n: p[live] for n, p in self.stack.params.items()},
-                                          running[[not self.outcomes[int(i)].diverged for i in idx.tolist()]])
+                    healthy = [not self.outcomes[int(i)].diverged for i in idx.tolist()]
+                    evaluated = idx[healthy]
+                    if len(evaluated):
+                        self._record_eval(evaluated, {n: p[evaluated] for n, p in self.stack.params.items()},
+                                          running[healthy])
                 self._save_checkpoint()
                 self.seconds += time.perf_counter() - started
                 if on_epoch:

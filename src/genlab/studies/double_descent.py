@@ -98,7 +98,7 @@ class DoubleDescentSpec(StudySpec):
     nn_schedule: Schedule = Field("cosine", description="nn: learning-rate schedule")
     nn_step_every: int = Field(500, gt=0, description="nn: with schedule=step, epochs between decays")
     nn_step_gamma: float = Field(0.9, gt=0.0, le=1.0, description="nn: with schedule=step, factor applied at each decay")
-    nn_group_ratio: float = Field(4.0, ge=1.0, description="nn: fresh-init widths train together in groups whose largest/smallest width is at most this (the engine pads to the largest)")
+    nn_group_ratio: float = Field(4.0, ge=1.0, description="nn: fresh-init widths train together in groups whose largest/smallest width is at most this (plain MLPs are packed without padding in the first layer; the vmap path and batched hidden-to-hidden layers pad to the largest)")
     nn_eval_every: int = Field(10, gt=0, description="nn: epochs between evaluations (curves)")
 
     noise_dataset: str = Field("mnist1d", description="label_noise: dataset")
