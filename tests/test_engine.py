@@ -119,15 +119,16 @@ def test_divergent_model_is_marked_and_others_continue():
     torch.testing.assert_close(out.stack.state_dict(0)["1.weight"], ref.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
 
 
-def test_models_are_gathered_once_while_the_active_set_is_unchanged(monkeypatch):
+def test_one_session_while_the_active_set_is_unchanged(monkeypatch):
     x, y, xt, yt = toy_data()
     trainer = BatchTrainer([ModelJob("a", mlp(12, [8], 3, 0), 0, y), ModelJob("b", mlp(12, [5], 3, 1), 1, y)],
                            [InputGroup(x, xt, yt)], TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=4))
-    gathers = []
-    original = trainer._gather
-    monkeypatch.setattr(trainer, "_gather", lambda *a, **k: gathers.append(a) or original(*a, **k))
+    opened = []
+    original = trainer._open
+    monkeypatch.setattr(trainer, "_open", lambda *a, **k: opened.append(a) or original(*a, **k))
     out = trainer.run()
-    assert len(gathers) == 1  # evaluation after every epoch reads the synced stack, it does not re-gather
+    assert len(opened) == 1  # evaluation after every epoch reads the synced state, it does not reopen
+    assert len(out.strategies) == 1 and out.strategies[0]["models"] == 2
     assert [c["epoch"] for c in out.curves if c["key"] == "a"] == [0, 1, 2, 3, 4]
 
 

@@ -20,7 +20,17 @@ class NullProgress:
 
 
 def _acc_range(trainer) -> str:
-    accs = [o.train_acc for o in trainer.outcomes if not math.isnan(o.train_acc)]
+    """How far the models are: each model's train accuracy if it was evaluated this epoch (or
+    when it stopped), otherwise its accuracy on the last epoch's training batches - so the numbers
+    never lag behind training when evaluations are sparse."""
+    batch_acc = getattr(trainer, "batch_acc", None)
+    accs = []
+    for k, o in enumerate(trainer.outcomes):
+        evaluated = not math.isnan(o.train_acc) and (o.epochs == trainer.epoch or not bool(trainer.active[k]))
+        if evaluated:
+            accs.append(o.train_acc)
+        elif batch_acc is not None and not math.isnan(float(batch_acc[k])):
+            accs.append(float(batch_acc[k]))
     if not accs:
         return ""
     done = sum(not a for a in trainer.active.tolist())

@@ -146,3 +146,64 @@ class StackedOptimizer:
     def load_state_dict(self, data: dict) -> None:
         self.steps = data["steps"].clone()
         self.state = {n: {k: v.clone() for k, v in st.items()} for n, st in data["state"].items()}
+
+
+class PerModelOptimizer:
+    """The same updates for models held as separate tensors (one ``nn.Module`` each): ``params[k]``
+    maps parameter names to model k's leaf tensors, ``masks[k]`` to its boolean masks (entries kept
+    at exactly zero), ``state[k][name][slot]`` holds its optimizer state and ``steps[k]`` its count.
+
+    Working models that share a learning rate and weight decay take one fused multi-tensor kernel
+    (PyTorch's ``_fused_sgd_`` / ``_fused_adam_`` / ``_fused_adamw_``) for all their tensors; each
+    model's Adam bias correction uses its own step count.
+    """
+
+    def __init__(self, params: list[dict[str, torch.Tensor]], settings: OptimizerSettings,
+                 masks: list[dict[str, torch.Tensor]] | None = None):
+        if settings.name not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"unknown optimizer {settings.name!r}")
+        self.params = params
+        self.settings = settings
+        self.masks = masks or [{} for _ in params]
+        self.steps = torch.zeros(len(params), dtype=torch.float64)
+        self.state: list[dict[str, dict[str, torch.Tensor]]] = [{n: {} for n in p} for p in params]
+
+    def _slot(self, k: int, name: str, slot: str) -> torch.Tensor:
+        state = self.state[k][name]
+        if slot not in state:
+            state[slot] = torch.zeros_like(self.params[k][name])
+        return state[slot]
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor,
+             uniform: bool | None = None) -> None:
+        """One update of every ``active`` model (``lr``, ``weight_decay``, ``active``: ``[K]``)."""
+        s = self.settings
+        lrs, wds, act = lr.tolist(), weight_decay.tolist(), active.tolist()
+        groups: dict[tuple[float, float], list[int]] = {}
+        for k in range(len(self.params)):
+            if act[k]:
+                groups.setdefault((lrs[k], wds[k]), []).append(k)
+        for (lr_g, wd_g), models in groups.items():
+            entries = [(k, n, p) for k in models for n, p in self.params[k].items() if p.grad is not None]
+            if not entries:
+                continue
+            params = [p for _, _, p in entries]
+            grads = [p.grad for p in params]
+            if s.name == "sgd":
+                bufs = [self._slot(k, n, "momentum") for k, n, _ in entries] if s.momentum else []
+                torch._fused_sgd_(params, grads, bufs, weight_decay=wd_g, momentum=s.momentum, lr=lr_g,
+                                  dampening=0.0, nesterov=s.nesterov, maximize=False, is_first_step=False)
+            else:
+                steps = {k: torch.tensor(float(self.steps[k]) + 1.0, dtype=torch.float32, device=params[0].device)
+                         for k in models}
+                kernel = torch._fused_adamw_ if s.name == "adamw" else torch._fused_adam_
+                kernel(params, grads, [self._slot(k, n, "exp_avg") for k, n, _ in entries],
+                       [self._slot(k, n, "exp_avg_sq") for k, n, _ in entries], [],
+                       [steps[k] for k, _, _ in entries], amsgrad=False, lr=lr_g, beta1=s.betas[0],
+                       beta2=s.betas[1], weight_decay=wd_g, eps=s.eps, maximize=False)
+            for k, n, p in entries:
+                mask = self.masks[k].get(n)
+                if mask is not None:
+                    p.mul_(mask)
+        self.steps += active.to(torch.float64).cpu()

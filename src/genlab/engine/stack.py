@@ -107,19 +107,23 @@ def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") 
 
 
 def stacked_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
-                    shared_input: bool = False, models: torch.Tensor | None = None) -> torch.Tensor:
+                    shared_input: bool = False, models: torch.Tensor | None = None,
+                    buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Outputs ``[K, B, ...]`` of the K models on inputs ``x`` (``[K, B, ...]``, or ``[B, ...]``
     when ``shared_input``: every model sees the same batch).
 
     ``models`` lists (in increasing order) which of the stack's models ``params`` holds, when it
-    holds only some of them (e.g. the still active ones); default: all of them.
+    holds only some of them (e.g. the still active ones); default: all of them. ``buffers``: the
+    stacked buffers of those models, updated in place in train mode (BatchNorm statistics); default:
+    the stack's own (a copy of the selected rows when ``models`` is a subset).
     """
     if stack.members is not None:
         return _looped_forward(stack, params, x, shared_input, models)
     template = stack.template
-    buffers = stack.buffers
-    if models is not None and len(models) != stack.num_models:
-        buffers = {n: b[models] for n, b in buffers.items()}
+    if buffers is None:
+        buffers = stack.buffers
+        if models is not None and len(models) != stack.num_models:
+            buffers = {n: b[models] for n, b in buffers.items()}
 
     def one(p, b, xb):
         return functional_call(template, (p, b), (xb,))

@@ -1,4 +1,4 @@
-"""K multilayer perceptrons as a few large matrix products: the packed layout.
+"""K multilayer perceptrons as a few large matrix products: the packed layout of one bucket.
 
 Under ``vmap`` (:mod:`genlab.engine.stack`) K MLPs of different widths are zero-padded to the widest,
 so a sweep over widths 5..200 spends most of its arithmetic on zeros, and every layer is K small
@@ -61,6 +61,33 @@ class _Map:
     order: torch.Tensor | None = None
 
 
+def prefers_blockdiag(blockdiag_macs: int, padded_macs: int) -> bool:
+    """One block-diagonal GEMM rather than the padded layout's batched matmul, per example:
+    unless its zero blocks cost more than twice the padding (and the layer is not tiny)."""
+    return blockdiag_macs <= max(2 * padded_macs, BLOCKDIAG_MIN_MACS)
+
+
+def layer_kinds(widths: list[tuple[list[int], list[int]]]) -> list[tuple[str, int]]:
+    """How each layer of packed models runs, and its multiply-adds per example: ``widths[l]`` is
+    ``(inputs, outputs)`` of layer l, one entry per model. The first layer is ``first`` (one GEMM per
+    input group, no padding); a later layer is one block-diagonal GEMM (``blockdiag``) while the
+    activations are segmented, unless its zero blocks cost more than twice the padding of the
+    batched-matmul layout (and it is not tiny); from the first ``bmm`` layer on, activations stay padded."""
+    kinds, segmented = [], True
+    for index, (ins, outs) in enumerate(widths):
+        if index == 0:
+            kinds.append(("first", ins[0] * sum(outs)))
+            continue
+        blockdiag = sum(ins) * sum(outs)
+        padded = len(ins) * max(ins) * max(outs)
+        if segmented and prefers_blockdiag(blockdiag, padded):
+            kinds.append(("blockdiag", blockdiag))
+        else:
+            kinds.append(("bmm", padded))
+            segmented = False
+    return kinds
+
+
 def mlp_layers(template: nn.Module) -> list[tuple[str, nn.Module | None]] | None:
     """``[(linear's name, activation after it or None)]`` when ``template`` is a plain MLP:
     an ``nn.Sequential`` of an optional leading ``Flatten``, then ``Linear`` layers each followed by
@@ -104,39 +131,36 @@ class PackedMLP:
         self.layers: list[_Layer] = []
         self.first_groups: list[tuple[int, int, int]] = []
         layout = "seg"
-        for index, (name, act) in enumerate(layers):
+        widths = [([shapes[p][f"{name}.weight"][1] for p in self.order],
+                   [shapes[p][f"{name}.weight"][0] for p in self.order]) for name, _ in layers]
+        if len(set(widths[0][0])) != 1:
+            raise ValueError("packed models must share their input size")
+        for index, ((name, act), (kind, _)) in enumerate(zip(layers, layer_kinds(widths))):
             wname, bname = f"{name}.weight", f"{name}.bias"
             bname = bname if bname in names else None
-            outs = [shapes[p][wname][0] for p in self.order]
-            ins = [shapes[p][wname][1] for p in self.order]
+            ins, outs = widths[index]
             out_off = _offsets(outs)
-            if index == 0:
-                if len(set(ins)) != 1:
-                    raise ValueError("packed models must share their input size")
-                kind = "first"
+            if kind == "first":
                 self._seg_weight(wname, ins, [0] * k, outs, out_off, max_shapes[wname], ins[0], device)
                 for g in sorted(set(groups)):
                     slots = [q for q, p in enumerate(self.order) if groups[p] == g]
                     self.first_groups.append((g, out_off[slots[0]], out_off[slots[-1]] + outs[slots[-1]]))
                 layer = _Layer(wname, bname, act, kind)
+            elif kind == "blockdiag":
+                self._seg_weight(wname, ins, _offsets(ins), outs, out_off, max_shapes[wname], sum(ins), device)
+                layer = _Layer(wname, bname, act, "blockdiag")
             else:
-                blockdiag = sum(ins) * sum(outs)
-                padded = k * max(ins) * max(outs)
-                if layout == "seg" and self._prefers_blockdiag(blockdiag, padded):
-                    self._seg_weight(wname, ins, _offsets(ins), outs, out_off, max_shapes[wname], sum(ins), device)
-                    layer = _Layer(wname, bname, act, "blockdiag")
-                else:
-                    layer = _Layer(wname, bname, act, "bmm")
-                    if layout == "seg":
-                        layer.equal_widths = len(set(ins)) == 1
-                        if not layer.equal_widths:
-                            hmax, in_off = max(ins), _offsets(ins)
-                            layer.segmented_width = sum(ins)
-                            layer.to_padded = torch.tensor(
-                                [in_off[q] + i if i < ins[q] else sum(ins) for q in range(k) for i in range(hmax)],
-                                device=device)
-                    layout = "pad"
-                    self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t)
+                layer = _Layer(wname, bname, act, "bmm")
+                if layout == "seg":
+                    layer.equal_widths = len(set(ins)) == 1
+                    if not layer.equal_widths:
+                        hmax, in_off = max(ins), _offsets(ins)
+                        layer.segmented_width = sum(ins)
+                        layer.to_padded = torch.tensor(
+                            [in_off[q] + i if i < ins[q] else sum(ins) for q in range(k) for i in range(hmax)],
+                            device=device)
+                layout = "pad"
+                self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t)
             if bname is not None:
                 if layer.kind == "bmm":
                     self._pad_bias(bname, outs, max_shapes[bname], device, order_t)
@@ -147,12 +171,6 @@ class PackedMLP:
         self.classes = [shapes[p][self.layers[-1].weight][0] for p in self.order]
         if len(set(self.classes)) != 1:
             raise ValueError("packed models must share their number of outputs")
-
-    @staticmethod
-    def _prefers_blockdiag(blockdiag_macs: int, padded_macs: int) -> bool:
-        """One block-diagonal GEMM rather than the padded layout's batched matmul, per example:
-        unless its zero blocks cost more than twice the padding (and the layer is not tiny)."""
-        return blockdiag_macs <= max(2 * padded_macs, BLOCKDIAG_MIN_MACS)
 
     # ----- where each model's numbers go ------------------------------------------------------
     def _seg_weight(self, name, ins, in_off, outs, out_off, max_shape, cols, device):
@@ -322,21 +340,6 @@ class PackedMLP:
         return grads
 
 
-def loss_and_gradient(out: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-model mean losses ``[K]`` of outputs ``out [K, B, C]`` with labels ``y [K, B]``, and
-    the gradient of their sum with respect to ``out``: cross-entropy ``(softmax - onehot) / B``,
-    squared error on one-hot targets ``2 (out - onehot) / (B C)``."""
-    k, b, c = out.shape
-    if loss == "ce":
-        logp = torch.log_softmax(out, -1)
-        losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
-        grad = logp.exp_()
-        grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
-        return losses, grad.div_(b)
-    diff = out - torch.nn.functional.one_hot(y, c).to(out.dtype)
-    return diff.pow(2).mean(dim=(1, 2)), diff.mul_(2.0 / (b * c))
-
-
 def _offsets(sizes: list[int]) -> list[int]:
     out, total = [], 0
     for s in sizes:
@@ -345,28 +348,3 @@ def _offsets(sizes: list[int]) -> list[int]:
     return out
 
 
-def packed_plan(stack, models: torch.Tensor | list[int] | None, groups: list[int] | None = None) -> PackedMLP | None:
-    """The packed layout of ``models`` (stack indices; default all) of ``stack`` with input
-    ``groups`` (default: all share one batch), or ``None`` when the stack is not a plain MLP
-    (:func:`mlp_layers`). Plans are cached on the stack."""
-    if stack.members is not None or stack.buffers:
-        return None
-    layers = mlp_layers(stack.template)
-    if layers is None:
-        return None
-    ids = list(range(stack.num_models)) if models is None else [int(m) for m in (
-        models.tolist() if isinstance(models, torch.Tensor) else models)]
-    groups = [0] * len(ids) if groups is None else list(groups)
-    key = (tuple(ids), tuple(groups))
-    cache = stack.__dict__.setdefault("_packed_plans", {})
-    if key not in cache:
-        device = next(iter(stack.params.values())).device
-        max_shapes = {n: p.shape[1:] for n, p in stack.params.items()}
-        try:
-            shapes = [{n: stack.shapes[i].get(n, max_shapes[n]) for n in stack.params} for i in ids]
-            cache[key] = PackedMLP(shapes, layers, groups, max_shapes, device, set(stack.params))
-        except ValueError:
-            cache[key] = None
-        if len(cache) > 64:
-            cache.pop(next(iter(cache)))
-    return cache[key]

@@ -1,0 +1,127 @@
+"""Choosing the execution strategy of a group of models: a short measured calibration, cached.
+
+When more than one strategy can run the models (:func:`genlab.engine.strategies.candidates`),
+each candidate is timed on the real models, shapes and batches for a few steps (on copies: the
+trainer's state is untouched) and the fastest wins; a candidate within
+:data:`TIE_FRACTION` of an earlier one in :data:`~genlab.engine.strategies.ORDER` loses to it, so
+that near-ties resolve the same way every time. The choice and the timings are cached on disk per
+workload signature (architecture and parameter shapes, number of models, batch size, input shape,
+optimizer, precision, device, threads, torch version), so a workload is calibrated once per machine,
+and recorded in the trainer's decisions (and the run's manifest). A resumed run reuses the choices
+stored in its snapshot, so it continues with the same arithmetic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from genlab.engine.strategies import ORDER, candidates, open_session
+
+TIE_FRACTION = 0.05
+WARMUP_STEPS = 1
+TIMED_STEPS = 3
+
+
+def cache_file() -> Path:
+    """``$GENLAB_CACHE/engine-strategies.json`` (default ``~/.cache/genlab``)."""
+    root = Path(os.environ.get("GENLAB_CACHE", Path.home() / ".cache" / "genlab"))
+    return root / "engine-strategies.json"
+
+
+def signature(trainer, idx: torch.Tensor, names: list[str]) -> str:
+    """A hash of everything that decides which strategy is fastest for the models ``idx``."""
+    cfg = trainer.config
+    shapes = [[(n, tuple(s)) for n, s in trainer.stack.shapes[k].items()] for k in idx.tolist()]
+    parts = {
+        "module": type(trainer.stack.template).__qualname__, "shapes": shapes,
+        "buffers": sorted(trainer.stack.buffers), "groups": trainer.batch_groups(idx),
+        "inputs": [tuple(g.x_train.shape[1:]) for g in trainer.inputs], "batch": cfg.batch_size,
+        "optimizer": cfg.optimizer, "loss": cfg.loss, "precision": cfg.precision, "device": str(trainer.device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "candidates": names,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _read_cache() -> dict:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(key: str, entry: dict) -> None:
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache()
+        data[key] = entry
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: calibrate again next time
+        pass
+
+
+def time_strategy(name: str, trainer, idx: torch.Tensor, batches) -> float:
+    """Median seconds per training step of strategy ``name`` on ``batches`` (a list of
+    :class:`~genlab.engine.strategies.StepBatch`), on copies of the models' state."""
+    session = open_session(name, trainer, idx)
+    working = torch.ones(len(idx), dtype=torch.bool, device=trainer.device)
+    lr, wd = trainer.lr[idx], trainer.wd[idx]
+    uniform = bool((lr == lr[0]).all()) and bool((wd == wd[0]).all())
+    times = []
+    try:
+        for i, batch in enumerate(batches):
+            started = time.perf_counter()
+            session.forward_backward(batch, working)
+            session.step(lr, wd, working, uniform=uniform)
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            if i >= WARMUP_STEPS:
+                times.append(time.perf_counter() - started)
+    finally:
+        session.close()
+    times.sort()
+    return times[len(times) // 2]
+
+
+def choose(trainer, idx: torch.Tensor, batches_for_calibration) -> tuple[str, dict]:
+    """The strategy for the models ``idx`` of ``trainer``, and what the decision rests on.
+
+    ``batches_for_calibration()`` returns the batches to time on (called only when timing is needed)."""
+    forced = trainer.config.strategy
+    if forced != "auto":
+        names = candidates(trainer, idx, worth_trying=False)
+        if forced not in names:
+            raise ValueError(f"strategy {forced!r} cannot run these models (possible: {', '.join(names)})")
+        return forced, {"reason": "asked for"}
+    names = candidates(trainer, idx)
+    if len(names) == 1:
+        return names[0], {"reason": "the only strategy that can run these models"}
+    key = signature(trainer, idx, names)
+    if key in trainer.choices:
+        return trainer.choices[key], {"reason": "chosen earlier in this run", "signature": key}
+    cached = _read_cache().get(key)
+    if cached and cached.get("strategy") in names:
+        return cached["strategy"], {"reason": "calibrated earlier on this machine", "signature": key,
+                                    "seconds_per_step": cached.get("seconds_per_step", {})}
+    batches = batches_for_calibration()
+    started = time.perf_counter()
+    timings = {}
+    with torch.random.fork_rng(devices=[]):
+        for name in names:
+            timings[name] = time_strategy(name, trainer, idx, batches)
+    best = min(timings, key=timings.get)
+    for name in sorted(names, key=ORDER.index):
+        if timings[name] <= timings[best] * (1 + TIE_FRACTION):
+            best = name
+            break
+    info = {"reason": "calibrated", "signature": key, "seconds_per_step": timings,
+            "calibration_seconds": time.perf_counter() - started}
+    _write_cache(key, {"strategy": best, "seconds_per_step": timings})
+    return best, info

@@ -1,0 +1,89 @@
+"""The interface every execution strategy implements: a :class:`Session` trains some models of a
+:class:`~genlab.engine.trainer.BatchTrainer` between two synchronizations.
+
+The trainer keeps the canonical state of all K models - stacked, zero-padded parameters and
+buffers (:class:`~genlab.engine.stack.StackedModels`) and stacked optimizer state - and does all
+the bookkeeping (data order, stop rules, divergence, evaluation schedule, checkpoints, snapshots).
+A session takes the models ``idx`` (the active ones) into its own layout when it opens, runs
+their forward/backward passes and optimizer steps, and writes its state back on :meth:`Session.sync`.
+Every strategy computes the same thing - model k's own loss, gradient and update - and differs
+only in how the arithmetic is laid out, so the strategies agree up to floating-point reassociation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from genlab.engine.evaluate import evaluate_stacked
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genlab.engine.trainer import BatchTrainer
+
+
+@dataclass
+class StepBatch:
+    """One training step's inputs: ``xs[g]`` is the batch ``[B, ...]`` that the models of batch
+    group ``g`` see (models share a group when they share data order and inputs and have no
+    augmentation of their own); ``group_of[pos]`` is the group of session position ``pos``;
+    ``y [k, B]`` are each model's labels."""
+
+    xs: list[torch.Tensor]
+    group_of: list[int]
+    y: torch.Tensor
+    epoch: int
+    step: int
+
+
+class Session:
+    """Models ``idx`` (stack indices, increasing) of ``trainer`` in one strategy's layout."""
+
+    name: ClassVar[str]
+    exact_per_model: ClassVar[bool] = True
+    """False when one model's non-finite values can reach another's outputs (the packed layout's
+    zero blocks): on divergence the trainer redoes the step in an exact strategy."""
+
+    def __init__(self, trainer: "BatchTrainer", idx: torch.Tensor, group_of: list[int]):
+        self.trainer = trainer
+        self.idx = idx
+        self.group_of = group_of
+
+    @property
+    def num_models(self) -> int:
+        return len(self.idx)
+
+    def forward_backward(self, batch: StepBatch, working: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one batch for the ``working`` models: sets their gradients and
+        returns ``(losses [k], correct [k])`` (the batch loss and number of correct predictions).
+        A model whose loss is not finite gets no gradient. A non-exact session that meets a
+        non-finite loss sets no gradient at all (the trainer redoes the step elsewhere)."""
+        raise NotImplementedError
+
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, working: torch.Tensor, uniform: bool) -> None:
+        """One optimizer update of the ``working`` models (``lr``, ``weight_decay``: ``[k]``);
+        ``uniform``: every model works and all share one learning rate and weight decay."""
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Write the session's parameters, buffers and optimizer state back to the trainer."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and accuracy ``([n], [n])`` of the session's models at ``positions`` on the
+        shared inputs ``x [N, ...]`` with labels ``y [n, N]``, in eval mode. The default reads the
+        trainer's canonical state, so it needs a :meth:`sync` since the last step."""
+        trainer = self.trainer
+        models = self.idx[positions]
+        params = {n: p[models] for n, p in trainer.stack.params.items()}
+        cfg = trainer.config
+        return evaluate_stacked(trainer.stack, params, x, y, cfg.loss, cfg.eval_batch_size, models=models,
+                                packed=cfg.packed and cfg.strategy in ("auto", "packed"))
+
+    def close(self) -> None:
+        """Release what the session holds beyond tensors (worker threads)."""
+
+    def describe(self) -> dict:
+        """What the manifest records of this session."""
+        return {"strategy": self.name, "models": len(self.idx)}

@@ -1,0 +1,272 @@
+"""The packed strategy: plain MLPs as a few large matrix products, in width buckets.
+
+Models are split into *buckets* of similar widths, each packed on its own
+(:class:`~genlab.engine.strategies.packed_mlp.PackedMLP`: first layers of models that see the same
+batch as one GEMM, later layers block-diagonal or batched). One bucket for a whole width sweep pads
+every later layer to the widest model (a sweep over h = 4..300 of MLP 40-h-h-10 would spend ~8x
+the arithmetic it needs on zeros); one bucket per model is the plain loop's many small products.
+The partition minimizes a cost model (:func:`bucket_cost`): the multiply-adds each bucket really
+executes, plus a fixed price per matrix product that stands for the per-call overhead. It is
+computed from shapes alone, so the same models always get the same layout (and the same numbers).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from genlab.engine.losses import loss_and_gradient, per_model_losses
+from genlab.engine.optim import StackedOptimizer
+from genlab.engine.strategies.base import Session, StepBatch
+from genlab.engine.strategies.packed_mlp import PackedMLP, layer_kinds, mlp_layers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genlab.engine.stack import StackedModels
+
+CALL_COST_MACS = 1 << 20
+"""What one matrix product's fixed overhead (dispatch, launch, memory passes) is worth in
+multiply-adds of a batch: about 10 us at ~100 GMAC/s."""
+
+MAX_EXACT_CLASSES = 48
+"""Above this many distinct width profiles, buckets are cut greedily instead of exactly."""
+
+
+def bucket_cost(widths: list[tuple[list[int], list[int]]], groups: int, batch: int) -> float:
+    """Cost of one bucket in multiply-adds of a batch of ``batch`` rows, forward and backward
+    (x3): each layer's real work (:func:`~genlab.engine.strategies.packed_mlp.layer_kinds`) plus
+    :data:`CALL_COST_MACS` for each of its ~4 products (one per input group for the first layer)."""
+    kinds = layer_kinds(widths)
+    work = 3 * batch * sum(macs for _, macs in kinds)
+    calls = 4 * (len(kinds) - 1) + 3 * groups
+    return work + calls * CALL_COST_MACS
+
+
+def partition(profiles: list[tuple[int, ...]], in_dim: int, classes: int, groups: list[int], batch: int
+              ) -> list[list[int]]:
+    """Buckets (lists of positions) of models with hidden widths ``profiles[pos]`` that minimize
+    the summed :func:`bucket_cost`: models are sorted by width profile, models with equal profiles
+    stay together (merging them never costs padding), and contiguous runs of profiles are chosen by
+    dynamic programming."""
+    by_profile: dict[tuple[int, ...], list[int]] = {}
+    for pos, prof in enumerate(profiles):
+        by_profile.setdefault(prof, []).append(pos)
+    classes_sorted = sorted(by_profile)
+    if len(classes_sorted) == 1:
+        return [list(range(len(profiles)))]
+
+    def cost(lo: int, hi: int) -> float:
+        members = [p for prof in classes_sorted[lo:hi] for p in by_profile[prof]]
+        sizes = [(in_dim,) + profiles[p] + (classes,) for p in members]
+        widths = [([s[l] for s in sizes], [s[l + 1] for s in sizes]) for l in range(len(sizes[0]) - 1)]
+        return bucket_cost(widths, len({groups[p] for p in members}), batch)
+
+    n = len(classes_sorted)
+    if n > MAX_EXACT_CLASSES:  # greedy: extend the current bucket while that is cheaper than a new one
+        cuts, lo = [], 0
+        for hi in range(1, n):
+            if cost(lo, hi + 1) > cost(lo, hi) + cost(hi, hi + 1):
+                cuts.append((lo, hi))
+                lo = hi
+        cuts.append((lo, n))
+    else:
+        best = [0.0] + [float("inf")] * n
+        start = [0] * (n + 1)
+        for hi in range(1, n + 1):
+            for lo in range(hi):
+                c = best[lo] + cost(lo, hi)
+                if c < best[hi]:
+                    best[hi], start[hi] = c, lo
+        cuts, hi = [], n
+        while hi > 0:
+            cuts.append((start[hi], hi))
+            hi = start[hi]
+        cuts.reverse()
+    return [sorted(p for prof in classes_sorted[lo:hi] for p in by_profile[prof]) for lo, hi in cuts]
+
+
+class PackedBuckets:
+    """The packed layout of some models of a stack, in width buckets (see the module docstring).
+
+    Positions are the order of the models given (the trainer's session order); ``groups[pos]`` is
+    the batch group of position ``pos`` (models of one group see the same batch ``xs[group]``).
+    Tensors are keyed ``name`` with one bucket, ``name#b`` with several.
+    """
+
+    def __init__(self, stack: "StackedModels", ids: list[int], groups: list[int], batch: int):
+        layers = mlp_layers(stack.template)
+        device = next(iter(stack.params.values())).device
+        max_shapes = {n: p.shape[1:] for n, p in stack.params.items()}
+        shapes = [{n: stack.shapes[i].get(n, max_shapes[n]) for n in stack.params} for i in ids]
+        hidden = [name for name, _ in layers[:-1]]
+        profiles = [tuple(int(s[f"{name}.weight"][0]) for name in hidden) for s in shapes]
+        in_dims = {int(s[f"{layers[0][0]}.weight"][1]) for s in shapes}
+        outs = {int(s[f"{layers[-1][0]}.weight"][0]) for s in shapes}
+        if len(in_dims) != 1 or len(outs) != 1:
+            raise ValueError("packed models must share their input size and number of outputs")
+        self.buckets = partition(profiles, in_dims.pop(), outs.pop(), groups, batch)
+        self.num_models = len(ids)
+        self.plans: list[PackedMLP] = []
+        self.bucket_groups: list[list[int]] = []        # bucket -> the batch groups it reads, in order
+        for members in self.buckets:
+            own = sorted({groups[p] for p in members})
+            self.bucket_groups.append(own)
+            self.plans.append(PackedMLP([shapes[p] for p in members], layers, [own.index(groups[p]) for p in members],
+                                        max_shapes, device, set(stack.params)))
+        self.names = list(stack.params)
+        self.single = len(self.buckets) == 1
+        self.positions = [torch.tensor(m, device=device) for m in self.buckets]
+        order = [p for m in self.buckets for p in m]
+        self.inverse = None if order == list(range(len(ids))) else \
+            torch.tensor([order.index(p) for p in range(len(ids))], device=device)
+        self.owners = {self._key(n, b): pos[plan.owners[n]] for b, (plan, pos) in
+                       enumerate(zip(self.plans, self.positions)) for n in self.names}
+
+    def _key(self, name: str, bucket: int) -> str:
+        return name if self.single else f"{name}#{bucket}"
+
+    @property
+    def manual_backward(self) -> bool:
+        return all(plan.manual_backward for plan in self.plans)
+
+    @property
+    def kinds(self) -> list[list[str]]:
+        """Each bucket's layer kinds (first / blockdiag / bmm), for the record."""
+        return [[layer.kind for layer in plan.layers] for plan in self.plans]
+
+    def pack(self, stacked: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Packed copies of stacked tensors ``[k, *max_shape]`` (session positions; parameters,
+        optimizer state or boolean masks)."""
+        out = {}
+        for b, (plan, pos) in enumerate(zip(self.plans, self.positions)):
+            for name, tensor in stacked.items():
+                out[self._key(name, b)] = plan.pack_one(name, tensor if self.single else tensor[pos])
+        return out
+
+    def unpack(self, packed: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Stacked ``[k, *max_shape]`` tensors (shaped like ``like``) from packed ones; padding is zero."""
+        out = {}
+        for name, ref in like.items():
+            if self.single:
+                out[name] = self.plans[0].unpack(name, packed[name], ref)
+                continue
+            full = torch.zeros_like(ref, dtype=packed[self._key(name, 0)].dtype)
+            for b, (plan, pos) in enumerate(zip(self.plans, self.positions)):
+                full[pos] = plan.unpack(name, packed[self._key(name, b)], ref[pos])
+            out[name] = full
+        return out
+
+    def _bucket_params(self, params: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
+        return params if self.single else {n: params[self._key(n, b)] for n in self.names}
+
+    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tapes: list | None = None
+                ) -> torch.Tensor:
+        """Outputs ``[k, B, C]`` in position order; with ``tapes`` (a list), each bucket's tape is
+        appended for :meth:`backward`."""
+        outs = []
+        for b, plan in enumerate(self.plans):
+            tape = None if tapes is None else []
+            outs.append(plan.forward(self._bucket_params(params, b), [xs[g] for g in self.bucket_groups[b]], tape))
+            if tapes is not None:
+                tapes.append(tape)
+        out = outs[0] if self.single else torch.cat(outs)
+        return out if self.inverse is None else out.index_select(0, self.inverse)
+
+    def backward(self, params: dict[str, torch.Tensor], tapes: list, d_out: torch.Tensor) -> None:
+        """Set every parameter's ``.grad`` by the hand-written backward of each bucket."""
+        for b, (plan, pos, tape) in enumerate(zip(self.plans, self.positions, tapes)):
+            d = d_out if self.single else d_out.index_select(0, pos)
+            for name, grad in plan.gradients(self._bucket_params(params, b), tape, d).items():
+                params[self._key(name, b)].grad = grad
+
+
+def packed_plan(stack: "StackedModels", models, groups: list[int] | None = None, batch: int = 128
+                ) -> PackedBuckets | None:
+    """The packed layout of ``models`` (stack indices; default all) of ``stack`` with batch
+    ``groups`` (default: all share one batch), or ``None`` when the stack is not a plain MLP
+    (:func:`~genlab.engine.strategies.packed_mlp.mlp_layers`). Plans are cached on the stack."""
+    if stack.members is not None or stack.buffers or mlp_layers(stack.template) is None:
+        return None
+    ids = list(range(stack.num_models)) if models is None else [int(m) for m in (
+        models.tolist() if isinstance(models, torch.Tensor) else models)]
+    groups = [0] * len(ids) if groups is None else list(groups)
+    key = (tuple(ids), tuple(groups), batch)
+    cache = stack.__dict__.setdefault("_packed_plans", {})
+    if key not in cache:
+        try:
+            cache[key] = PackedBuckets(stack, ids, groups, batch)
+        except ValueError:
+            cache[key] = None
+        if len(cache) > 64:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
+class PackedSession(Session):
+    """Plain MLPs in the packed layout, with a hand-written backward for ReLU nets (autograd on the
+    packed layout for other elementwise activations). Not exact per model under divergence: a
+    model's non-finite values can reach others through the zero blocks of a block-diagonal layer."""
+
+    name = "packed"
+    exact_per_model = False
+
+    def __init__(self, trainer, idx, group_of):
+        super().__init__(trainer, idx, group_of)
+        cfg = trainer.config
+        self.plan = packed_plan(trainer.stack, idx, group_of, cfg.batch_size)
+        if self.plan is None:
+            raise ValueError("the packed strategy needs plain MLPs of one input size and class count")
+        stacked = {n: p[idx] for n, p in trainer.stack.params.items()}
+        self.like = stacked
+        self.params = {n: p.requires_grad_(True) for n, p in self.plan.pack(stacked).items()}
+        masks = self.plan.pack({n: m[idx] for n, m in trainer.stack.masks.items()})
+        masks = {n: m for n, m in masks.items() if not bool(m.all())}
+        self.opt = StackedOptimizer(self.params, trainer.settings, masks, owners=self.plan.owners,
+                                    num_models=len(idx))
+        self.opt.state = {n: {} for n in self.params}
+        for name, slots in trainer.opt_state["state"].items():
+            for slot, tensor in slots.items():
+                for key, packed in self.plan.pack({name: tensor[idx]}).items():
+                    self.opt.state[key][slot] = packed
+        self.opt.steps = trainer.opt_state["steps"][idx.cpu()].clone()
+
+    def forward_backward(self, batch: StepBatch, working: torch.Tensor):
+        for p in self.params.values():
+            p.grad = None
+        loss = self.trainer.config.loss
+        if self.plan.manual_backward:
+            tapes: list = []
+            with torch.no_grad():
+                out = self.plan.forward(self.params, batch.xs, tapes)
+                losses, d_out = loss_and_gradient(out, batch.y, loss)
+            correct = (out.argmax(-1) == batch.y).sum(1)
+            if bool(torch.isfinite(losses).all()):
+                self.plan.backward(self.params, tapes, d_out)
+            return losses, correct
+        out = self.plan.forward(self.params, batch.xs)
+        losses = per_model_losses(out, batch.y, loss)
+        if bool(torch.isfinite(losses).all()):
+            losses.sum().backward()
+        return losses.detach(), (out.detach().argmax(-1) == batch.y).sum(1)
+
+    def step(self, lr, weight_decay, working, uniform):
+        self.opt.step(lr, weight_decay, working, uniform=uniform)
+
+    def sync(self) -> None:
+        trainer, idx = self.trainer, self.idx
+        with torch.no_grad():
+            for name, tensor in self.plan.unpack(self.params, self.like).items():
+                trainer.stack.params[name][idx] = tensor
+        trainer.opt_state["steps"][idx.cpu()] = self.opt.steps
+        slots = {s for st in self.opt.state.values() for s in st}
+        for slot in slots:
+            packed = {key: st[slot] for key, st in self.opt.state.items() if slot in st}
+            like = {n: t for n, t in self.like.items()
+                    if all(self.plan._key(n, b) in packed for b in range(len(self.plan.plans)))}
+            for name, tensor in self.plan.unpack(packed, like).items():
+                full = trainer.opt_state["state"][name]
+                if slot not in full:
+                    full[slot] = torch.zeros_like(trainer.stack.params[name])
+                full[slot][idx] = tensor
+
+    def describe(self) -> dict:
+        return {**super().describe(), "buckets": [len(b) for b in self.plan.buckets], "layers": self.plan.kinds}

@@ -1,0 +1,67 @@
+"""The stacked strategy: one ``torch.func.vmap`` over the models' stacked parameters and buffers.
+
+Any module whose forward is a function of its parameters and buffers works; BatchNorm statistics
+are updated per model (each model's slice of the session's stacked buffers), as PyTorch updates
+them in the plain loop. Modules that cannot run under vmap (``_genlab_no_vmap``) loop over their
+members instead (see :func:`genlab.engine.stack.stacked_forward`). Models with dropout are not
+eligible: vmap draws all models' masks from one generator, so a model's draws would depend on
+the models it is trained with.
+"""
+from __future__ import annotations
+
+import torch
+
+from genlab.engine.losses import per_model_losses
+from genlab.engine.optim import StackedOptimizer
+from genlab.engine.stack import stacked_forward
+from genlab.engine.strategies.base import Session, StepBatch
+
+
+class StackedSession(Session):
+    name = "stacked"
+
+    def __init__(self, trainer, idx, group_of):
+        super().__init__(trainer, idx, group_of)
+        stack = trainer.stack
+        self.params = {n: p[idx].detach().requires_grad_(True) for n, p in stack.params.items()}
+        self.buffers = {n: b[idx].clone() for n, b in stack.buffers.items()}
+        masks = {n: m[idx] for n, m in trainer.masks.items()}
+        self.opt = StackedOptimizer(self.params, trainer.settings, masks)
+        self.opt.state = {n: {s: t[idx] for s, t in st.items()} for n, st in trainer.opt_state["state"].items()}
+        self.opt.steps = trainer.opt_state["steps"][idx.cpu()].clone()
+        self.shared = len(set(group_of)) == 1
+
+    def _inputs(self, batch: StepBatch) -> torch.Tensor:
+        if self.shared:
+            return batch.xs[0]
+        return torch.stack([batch.xs[g] for g in batch.group_of])
+
+    def forward_backward(self, batch: StepBatch, working: torch.Tensor):
+        for p in self.params.values():
+            p.grad = None
+        stack = self.trainer.stack
+        stack.template.train()
+        out = stacked_forward(stack, self.params, self._inputs(batch), shared_input=self.shared, models=self.idx,
+                              buffers=self.buffers)
+        losses = per_model_losses(out, batch.y, self.trainer.config.loss)
+        finite = torch.isfinite(losses)
+        torch.where(working & finite, losses, torch.zeros_like(losses)).sum().backward()
+        return losses.detach(), (out.detach().argmax(-1) == batch.y).sum(1)
+
+    def step(self, lr, weight_decay, working, uniform):
+        self.opt.step(lr, weight_decay, working, uniform=uniform)
+
+    def sync(self) -> None:
+        trainer, idx = self.trainer, self.idx
+        with torch.no_grad():
+            for n, p in self.params.items():
+                trainer.stack.params[n][idx] = p.detach()
+            for n, b in self.buffers.items():
+                trainer.stack.buffers[n][idx] = b
+        trainer.opt_state["steps"][idx.cpu()] = self.opt.steps
+        for n, st in self.opt.state.items():
+            full = trainer.opt_state["state"][n]
+            for s, t in st.items():
+                if s not in full:
+                    full[s] = torch.zeros_like(trainer.stack.params[n])
+                full[s][idx] = t

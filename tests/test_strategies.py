@@ -1,0 +1,195 @@
+"""Every execution strategy computes what the plain one-model-at-a-time PyTorch loop computes:
+weights, BatchNorm statistics, stop rules and divergence, with the engine's data order."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, train_models
+from genlab.engine.strategies import candidates
+from genlab.engine.strategies.lockstep import dropout_seed
+from genlab.engine.strategies.packed import bucket_cost, packed_plan, partition
+from genlab.engine.trainer import BatchTrainer
+from genlab.engine import stack_modules
+from genlab.models import build_model
+
+STRATEGIES = ["stacked", "lockstep", "lockstep-cl", "threads", "threads-cl"]
+
+
+def bn_cnn(seed, channels=4):
+    torch.manual_seed(seed)
+    # convs before BatchNorm have no bias: its gradient is rounding noise, which Adam would amplify
+    return nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(channels, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(6 * 4, 3))
+
+
+def images(n=80, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].sum((1, 2)) > 0).long() + (x[:, 0, 4:].sum((1, 2)) > 0).long()
+    return x, y
+
+
+def plain_loop(net, x, y, seed, cfg: TrainConfig, epochs=None):
+    """One model, torch.optim, the engine's data order and per-step schedule."""
+    net = copy.deepcopy(net)
+    opt = {"sgd": lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+           "adam": lambda p: torch.optim.Adam(p, lr=cfg.lr, weight_decay=cfg.weight_decay)}[cfg.optimizer](net.parameters())
+    for epoch in range(1, (epochs or cfg.epochs) + 1):
+        net.train()
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        for idx in perm.split(cfg.batch_size):
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_batchnorm_models_match_the_plain_loop_in_every_strategy(strategy, optimizer):
+    x, y = images()
+    cfg = TrainConfig(optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.01, momentum=0.9, batch_size=16,
+                      epochs=3, strategy=strategy)
+    nets = [bn_cnn(s) for s in range(3)]
+    seeds = [0, 1, 1]  # two models share a data order (one batch gather), one has its own
+    out = train_models([ModelJob(f"m{k}", n, s, y) for k, (n, s) in enumerate(zip(nets, seeds))],
+                       [InputGroup(x, x[:20], y[:20])], cfg)
+    assert out.strategies[-1]["strategy"] == strategy
+    for k, (net, seed) in enumerate(zip(nets, seeds)):
+        ref = plain_loop(net, x, y, seed, cfg)
+        got = out.stack.state_dict(k)
+        for name, value in ref.state_dict().items():
+            torch.testing.assert_close(got[name].to(value.dtype), value, rtol=1e-4, atol=1e-5, msg=f"{strategy} {name}")
+        ref.eval()
+        acc = (ref(x[:20]).argmax(1) == y[:20]).double().mean().item()
+        assert out.outcomes[k].test_acc == pytest.approx(acc)  # evaluated on the running statistics
+
+
+@pytest.mark.parametrize("strategy", ["stacked", "lockstep", "threads"])
+def test_a_model_alone_equals_the_model_inside_a_sweep_with_stopping_and_diverging_neighbours(strategy):
+    """BatchNorm buffers are per model even when models stop or diverge mid-run."""
+    x, y = images()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=4, strategy=strategy,
+                      stop_train_acc=0.9)
+    constant = torch.zeros_like(y)  # a label the quitter learns within an epoch
+    neighbours = [ModelJob("quitter", bn_cnn(7), 7, constant), ModelJob("wild", bn_cnn(8), 8, y, lr=3e38)]
+    alone = train_models([ModelJob("me", bn_cnn(3), 3, y)], [InputGroup(x, x[:20], y[:20])],
+                         TrainConfig(**{**cfg.__dict__, "stop_train_acc": None}))
+    # the quitter reaches 90% train accuracy early and stops; the wild one diverges in its first steps
+    swept = train_models([neighbours[0], ModelJob("me", bn_cnn(3), 3, y), neighbours[1]],
+                         [InputGroup(x, x[:20], y[:20])], cfg)
+    quitter, me, wild = swept.outcomes
+    assert wild.diverged and quitter.fit and quitter.epochs_to_fit < 4
+    if me.fit:
+        pytest.skip("the model itself reached the stop rule; the comparison needs it to train all epochs")
+    for name, value in alone.stack.state_dict(0).items():
+        torch.testing.assert_close(swept.stack.state_dict(1)[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_draws_do_not_depend_on_the_other_models():
+    x, y = images()
+    make = lambda s: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+    torch.manual_seed(0)
+    net = make(0)
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=2)
+    alone = train_models([ModelJob("me", copy.deepcopy(net), 5, y)], [InputGroup(x, x[:20], y[:20])], cfg)
+    others = [ModelJob(f"o{i}", make(i), 10 + i, y) for i in range(3)]
+    swept = train_models([others[0], ModelJob("me", copy.deepcopy(net), 5, y), *others[1:]],
+                         [InputGroup(x, x[:20], y[:20])], cfg)
+    assert "stacked" not in candidates(BatchTrainer([ModelJob("me", net, 5, y)], [InputGroup(x, x, y)], cfg),
+                                       torch.arange(1))
+    for name, value in alone.stack.state_dict(0).items():
+        torch.testing.assert_close(swept.stack.state_dict(1)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_masks_follow_the_models_seed_epoch_and_step():
+    assert dropout_seed(1, 2, 3) != dropout_seed(1, 2, 4) != dropout_seed(2, 2, 3)
+    assert dropout_seed(1, 2, 3) == dropout_seed(1, 2, 3) and 0 <= dropout_seed(9, 9, 9) < 2 ** 63
+
+
+def test_forcing_a_strategy_that_cannot_run_the_models_is_refused():
+    x, y = images()
+    with pytest.raises(ValueError, match="cannot run"):
+        train_models([ModelJob("c", bn_cnn(0), 0, y)], [InputGroup(x, x[:10], y[:10])],
+                     TrainConfig(epochs=1, strategy="packed"))
+
+
+def test_auto_records_its_choice_and_calibration(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
+    x, y = images()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=1)
+    first = train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])], cfg)
+    decision = first.strategies[0]
+    assert decision["reason"] == "calibrated" and decision["strategy"] in decision["seconds_per_step"]
+    assert set(decision["seconds_per_step"]) >= {"stacked", "lockstep"}
+    again = train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])], cfg)
+    assert again.strategies[0]["reason"] == "calibrated earlier on this machine"
+    assert again.strategies[0]["strategy"] == decision["strategy"]
+    for k in range(2):
+        for name, value in first.stack.state_dict(k).items():
+            assert torch.equal(again.stack.state_dict(k)[name], value)  # same choice, same numbers
+
+
+# ----- width buckets -------------------------------------------------------------------------
+DEEP = [4, 8, 12, 16, 20, 24, 32, 40, 47, 56, 64, 80, 100, 128, 200, 300]
+
+
+def test_buckets_cost_less_than_padding_everything_to_the_widest():
+    profiles = [(h, h) for h in DEEP]
+    groups = list(range(len(DEEP)))
+    buckets = partition(profiles, 40, 10, groups, batch=100)
+    assert sorted(p for b in buckets for p in b) == list(range(len(DEEP)))
+    assert 1 < len(buckets) < len(DEEP)
+
+    def cost(members):
+        sizes = [(40, *profiles[p], 10) for p in members]
+        widths = [([s[i] for s in sizes], [s[i + 1] for s in sizes]) for i in range(3)]
+        return bucket_cost(widths, len(members), 100)
+
+    chosen = sum(cost(b) for b in buckets)
+    assert chosen < cost(list(range(len(DEEP))))                    # one bucket padded to 300
+    assert chosen < sum(cost([p]) for p in range(len(DEEP)))        # one bucket per model
+    assert partition([(7, 7)] * 5, 40, 10, [0] * 5, 100) == [[0, 1, 2, 3, 4]]  # equal widths stay together
+
+
+def test_bucketed_packed_training_equals_the_plain_loop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 40, generator=g)
+    y = (x[:, :10]).argmax(1)
+    widths = [4, 12, 40, 64, 100, 300]
+    nets = [build_model("mlp", (40,), 10, widths=[h, h], seed=k) for k, h in enumerate(widths)]
+    cfg = TrainConfig(optimizer="sgd", lr=0.02, momentum=0.9, batch_size=50, epochs=2, strategy="packed")
+    trainer = BatchTrainer([ModelJob(f"h{h}", n, seed=k, y_train=y) for k, (n, h) in enumerate(zip(nets, widths))],
+                           [InputGroup(x, x[:50], y[:50])], cfg)
+    plan = packed_plan(trainer.stack, torch.arange(len(widths)), trainer.batch_groups(torch.arange(len(widths))), 50)
+    assert len(plan.plans) > 1
+    out = trainer.run()
+    assert out.strategies[0]["buckets"] == [len(b) for b in plan.buckets]
+    for k, (net, h) in enumerate(zip(nets, widths)):
+        ref = plain_loop(net, x, y, k, cfg)
+        for name, value in ref.state_dict().items():
+            torch.testing.assert_close(out.stack.state_dict(k)[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_stacked_and_packed_buffers_are_written_back_once_a_model_stops():
+    x, y = images()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3, strategy="stacked")
+    out = train_models([ModelJob("a", bn_cnn(0), 0, y), ModelJob("b", bn_cnn(1), 1, y, lr=3e38)],
+                       [InputGroup(x, x[:10], y[:10])], cfg)
+    assert out.outcomes[1].diverged
+    ref = plain_loop(bn_cnn(0), x, y, 0, cfg)
+    torch.testing.assert_close(out.stack.state_dict(0)["1.running_mean"], ref.state_dict()["1.running_mean"],
+                               rtol=1e-4, atol=1e-5)
+    assert int(out.stack.state_dict(0)["1.num_batches_tracked"]) == 3 * math.ceil(80 / 16)
+
+
+def test_stack_keeps_every_models_buffers():
+    stack = stack_modules([bn_cnn(0), bn_cnn(1)])
+    assert stack.buffers["1.running_var"].shape == (2, 4)
