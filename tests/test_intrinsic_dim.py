@@ -11,7 +11,7 @@ from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, stack_modules, stacked_forward, train_models
 from genlab.errors import UserError
-from genlab.intrinsic import (
+from genlab.probes.intrinsic_dim import (
     Crossing,
     SearchSettings,
     bench_fastfood_epoch,
@@ -24,7 +24,7 @@ from genlab.intrinsic import (
 )
 from genlab.models import build_model
 from genlab.spec import resolve_spec
-from genlab.subspace import IdentityProjection, SubspaceModel
+from genlab.probes.subspace import IdentityProjection, SubspaceModel
 
 
 def toy_data(n=120, dim=10, classes=3, seed=0):
@@ -287,7 +287,7 @@ def test_units_skip_models_that_do_not_fit_the_inputs():
 
 
 def test_smoke_study_end_to_end(tmp_path):
-    from genlab.runner import run_study
+    from genlab.run.runner import run_study
     from genlab.studies import get_study
 
     study = get_study("intrinsic-dim")

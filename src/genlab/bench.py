@@ -139,12 +139,12 @@ def compare_workload(workload: str, epochs: int, repeats: int) -> dict:
 def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
     """Layer-robustness evaluation: test accuracy on mnist5k's 1000 test images of ``param_sets``
     variants of MLP 784-256-256-256-10, each with one of its 4 layers reset (as the
-    layers x checkpoints x draws table of :func:`genlab.robustness.robustness_table` has).
+    layers x checkpoints x draws table of :func:`genlab.probes.layer_robustness.robustness_table` has).
     Plain loop (``load_state_dict`` + forward, one network at a time) vs
-    :func:`genlab.robustness.evaluate_param_sets` (many networks per pass, unchanged layers shared)."""
+    :func:`genlab.probes.layer_robustness.evaluate_param_sets` (many networks per pass, unchanged layers shared)."""
     from genlab.data import load_dataset
     from genlab.models import build_model
-    from genlab.robustness import evaluate_param_sets
+    from genlab.probes.layer_robustness import evaluate_param_sets
 
     data = load_dataset("mnist5k")
     x, y = data.x_test, data.y_test
@@ -184,7 +184,7 @@ def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
 
 def rff_workload(n: int = 4000, count: int = 32) -> dict:
     from genlab.data import load_dataset
-    from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
+    from genlab.probes.random_features import default_sigma, log_grid_dense_near, rff_sweep
 
     data = load_dataset("mnist5k", n_train=n)
     x = data.x_train.flatten(1).double().numpy()
@@ -265,7 +265,7 @@ def scaling_workload(sizes: list[int], repeats: int = 1) -> dict:
 
 
 def fastfood_workload(repeats: int = 1) -> dict:
-    """:func:`genlab.intrinsic.bench_fastfood_epoch` in ``repeats`` fresh processes; the median run by ratio."""
+    """:func:`genlab.probes.intrinsic_dim.bench_fastfood_epoch` in ``repeats`` fresh processes; the median run by ratio."""
     runs = [_last_json_line(subprocess.run([sys.executable, "-m", "genlab.bench", "fastfood"],
                                            capture_output=True, text=True), "Fastfood epoch")
             for _ in range(repeats)]
@@ -353,7 +353,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "scaling-point":
         print(json.dumps(scaling_point(int(sys.argv[2]))))
     elif len(sys.argv) == 2 and sys.argv[1] == "fastfood":
-        from genlab.intrinsic import bench_fastfood_epoch
+        from genlab.probes.intrinsic_dim import bench_fastfood_epoch
 
         print(json.dumps(bench_fastfood_epoch()))
     elif len(sys.argv) == 4 and sys.argv[1] == "engine":

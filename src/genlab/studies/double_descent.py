@@ -8,7 +8,7 @@ Three experiments (``modes``), each a risk curve over a size sweep:
   a log grid that is dense near n, one frequency draw per seed reused across N (nested models),
   plus ridge-regularized curves on the same features. The test risk and the norm of the solution
   peak at the interpolation threshold N = n and descend again; ridge removes the peak.
-  (Features are counted as real columns; see :mod:`genlab.random_features`.)
+  (Features are counted as real columns; see :mod:`genlab.probes.random_features`.)
 * ``nn`` - Belkin et al. (2019), Fig. 3: one-hidden-layer networks d-h-K trained with squared
   loss on raw outputs, widths spanning the interpolation threshold params = n K, where
   params(h) = (d+1) h + (h+1) K. Below the threshold each network may start from the previous
@@ -54,7 +54,7 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, TrainOutcome, train
 from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
 from genlab.plotting import COLORS, figure, save
-from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
+from genlab.probes.random_features import default_sigma, log_grid_dense_near, rff_sweep
 from genlab.spec import StudySpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
 from genlab.studies.randomization import sub_seed

@@ -4,7 +4,7 @@ learning requires rethinking generalization", Theorem 1).
 A two-layer ReLU network whose n hidden units share one weight vector w fits any targets on n
 distinct points in R^d exactly, with 2n + d parameters for a scalar output (n(k + 1) + d for k
 outputs sharing the hidden layer). The network is built in closed form by
-`genlab.expressivity.interpolating_network`; nothing is trained. This study builds it on real
+`genlab.probes.expressivity.interpolating_network`; nothing is trained. This study builds it on real
 training sets with their true labels and with uniformly random labels (one-hot targets, k = 10,
 prediction by argmax) and measures: the exact fit (training accuracy and the largest residual of a
 float64 forward pass), the test accuracy (at chance for random labels), the wall time of the
@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 
 from genlab.data import DATASETS, load_dataset
 from genlab.errors import UserError
-from genlab.expressivity import (
+from genlab.probes.expressivity import (
     InterpolatingNetwork,
     construction_toy_data,
     interpolating_network,

@@ -1,7 +1,7 @@
 """Lottery tickets (Frankle & Carbin 2019, "The Lottery Ticket Hypothesis: Finding Sparse,
 Trainable Neural Networks", Figs. 3-4; rewinding: Frankle et al. 2019).
 
-Iterative magnitude pruning (IMP, :mod:`genlab.pruning`): train the dense network, prune 20% of
+Iterative magnitude pruning (IMP, :mod:`genlab.probes.lottery`): train the dense network, prune 20% of
 the remaining weights of smallest magnitude per layer (the output layer at 10%), reset the
 survivors to their initial values, retrain; repeat. The claim: the subnetworks found this way
 ("winning tickets") reach the dense network's test accuracy down to ~20% of the weights and
@@ -31,7 +31,7 @@ from genlab.engine import InputGroup, TrainConfig
 from genlab.errors import UserError
 from genlab.models import build_model, initialize
 from genlab.plotting import COLORS, figure, save
-from genlab.pruning import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
+from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
 from genlab.studies.randomization import sub_seed

@@ -4,7 +4,7 @@
 A grid of MLPs is trained over width x depth x learning rate x batch size x label noise, each to
 the same stop rule (training accuracy on its own - possibly noisy - labels reaching a target),
 so that the models differ in how well they generalize and not in how well they fit. For every
-model the measures of :func:`genlab.measures.compute_measures` are computed on its training set
+model the measures of :func:`genlab.probes.measures.compute_measures` are computed on its training set
 (norms, distance from initialization, spectral/Frobenius products, path norm, margin-normalized
 forms, PAC-Bayes sharpness and magnitude-aware sharpness), plus the optimization-speed measure
 "steps until the training cross-entropy first falls to ``speed_loss``". The generalization gap is
@@ -34,7 +34,7 @@ from torch import nn
 
 from genlab.data import corrupt_labels, load_dataset
 from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, train_models
-from genlab.measures import compute_measures, rank_measures
+from genlab.probes.measures import compute_measures, rank_measures
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.spec import TrainSpec

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from genlab.augment import RandomShift
+from genlab.data.augment import RandomShift
 from genlab.data import corrupt_labels, load_dataset
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError

@@ -408,7 +408,7 @@ def layer_robustness(model: nn.Module, train_data: tuple[torch.Tensor, torch.Ten
 
         net = genlab.models.build_model("mlp", (1, 28, 28), 10, widths=[256, 256, 256], seed=0)
         table = genlab.layer_robustness(net, (x_train, y_train), (x_test, y_test), epochs=20, lr=0.05)
-        print(genlab.robustness.layer_verdicts(table)[["layer", "verdict", "reinit0_test_acc"]])
+        print(genlab.probes.layer_robustness.layer_verdicts(table)[["layer", "verdict", "reinit0_test_acc"]])
     """
     if not isinstance(model, nn.Module):
         raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -2,7 +2,7 @@
 
 A network with D parameters is trained only inside a random d-dimensional affine subspace,
 theta = theta_0 + P theta_d (theta_0 its initialization, P a frozen random D x d projection,
-theta_d in R^d starting at zero; :class:`genlab.subspace.SubspaceModel`). The intrinsic
+theta_d in R^d starting at zero; :class:`genlab.probes.subspace.SubspaceModel`). The intrinsic
 dimension d_int90 is the smallest d whose subspace-trained network reaches ``threshold`` (0.9)
 times the test accuracy of the same network trained directly with the same settings.
 
@@ -52,7 +52,7 @@ from genlab.engine import InputGroup, ModelJob, ModelOutcome, TrainConfig, train
 from genlab.data.tensors import as_labelled_tensors
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.subspace import PROJECTION_NAMES, SubspaceModel
+from genlab.probes.subspace import PROJECTION_NAMES, SubspaceModel
 
 __all__ = [
     "Crossing",
@@ -195,7 +195,7 @@ def _derived_seed(*parts: object) -> int:
 def subspace_model(module: nn.Module, d: int, projection: str = "fastfood", seed: int = 0) -> SubspaceModel:
     """``module`` wrapped for training in a random d-dimensional subspace by the engine.
 
-    The wrapper is a :class:`~genlab.subspace.SubspaceModel` (theta_0 = the module's current
+    The wrapper is a :class:`~genlab.probes.subspace.SubspaceModel` (theta_0 = the module's current
     weights, P drawn from ``seed``) flagged ``_genlab_no_vmap``, so the engine runs its forward
     once per model instead of under vmap (the projections have no vmap rules).
     """
