@@ -24,7 +24,8 @@ def test_old_path_is_the_moved_module_itself(old, new):
     with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
         aliased = importlib.import_module(old)
     assert aliased is importlib.import_module(new)
-    assert getattr(genlab, old.rsplit(".", 1)[1]) is aliased
+    parent, _, name = old.rpartition(".")
+    assert getattr(importlib.import_module(parent), name) is aliased
 
 
 def test_old_paths_in_a_fresh_interpreter():

@@ -17,7 +17,7 @@ from genlab.errors import UserError
 from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
-from genlab.studies.measures_study import MEASURES, explained_share, module_at, steps_to_loss, sweep_groups
+from genlab.studies.measures import MEASURES, explained_share, module_at, steps_to_loss, sweep_groups
 
 
 def test_public_api_name_keeps_the_measures_module_importable():

@@ -26,6 +26,7 @@ MOVED: dict[str, str] = {
     "genlab.runner": "genlab.run.runner",
     "genlab.executors": "genlab.run.executors",
     "genlab.augment": "genlab.data.augment",
+    "genlab.studies.measures_study": "genlab.studies.measures",
 }
 
 
