@@ -14,7 +14,6 @@ from genlab.errors import UserError
 from genlab.probes.intrinsic_dim import (
     Crossing,
     SearchSettings,
-    bench_fastfood_epoch,
     find_crossing,
     intrinsic_dimension,
     log_interpolate,
@@ -248,15 +247,6 @@ def test_intrinsic_dimension_api_rejects_bad_input():
         SearchSettings(mode="grid")
     with pytest.raises(UserError, match="model"):
         intrinsic_dimension("mlp", (x, y), (xt, yt), epochs=1)
-
-
-def test_bench_fastfood_epoch_reports_times_and_memory():
-    result = bench_fastfood_epoch(d=500, epochs=2)
-    assert set(result) >= {"direct_epoch_s", "fastfood_epoch_s", "ratio", "extra_memory_bytes"}
-    assert result["D"] == 199_210 and result["direct_epoch_s"] > 0 and result["fastfood_epoch_s"] > 0
-    assert result["ratio"] == pytest.approx(result["fastfood_epoch_s"] / result["direct_epoch_s"])
-    # O(D) memory: far below a dense P (4 d D bytes = 398 MB)
-    assert 4 * 199_210 < result["extra_memory_bytes"] < 4 * 500 * 199_210 / 10
 
 
 # ----- the study ---------------------------------------------------------------------------------
