@@ -121,7 +121,7 @@ def test_run_folder_with_a_different_spec_is_refused(tmp_path, capsys):
 
 def test_full_disk_ends_clearly_and_keeps_earlier_results(tmp_path, capsys, monkeypatch):
     args = R + ["--preset", "smoke", "--seeds", "0,1", "--quiet", "--out", str(tmp_path / "run")]
-    import genlab.store as store
+    import genlab.run.store as store
 
     real_save = store.RunStore.save_unit
     calls = {"n": 0}
@@ -147,7 +147,7 @@ def test_full_disk_ends_clearly_and_keeps_earlier_results(tmp_path, capsys, monk
 def test_atomic_write_turns_os_errors_into_one_line(tmp_path, monkeypatch):
     import os
 
-    from genlab.store import atomic_write_text
+    from genlab.run.store import atomic_write_text
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")

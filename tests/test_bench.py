@@ -28,6 +28,15 @@ def test_scaling_point_times_an_epoch_and_memory():
     assert point["peak_rss_mb"] >= point["rss_before_training_mb"] > 0
 
 
+def test_bench_fastfood_epoch_reports_times_and_memory():
+    result = bench.bench_fastfood_epoch(d=500, epochs=2)
+    assert set(result) >= {"direct_epoch_s", "fastfood_epoch_s", "ratio", "extra_memory_bytes"}
+    assert result["D"] == 199_210 and result["direct_epoch_s"] > 0 and result["fastfood_epoch_s"] > 0
+    assert result["ratio"] == pytest.approx(result["fastfood_epoch_s"] / result["direct_epoch_s"])
+    # O(D) memory: far below a dense P (4 d D bytes = 398 MB)
+    assert 4 * 199_210 < result["extra_memory_bytes"] < 4 * 500 * 199_210 / 10
+
+
 def test_markdown_table_shows_every_workload():
     side = {"wall_s": 2.0, "gflops": 50.0, "peak_rss_mb": 400.0}
     report = {

@@ -13,8 +13,8 @@ from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
-from genlab.random_features import default_sigma, rff_sweep
-from genlab.runner import run_study
+from genlab.probes.random_features import default_sigma, rff_sweep
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
 from genlab.studies.base import Context

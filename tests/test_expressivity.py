@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.linalg import solve_triangular
 
 from genlab.errors import UserError
-from genlab.expressivity import (
+from genlab.probes.expressivity import (
     InterpolatingNetwork,
     construction_toy_data,
     interleaved_biases,

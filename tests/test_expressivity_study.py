@@ -10,7 +10,7 @@ import pytest
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.runner import run_study
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
 from genlab.studies.base import Context

@@ -11,10 +11,9 @@ from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, stack_modules, stacked_forward, train_models
 from genlab.errors import UserError
-from genlab.intrinsic import (
+from genlab.probes.intrinsic_dim import (
     Crossing,
     SearchSettings,
-    bench_fastfood_epoch,
     find_crossing,
     intrinsic_dimension,
     log_interpolate,
@@ -24,7 +23,7 @@ from genlab.intrinsic import (
 )
 from genlab.models import build_model
 from genlab.spec import resolve_spec
-from genlab.subspace import IdentityProjection, SubspaceModel
+from genlab.probes.subspace import IdentityProjection, SubspaceModel
 
 
 def toy_data(n=120, dim=10, classes=3, seed=0):
@@ -250,15 +249,6 @@ def test_intrinsic_dimension_api_rejects_bad_input():
         intrinsic_dimension("mlp", (x, y), (xt, yt), epochs=1)
 
 
-def test_bench_fastfood_epoch_reports_times_and_memory():
-    result = bench_fastfood_epoch(d=500, epochs=2)
-    assert set(result) >= {"direct_epoch_s", "fastfood_epoch_s", "ratio", "extra_memory_bytes"}
-    assert result["D"] == 199_210 and result["direct_epoch_s"] > 0 and result["fastfood_epoch_s"] > 0
-    assert result["ratio"] == pytest.approx(result["fastfood_epoch_s"] / result["direct_epoch_s"])
-    # O(D) memory: far below a dense P (4 d D bytes = 398 MB)
-    assert 4 * 199_210 < result["extra_memory_bytes"] < 4 * 500 * 199_210 / 10
-
-
 # ----- the study ---------------------------------------------------------------------------------
 
 def test_spec_validation_names_the_field():
@@ -287,7 +277,7 @@ def test_units_skip_models_that_do_not_fit_the_inputs():
 
 
 def test_smoke_study_end_to_end(tmp_path):
-    from genlab.runner import run_study
+    from genlab.run.runner import run_study
     from genlab.studies import get_study
 
     study = get_study("intrinsic-dim")

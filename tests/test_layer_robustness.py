@@ -16,7 +16,7 @@ from genlab.data import load_dataset
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError
 from genlab.models import build_model
-from genlab.robustness import (
+from genlab.probes.layer_robustness import (
     default_checkpoint_epochs,
     distance_from_init,
     draw_generator,
@@ -268,7 +268,7 @@ def test_spec_validation():
 
 
 def test_study_end_to_end_tiny(tmp_path):
-    from genlab.runner import run_study
+    from genlab.run.runner import run_study
     from genlab.spec import resolve_spec
     from genlab.studies import get_study
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-import genlab.pruning as pruning
+import genlab.probes.lottery as pruning
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError
 from genlab.models import initialize
-from genlab.pruning import (IterativePruning, Mask, PruningPlan, layer_rates, magnitude_prune, prunable_weights,
+from genlab.probes.lottery import (IterativePruning, Mask, PruningPlan, layer_rates, magnitude_prune, prunable_weights,
                             random_prune, reset_weights)
 
 torch.set_num_threads(1)
@@ -260,7 +260,7 @@ def test_spec_rejects_rewinding_past_the_budget():
 
 
 def test_study_end_to_end_tiny(tmp_path):
-    from genlab.runner import run_study
+    from genlab.run.runner import run_study
     from genlab.spec import resolve_spec
     from genlab.studies import get_study
 

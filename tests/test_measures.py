@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from genlab.errors import UserError
-from genlab.measures import (
+from genlab.probes.measures import (
     compute_measures,
     margin,
     output_margins,

@@ -11,18 +11,18 @@ import torch
 from torch import nn
 
 import genlab
-import genlab.measures
+import genlab.probes.measures
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError
-from genlab.runner import run_study
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
-from genlab.studies.measures_study import MEASURES, explained_share, module_at, steps_to_loss, sweep_groups
+from genlab.studies.measures import MEASURES, explained_share, module_at, steps_to_loss, sweep_groups
 
 
 def test_public_api_name_keeps_the_measures_module_importable():
-    assert genlab.generalization_measures is genlab.measures.compute_measures
-    assert callable(genlab.measures.rank_measures)        # the submodule is not shadowed
+    assert genlab.generalization_measures is genlab.probes.measures.compute_measures
+    assert callable(genlab.probes.measures.rank_measures)        # the submodule is not shadowed
 
 
 def test_steps_to_loss_takes_the_first_evaluation_at_or_below_the_threshold():

@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from genlab.errors import UserError
-from genlab.random_features import (
+from genlab.probes.random_features import (
     _solve_psd,
     default_sigma,
     fourier_features,

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from genlab.runner import run_study
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
 from genlab.studies.randomization import variants

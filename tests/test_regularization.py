@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from genlab.augment import RandomShift
+from genlab.data.augment import RandomShift
 from genlab.engine import InputGroup, ModelJob, TrainConfig, augment_seed, train_models
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.runner import run_study
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
 from genlab.studies.base import Context

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from genlab.errors import UserError
-from genlab.store import RunStore, atomic_write_text
+from genlab.run.store import RunStore, atomic_write_text
 
 ARGS = ["run", "randomization", "--dataset", "digits", "--n-train", "400", "--n-test", "200",
         "--widths", "64", "--optimizer", "adam", "--lr", "0.003", "--epochs", "40", "--corruptions", "1.0",
@@ -34,7 +34,7 @@ def test_second_process_on_the_same_folder_is_refused(tmp_path):
 
 
 def test_lock_of_a_killed_process_does_not_stay_stuck(tmp_path):
-    code = ("import time; from genlab.store import RunStore; "
+    code = ("import time; from genlab.run.store import RunStore; "
             f"s = RunStore({str(tmp_path / 'r')!r}).open('s', {{}}); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

@@ -1,4 +1,4 @@
-"""Tests for genlab.subspace: random-subspace training (Li et al. 2018)."""
+"""Tests for genlab.probes.subspace: random-subspace training (Li et al. 2018)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genlab.errors import UserError
-from genlab.subspace import (
+from genlab.probes.subspace import (
     DenseProjection,
     FastfoodProjection,
     IdentityProjection,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -139,12 +140,12 @@ def compare_workload(workload: str, epochs: int, repeats: int) -> dict:
 def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
     """Layer-robustness evaluation: test accuracy on mnist5k's 1000 test images of ``param_sets``
     variants of MLP 784-256-256-256-10, each with one of its 4 layers reset (as the
-    layers x checkpoints x draws table of :func:`genlab.robustness.robustness_table` has).
+    layers x checkpoints x draws table of :func:`genlab.probes.layer_robustness.robustness_table` has).
     Plain loop (``load_state_dict`` + forward, one network at a time) vs
-    :func:`genlab.robustness.evaluate_param_sets` (many networks per pass, unchanged layers shared)."""
+    :func:`genlab.probes.layer_robustness.evaluate_param_sets` (many networks per pass, unchanged layers shared)."""
     from genlab.data import load_dataset
     from genlab.models import build_model
-    from genlab.robustness import evaluate_param_sets
+    from genlab.probes.layer_robustness import evaluate_param_sets
 
     data = load_dataset("mnist5k")
     x, y = data.x_test, data.y_test
@@ -184,7 +185,7 @@ def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
 
 def rff_workload(n: int = 4000, count: int = 32) -> dict:
     from genlab.data import load_dataset
-    from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
+    from genlab.probes.random_features import default_sigma, log_grid_dense_near, rff_sweep
 
     data = load_dataset("mnist5k", n_train=n)
     x = data.x_train.flatten(1).double().numpy()
@@ -265,11 +266,59 @@ def scaling_workload(sizes: list[int], repeats: int = 1) -> dict:
 
 
 def fastfood_workload(repeats: int = 1) -> dict:
-    """:func:`genlab.intrinsic.bench_fastfood_epoch` in ``repeats`` fresh processes; the median run by ratio."""
+    """:func:`bench_fastfood_epoch` in ``repeats`` fresh processes; the median run by ratio."""
     runs = [_last_json_line(subprocess.run([sys.executable, "-m", "genlab.bench", "fastfood"],
                                            capture_output=True, text=True), "Fastfood epoch")
             for _ in range(repeats)]
     return _median_run(runs, "ratio")
+
+
+def _median_epoch_seconds(job, inputs, config) -> float:
+    """Median wall time of the training epochs, leaving out the first (one-time costs of a fresh
+    process) when there are three or more, and the last (it carries the only evaluation)."""
+    from genlab.engine import train_models
+
+    stamps: list[float] = []
+    train_models([job], [inputs], config, on_epoch=lambda trainer: stamps.append(time.perf_counter()))
+    # stamps[0]: after the epoch-0 evaluation; stamps[i]: after epoch i (the last includes its evaluation)
+    durations = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])] or [stamps[-1] - stamps[0]]
+    return statistics.median(durations[1:] if len(durations) >= 2 else durations)
+
+
+def bench_fastfood_epoch(d: int = 1000, epochs: int = 8, batch_size: int = 128, seed: int = 0,
+                         device: str = "cpu") -> dict[str, float]:
+    """Time one training epoch of MLP 784-200-200-10 (D = 199,210) on mnist5k: direct vs Fastfood subspace.
+
+    Both go through the engine with Adam and ``batch_size``; each time is the median over the
+    epochs after the first and before the last (which carries the only evaluation). Returns ``direct_epoch_s``,
+    ``fastfood_epoch_s``, ``ratio`` (fastfood / direct) and ``extra_memory_bytes`` (what subspace
+    training holds beyond the network: the theta_0 copy, the projection's buffers and scratch,
+    and theta_d), plus ``D`` and ``d``.
+    """
+    import copy
+    import dataclasses
+
+    from genlab.data import load_dataset
+    from genlab.engine import InputGroup, ModelJob, TrainConfig
+    from genlab.models import build_model
+    from genlab.probes.intrinsic_dim import subspace_model
+    from genlab.seeding import derive_seed
+
+    if epochs < 2:
+        raise UserError(f"epochs={epochs} must be at least 2 to time an epoch without evaluation")
+    data = load_dataset("mnist5k")
+    inputs = InputGroup(data.x_train, data.x_test, data.y_test)
+    config = TrainConfig(optimizer="adam", lr=1e-3, batch_size=batch_size, epochs=epochs, eval_every=epochs,
+                         eval_train=False, device=device)
+    net = build_model("mlp", data.input_shape, data.num_classes, seed=seed, widths=[200, 200]).to(device)
+    direct = _median_epoch_seconds(ModelJob("direct", copy.deepcopy(net), seed, data.y_train), inputs, config)
+    model = subspace_model(net, d, "fastfood", seed=derive_seed(seed, "projection", "fastfood", d))
+    fastfood = _median_epoch_seconds(ModelJob("fastfood", model, seed, data.y_train), inputs,
+                                     dataclasses.replace(config, lr=0.1))
+    extra = model.projection.extra_memory_bytes() + sum(
+        t.numel() * t.element_size() for t in (model.theta_0, model.theta_d))
+    return {"direct_epoch_s": direct, "fastfood_epoch_s": fastfood, "ratio": fastfood / direct,
+            "extra_memory_bytes": int(extra), "D": model.D, "d": d}
 
 
 def _acc_gap(result: dict) -> float:
@@ -353,8 +402,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "scaling-point":
         print(json.dumps(scaling_point(int(sys.argv[2]))))
     elif len(sys.argv) == 2 and sys.argv[1] == "fastfood":
-        from genlab.intrinsic import bench_fastfood_epoch
-
         print(json.dumps(bench_fastfood_epoch()))
     elif len(sys.argv) == 4 and sys.argv[1] == "engine":
         print(json.dumps(engine_workload(sys.argv[2], int(sys.argv[3]))))

@@ -120,7 +120,7 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
     from rich.console import Console
 
     from genlab.progress import make_progress
-    from genlab.runner import run_study
+    from genlab.run.runner import run_study
 
     console = Console(stderr=True)
     estimate = study.estimate_seconds(spec)

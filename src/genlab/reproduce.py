@@ -9,10 +9,10 @@ from rich.console import Console
 from genlab.errors import UserError
 from genlab.progress import make_progress
 from genlab.report import build_report
-from genlab.runner import run_study
+from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import STUDIES
-from genlab.store import RunStore
+from genlab.run.store import RunStore
 
 # rough quick-preset minutes on a 2-core CPU, for the time-left estimate before a study has run
 QUICK_SECONDS_GUESS = 60.0

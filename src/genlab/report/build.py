@@ -17,8 +17,8 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from genlab.errors import UserError
-from genlab.runner import make_figures
-from genlab.store import RunStore, atomic_write_text
+from genlab.run.runner import make_figures
+from genlab.run.store import RunStore, atomic_write_text
 from genlab.studies.base import Study, Summary, get_study
 
 

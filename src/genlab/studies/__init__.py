@@ -6,7 +6,7 @@ from genlab.studies import lottery  # noqa: F401
 from genlab.studies import expressivity  # noqa: F401
 from genlab.studies import regularization  # noqa: F401
 from genlab.studies import description_length  # noqa: F401
-from genlab.studies import measures_study  # noqa: F401
+from genlab.studies import measures  # noqa: F401
 from genlab.studies import layer_robustness  # noqa: F401
 from genlab.studies import intrinsic_dim  # noqa: F401
 

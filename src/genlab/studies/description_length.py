@@ -39,9 +39,9 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, stacked_forward, tr
 from genlab.errors import UserError
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
 from genlab.spec import TrainSpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import sub_seed
 
 BITS_PER_PARAMETER = 32
 LabelKind = Literal["true", "random"]
@@ -220,12 +220,12 @@ class DescriptionLength(Study):
         groups, jobs, keys = [], [], list(streams)
         for labels, seed in keys:
             order, y = streams[(labels, seed)]
-            fit, val = validation_split(start, spec.val_fraction, sub_seed(seed, "mdl-val", start))
+            fit, val = validation_split(start, spec.val_fraction, derive_seed(seed, "mdl-val", start))
             group_index = _group_for_seed(groups, seed, lambda: InputGroup(
                 data.x_train[order[fit]], data.x_train[order[val]], data.y_train[order[val]]))
             model = build_model(family, data.input_shape, data.num_classes, init=spec.init,
-                                seed=sub_seed(seed, unit, "init"), **options)
-            jobs.append(ModelJob(f"{labels}|seed{seed}|t{start}", model, seed=sub_seed(seed, "mdl-order", start),
+                                seed=derive_seed(seed, unit, "init"), **options)
+            jobs.append(ModelJob(f"{labels}|seed{seed}|t{start}", model, seed=derive_seed(seed, "mdl-order", start),
                                  y_train=y[fit], y_test=y[val], inputs=group_index))
         n_fit = len(jobs[0].y_train)
         budget = _epoch_budget(spec, n_fit)
@@ -368,11 +368,11 @@ def _label_streams(spec: DescriptionLengthSpec, data) -> dict[tuple[str, int], t
     streams = {}
     n = len(data.y_train)
     for seed in spec.seeds:
-        order = torch.from_numpy(np.random.default_rng(sub_seed(seed, "mdl-order")).permutation(n))
+        order = torch.from_numpy(np.random.default_rng(derive_seed(seed, "mdl-order")).permutation(n))
         for labels in spec.labels:
             y = data.y_train
             if labels == "random":
-                y = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, data.num_classes, sub_seed(seed, "mdl-random"))[0])
+                y = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, data.num_classes, derive_seed(seed, "mdl-random"))[0])
             streams[(labels, seed)] = (order, y[order])
     return streams
 

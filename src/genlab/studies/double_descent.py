@@ -8,7 +8,7 @@ Three experiments (``modes``), each a risk curve over a size sweep:
   a log grid that is dense near n, one frequency draw per seed reused across N (nested models),
   plus ridge-regularized curves on the same features. The test risk and the norm of the solution
   peak at the interpolation threshold N = n and descend again; ridge removes the peak.
-  (Features are counted as real columns; see :mod:`genlab.random_features`.)
+  (Features are counted as real columns; see :mod:`genlab.probes.random_features`.)
 * ``nn`` - Belkin et al. (2019), Fig. 3: one-hidden-layer networks d-h-K trained with squared
   loss on raw outputs, widths spanning the interpolation threshold params = n K, where
   params(h) = (d+1) h + (h+1) K. Below the threshold each network may start from the previous
@@ -54,10 +54,10 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, TrainOutcome, train
 from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
 from genlab.plotting import COLORS, figure, save
-from genlab.random_features import default_sigma, log_grid_dense_near, rff_sweep
+from genlab.seeding import derive_seed
+from genlab.probes.random_features import default_sigma, log_grid_dense_near, rff_sweep
 from genlab.spec import StudySpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import sub_seed
 
 Mode = Literal["rff", "nn", "label_noise"]
 ReuseRule = Literal["always", "never", "below_threshold"]
@@ -409,7 +409,7 @@ def run_rff(spec: DoubleDescentSpec, seed: int, ctx) -> UnitResult:
     counts = log_grid_dense_near(n, spec.rff_min_ratio, spec.rff_max_ratio, spec.rff_points)
     ctx.progress.start_unit(f"rff-seed{seed}", 1, len(counts) * len(spec.ridges))
     sweep = rff_sweep(X_train, np.eye(k)[y_train], X_test, y_test, counts, sigma,
-                      seed=sub_seed(seed, "rff-frequencies"), ridge=list(spec.ridges))
+                      seed=derive_seed(seed, "rff-frequencies"), ridge=list(spec.ridges))
     rows = [{"mode": "rff", "dataset": spec.rff_dataset, "n": n, "features_or_width": r["features"],
              "params": r["params"] * k, "threshold_params": n * k, "seed": seed,
              "train_mse": r["train_mse"], "test_mse": r["test_mse"], "train_err": r["train_err"],
@@ -449,11 +449,11 @@ def run_nn(spec: DoubleDescentSpec, ctx) -> UnitResult:
     inputs = [InputGroup(data.x_train, data.x_test, data.y_test)]
 
     def fresh_net(h: int, seed: int) -> nn.Module:
-        return build_model("mlp", data.input_shape, k, init="glorot", seed=sub_seed(seed, "nn-init", h), widths=[h])
+        return build_model("mlp", data.input_shape, k, init="glorot", seed=derive_seed(seed, "nn-init", h), widths=[h])
 
     def train(group: list[int], modules: dict[tuple[int, int], nn.Module], tag: str) -> TrainOutcome:
         keys = [(h, s) for h in group for s in spec.seeds]
-        jobs = [ModelJob(f"h{h}-seed{s}", modules[h, s], seed=sub_seed(s, "nn-order", h), y_train=data.y_train)
+        jobs = [ModelJob(f"h{h}-seed{s}", modules[h, s], seed=derive_seed(s, "nn-order", h), y_train=data.y_train)
                 for h, s in keys]
         ctx.progress.start_unit(f"nn {tag} h={group[0]}..{group[-1]}", spec.nn_epochs, len(jobs))
         return train_models(jobs, inputs, config, on_epoch=ctx.progress.epoch,
@@ -512,12 +512,12 @@ def run_label_noise(spec: DoubleDescentSpec, ctx) -> UnitResult:
     k, n = data.num_classes, len(data.y_train)
     jobs, keys, wrong = [], [], {}
     for s in spec.seeds:
-        noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise_level, k, sub_seed(s, "label-noise"), spec.noise_mode)
+        noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise_level, k, derive_seed(s, "label-noise"), spec.noise_mode)
         wrong[s] = float(np.mean(noisy != data.y_train.numpy()))
         for h in spec.noise_widths:
-            model = build_model("mlp", data.input_shape, k, init=spec.noise_init, seed=sub_seed(s, "noise-init", h),
+            model = build_model("mlp", data.input_shape, k, init=spec.noise_init, seed=derive_seed(s, "noise-init", h),
                                 widths=[h, h])
-            jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=sub_seed(s, "noise-order", h),
+            jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=derive_seed(s, "noise-order", h),
                                  y_train=torch.from_numpy(noisy)))
             keys.append((h, s))
     config = TrainConfig(loss="ce", optimizer=spec.noise_optimizer, lr=spec.noise_lr, momentum=spec.noise_momentum,

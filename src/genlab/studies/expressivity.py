@@ -4,7 +4,7 @@ learning requires rethinking generalization", Theorem 1).
 A two-layer ReLU network whose n hidden units share one weight vector w fits any targets on n
 distinct points in R^d exactly, with 2n + d parameters for a scalar output (n(k + 1) + d for k
 outputs sharing the hidden layer). The network is built in closed form by
-`genlab.expressivity.interpolating_network`; nothing is trained. This study builds it on real
+`genlab.probes.expressivity.interpolating_network`; nothing is trained. This study builds it on real
 training sets with their true labels and with uniformly random labels (one-hot targets, k = 10,
 prediction by argmax) and measures: the exact fit (training accuracy and the largest residual of a
 float64 forward pass), the test accuracy (at chance for random labels), the wall time of the
@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 
 from genlab.data import DATASETS, load_dataset
 from genlab.errors import UserError
-from genlab.expressivity import (
+from genlab.probes.expressivity import (
     InterpolatingNetwork,
     construction_toy_data,
     interpolating_network,
@@ -39,9 +39,9 @@ from genlab.expressivity import (
 )
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
 from genlab.spec import StudySpec, distinct, registered_names
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import RandomizationSpec, sub_seed
 
 GENERATED_DATASETS = frozenset({"mnist1d"})  # generated to any size; the others have a fixed size
 TOY_UNIT = "toy"
@@ -51,6 +51,7 @@ TIME_BUDGET_SECONDS = 60.0
 RESIDUAL_TOLERANCE = 1e-4  # measured: 8e-8 at n = 20,000 and 1.4e-6 at n = 100,000 (mnist1d)
 LARGEST_FIXED_TRAIN_SET = 60_000  # mnist and fashion-mnist; only used to estimate the run time
 SECONDS_PER_N_SQUARED = 5e-9  # two float64 forward passes over n points (measured 2 x 2.5e-9 on 1 core)
+MEMORIZING_MLP_WIDTHS = (512,)  # the randomization study's quick-preset MLP: it fits 4000 random mnist5k labels
 LabelKind = Literal["true", "random"]
 
 
@@ -147,17 +148,18 @@ def training_labels(pool: Pool, kind: str, seed: int) -> np.ndarray:
     """True labels, or labels drawn uniformly from the classes once for the whole pool (so they nest)."""
     if kind == "true":
         return pool.y_train
-    rng = np.random.default_rng(sub_seed(seed, pool.name, "random-labels"))
+    rng = np.random.default_rng(derive_seed(seed, pool.name, "random-labels"))
     return rng.integers(0, pool.num_classes, size=len(pool.y_train))
 
 
 def mlp_reference(input_shape: tuple[int, ...], num_classes: int) -> tuple[str, int]:
-    """The randomization study's quick-preset MLP for this input shape: (architecture, parameters).
+    """The MLP of :data:`MEMORIZING_MLP_WIDTHS` for this input shape: (architecture, parameters).
 
-    That MLP (784-512-10 on mnist5k, 407,050 parameters), trained by the engine (Adam), fits 4000
-    random mnist5k labels; it is rebuilt from the preset's widths rather than hard-coded.
+    That MLP (784-512-10 on mnist5k, 407,050 parameters), trained by the engine (Adam) in the
+    randomization study's quick preset, fits 4000 random mnist5k labels. The widths are this
+    study's own constant, so editing another study's preset does not change these results.
     """
-    widths = RandomizationSpec.presets["quick"]["widths"]
+    widths = list(MEMORIZING_MLP_WIDTHS)
     model = build_model("mlp", input_shape, num_classes, widths=widths)
     layers = [int(np.prod(input_shape)), *widths, num_classes]
     return "-".join(map(str, layers)), sum(p.numel() for p in model.parameters())
@@ -176,7 +178,7 @@ def measure_size(spec: ExpressivitySpec, pool: Pool, labels: np.ndarray, kind: s
     """Build the interpolant on the first n points and measure its fit, test accuracy and cost."""
     x, y = pool.x_train[:n], labels[:n]
     targets = np.eye(pool.num_classes)[y]
-    net = interpolating_network(x, targets, seed=sub_seed(seed, pool.name, n, "direction"), tries=spec.tries,
+    net = interpolating_network(x, targets, seed=derive_seed(seed, pool.name, n, "direction"), tries=spec.tries,
                                 bias_fraction=spec.bias_fraction, device=spec.device)
     report = net.report
     started = time.perf_counter()
@@ -199,7 +201,7 @@ def measure_size(spec: ExpressivitySpec, pool: Pool, labels: np.ndarray, kind: s
 
 def toy_curves(spec: ExpressivitySpec) -> list[dict]:
     """The construction on a 1-D toy set (w = 1): its points, each ramp on a grid, and the fit."""
-    x, y = construction_toy_data(spec.toy_points, seed=sub_seed(spec.seeds[0], "toy"))
+    x, y = construction_toy_data(spec.toy_points, seed=derive_seed(spec.seeds[0], "toy"))
     net = interpolating_network(x, y, w=np.ones(1), bias_fraction=spec.bias_fraction, device=spec.device)
     grid = np.linspace(-1.15, 1.15, TOY_GRID_POINTS)
     ramps = ramp_components(net, grid)

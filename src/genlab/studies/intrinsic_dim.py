@@ -2,7 +2,7 @@
 Objective Landscapes", Table 1 and Fig. 3).
 
 Each network (D parameters) is trained directly, then only inside random d-dimensional affine
-subspaces theta = theta_0 + P theta_d (:mod:`genlab.intrinsic`). d_int90 is the smallest d whose
+subspaces theta = theta_0 + P theta_d (:mod:`genlab.probes.intrinsic_dim`). d_int90 is the smallest d whose
 subspace-trained network reaches 90% of the direct baseline's test accuracy, searched
 automatically (exponential bracketing, then bisection in log d; or a grid), every d with every
 seed, and interpolated in log d on the seed-averaged curve. The claims: d_int90 is orders of
@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from genlab.data import DATASETS, load_dataset
 from genlab.engine import InputGroup, TrainConfig
 from genlab.errors import UserError
-from genlab.intrinsic import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
+from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.spec import TrainSpec, registered_names

@@ -3,7 +3,7 @@
 Each network is trained with checkpoints; then every layer, one at a time, is re-initialized to
 its value at each checkpoint (t = 0: its initial value) or re-randomized from the network's own
 initializer, with all other layers at their trained values, and the test accuracy is measured
-(see :mod:`genlab.robustness`). The finding: in fully connected nets the first layer is
+(see :mod:`genlab.probes.layer_robustness`). The finding: in fully connected nets the first layer is
 *critical* - resetting it to its initial value costs much accuracy - while later layers are
 *robust* - their initial values serve nearly as well as their trained ones - although
 re-randomizing any layer destroys the network. So the trained network depends on where each
@@ -31,7 +31,7 @@ from genlab.data import load_dataset
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
-from genlab.robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
+from genlab.probes.layer_robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
 from genlab.spec import TrainSpec, distinct
 from genlab.studies.base import Study, Summary, UnitResult, register
 

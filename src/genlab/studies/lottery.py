@@ -1,7 +1,7 @@
 """Lottery tickets (Frankle & Carbin 2019, "The Lottery Ticket Hypothesis: Finding Sparse,
 Trainable Neural Networks", Figs. 3-4; rewinding: Frankle et al. 2019).
 
-Iterative magnitude pruning (IMP, :mod:`genlab.pruning`): train the dense network, prune 20% of
+Iterative magnitude pruning (IMP, :mod:`genlab.probes.lottery`): train the dense network, prune 20% of
 the remaining weights of smallest magnitude per layer (the output layer at 10%), reset the
 survivors to their initial values, retrain; repeat. The claim: the subnetworks found this way
 ("winning tickets") reach the dense network's test accuracy down to ~20% of the weights and
@@ -31,10 +31,10 @@ from genlab.engine import InputGroup, TrainConfig
 from genlab.errors import UserError
 from genlab.models import build_model, initialize
 from genlab.plotting import COLORS, figure, save
-from genlab.pruning import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
+from genlab.seeding import derive_seed
+from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import sub_seed
 
 ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-init (same mask)",
               "random_prune": "random pruning (same sparsity)"}
@@ -200,7 +200,7 @@ class Lottery(Study):
     def run_unit(self, spec: LotterySpec, unit: str, ctx) -> UnitResult:
         data = load_dataset(spec.dataset, **spec.data_params())
         x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, spec.val_size,
-                                                          sub_seed(spec.dataset, "validation"))
+                                                          derive_seed(spec.dataset, "validation"))
         inputs = InputGroup(x_train, data.x_test, data.y_test, x_val, y_val)
         modules = [build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=s,
                                widths=spec.widths, dropout=spec.dropout) for s in spec.seeds]

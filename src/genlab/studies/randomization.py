@@ -12,7 +12,6 @@ All variants of one seed train together in one batched computation (one unit of 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -25,15 +24,11 @@ from genlab.data import corrupt_labels, gaussian_inputs, load_dataset, random_pi
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 PixelVariant = Literal["shuffled_pixels", "random_pixels", "gaussian"]
-
-
-def sub_seed(*parts: object) -> int:
-    """A 32-bit seed derived from ``parts`` (stable across runs and platforms)."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 class RandomizationSpec(TrainSpec):
@@ -76,13 +71,13 @@ def corrupted_inputs(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: i
     if kind == "clean":
         return x_train, x_test
     if kind == "shuffled_pixels":
-        s = sub_seed(seed, "shuffle")
+        s = derive_seed(seed, "shuffle")
         return shuffled_pixels(x_train, s), shuffled_pixels(x_test, s)
     if kind == "random_pixels":
-        return random_pixels(x_train, sub_seed(seed, "random", "train")), random_pixels(x_test, sub_seed(seed, "random", "test"))
+        return random_pixels(x_train, derive_seed(seed, "random", "train")), random_pixels(x_test, derive_seed(seed, "random", "test"))
     if kind == "gaussian":
-        return (gaussian_inputs(x_train, sub_seed(seed, "gauss", "train")),
-                gaussian_inputs(x_test, sub_seed(seed, "gauss", "test"), like=x_train))
+        return (gaussian_inputs(x_train, derive_seed(seed, "gauss", "train")),
+                gaussian_inputs(x_test, derive_seed(seed, "gauss", "test"), like=x_train))
     raise ValueError(kind)
 
 
@@ -120,10 +115,10 @@ class Randomization(Study):
             labels, wrong_test = ytr, yte
             test_labels = None
             if v["corruption"] > 0:
-                labels, _ = corrupt_labels(ytr, v["corruption"], data.num_classes, sub_seed(seed, "labels", v["corruption"]), spec.label_noise)
+                labels, _ = corrupt_labels(ytr, v["corruption"], data.num_classes, derive_seed(seed, "labels", v["corruption"]), spec.label_noise)
                 if spec.corrupt_test_labels:
                     wrong_test, _ = corrupt_labels(yte, v["corruption"], data.num_classes,
-                                                   sub_seed(seed, "test-labels", v["corruption"]), spec.label_noise)
+                                                   derive_seed(seed, "test-labels", v["corruption"]), spec.label_noise)
                     test_labels = torch.from_numpy(wrong_test)
             model = build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=seed,
                                 widths=spec.widths, dropout=spec.dropout)

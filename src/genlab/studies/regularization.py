@@ -26,15 +26,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from genlab.augment import RandomShift
+from genlab.data.augment import RandomShift
 from genlab.data import corrupt_labels, load_dataset
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import sub_seed
 
 REGULARIZERS = ("wd", "dropout", "aug")
 UNITS = ("dropout_off", "dropout_on")
@@ -113,7 +113,7 @@ class Regularization(Study):
         jobs, info = [], []
         for seed in spec.seeds:
             random_labels, _ = corrupt_labels(data.y_train.numpy(), 1.0, data.num_classes,
-                                              sub_seed(seed, "regularization", "random-labels"))
+                                              derive_seed(seed, "regularization", "random-labels"))
             targets = {"true": data.y_train, "random": torch.from_numpy(random_labels)}
             for labels, wd, aug in itertools.product(LABELS, (False, True), (False, True)):
                 model = build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=seed,

@@ -39,6 +39,7 @@ from scipy import stats
 from torch import nn
 
 from genlab.errors import UserError
+from genlab.seeding import spawn_seeds
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A loss of (outputs, targets) returning the mean over the examples as a 0-d tensor."""
@@ -189,7 +190,7 @@ def sharpness_sigma(
     parameters = [p for p in work.parameters() if p.requires_grad]
     centers = [p.detach().clone() for p in parameters]
     scales = [c.abs() + magnitude_eps if magnitude_aware else None for c in centers]
-    draw_seeds = _draw_seeds(seed, draws)
+    draw_seeds = spawn_seeds(seed, draws)
     base_loss = float(loss_fn(_predict(work, x, batch_size), y))
 
     def mean_increase(sigma: float) -> float:
@@ -537,10 +538,6 @@ def _check_outputs(outputs: object, y: torch.Tensor) -> None:
         raise UserError(f"model: must return logits of shape (n, classes >= 2), got {shape}")
     if int(y.max()) >= outputs.shape[1]:
         raise UserError(f"data: y_train has label {int(y.max())} but the model outputs {outputs.shape[1]} classes")
-
-
-def _draw_seeds(seed: int, draws: int) -> list[int]:
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(draws)]
 
 
 def _set_perturbed(

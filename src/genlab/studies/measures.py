@@ -4,7 +4,7 @@
 A grid of MLPs is trained over width x depth x learning rate x batch size x label noise, each to
 the same stop rule (training accuracy on its own - possibly noisy - labels reaching a target),
 so that the models differ in how well they generalize and not in how well they fit. For every
-model the measures of :func:`genlab.measures.compute_measures` are computed on its training set
+model the measures of :func:`genlab.probes.measures.compute_measures` are computed on its training set
 (norms, distance from initialization, spectral/Frobenius products, path norm, margin-normalized
 forms, PAC-Bayes sharpness and magnitude-aware sharpness), plus the optimization-speed measure
 "steps until the training cross-entropy first falls to ``speed_loss``". The generalization gap is
@@ -34,12 +34,12 @@ from torch import nn
 
 from genlab.data import corrupt_labels, load_dataset
 from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, train_models
-from genlab.measures import compute_measures, rank_measures
+from genlab.probes.measures import compute_measures, rank_measures
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
-from genlab.studies.randomization import sub_seed
 
 HYPERPARAMETERS = ("width", "depth", "lr", "batch_size", "label_noise")
 MEASURES = (
@@ -169,13 +169,13 @@ class MeasuresStudy(Study):
         for width, lr, noise, seed in itertools.product(spec.widths, spec.lr, spec.label_noise, spec.seeds):
             labels = y_clean.numpy()
             if noise > 0:
-                labels = corrupt_labels(labels, noise, data.num_classes, sub_seed(seed, "measures-noise", noise))[0]
+                labels = corrupt_labels(labels, noise, data.num_classes, derive_seed(seed, "measures-noise", noise))[0]
             model = build_model("mlp", data.input_shape, data.num_classes, init=spec.init,
-                                seed=sub_seed(seed, "measures-init", width, depth), widths=[width] * depth,
+                                seed=derive_seed(seed, "measures-init", width, depth), widths=[width] * depth,
                                 dropout=spec.dropout)
             key = f"w{width}-d{depth}-lr{lr:g}-bs{batch_size}-noise{noise:g}-seed{seed}"
             # one data order per replicate: the models of a call then share each batch (a faster forward)
-            jobs.append(ModelJob(key, model, seed=sub_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
+            jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
             info.append({"width": width, "depth": depth, "lr": lr, "batch_size": batch_size, "label_noise": noise,
                          "seed": seed, "fraction_wrong": float((labels != y_clean.numpy()).mean())})
         ctx.progress.start_unit(f"{UNIT}: batch size {batch_size}, depth {depth}", spec.epochs, len(jobs))
@@ -197,7 +197,7 @@ class MeasuresStudy(Study):
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     found = compute_measures(trained, (x_train, job.y_train), init_model=initial,
-                                             seed=sub_seed(meta["seed"], "sharpness", job.key), device=spec.device,
+                                             seed=derive_seed(meta["seed"], "sharpness", job.key), device=spec.device,
                                              sharpness_points=spec.sharpness_points,
                                              sharpness_draws=spec.sharpness_draws,
                                              sharpness_target=spec.sharpness_target)

@@ -43,6 +43,7 @@ from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, eval
 from genlab.data.tensors import as_labelled_tensors
 from genlab.errors import UserError
 from genlab.models import INITIALIZERS, init_layer
+from genlab.seeding import seeded_generator
 
 Granularity = Literal["layer", "block", "both"]
 Params = dict[str, torch.Tensor]
@@ -195,8 +196,7 @@ def fresh_draw(model: nn.Module, group: LayerGroup, scheme: str, generator: torc
 
 def draw_generator(seed: int, group_index: int, draw: int) -> torch.Generator:
     """The generator of draw ``draw`` of group ``group_index``: independent streams per (seed, group, draw)."""
-    state = np.random.SeedSequence([seed, group_index, draw]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+    return seeded_generator(seed, group_index, draw)
 
 
 def distance_from_init(final: Params, init: Params, group: LayerGroup) -> tuple[float, float]:
@@ -408,7 +408,7 @@ def layer_robustness(model: nn.Module, train_data: tuple[torch.Tensor, torch.Ten
 
         net = genlab.models.build_model("mlp", (1, 28, 28), 10, widths=[256, 256, 256], seed=0)
         table = genlab.layer_robustness(net, (x_train, y_train), (x_test, y_test), epochs=20, lr=0.05)
-        print(genlab.robustness.layer_verdicts(table)[["layer", "verdict", "reinit0_test_acc"]])
+        print(genlab.probes.layer_robustness.layer_verdicts(table)[["layer", "verdict", "reinit0_test_acc"]])
     """
     if not isinstance(model, nn.Module):
         raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")

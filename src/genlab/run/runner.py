@@ -8,7 +8,7 @@ from pathlib import Path
 from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.spec import StudySpec
-from genlab.store import RunStore
+from genlab.run.store import RunStore
 from genlab.studies.base import Context, Study, get_study
 
 
@@ -39,7 +39,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
             if unit not in todo:
                 progress.end_unit(unit, skipped=True)
         if executor == "ray":
-            from genlab.executors import run_units_ray
+            from genlab.run.executors import run_units_ray
 
             run_units_ray(study, spec, todo, store, progress, address)
         else:

@@ -2,7 +2,7 @@
 
 A network with D parameters is trained only inside a random d-dimensional affine subspace,
 theta = theta_0 + P theta_d (theta_0 its initialization, P a frozen random D x d projection,
-theta_d in R^d starting at zero; :class:`genlab.subspace.SubspaceModel`). The intrinsic
+theta_d in R^d starting at zero; :class:`genlab.probes.subspace.SubspaceModel`). The intrinsic
 dimension d_int90 is the smallest d whose subspace-trained network reaches ``threshold`` (0.9)
 times the test accuracy of the same network trained directly with the same settings.
 
@@ -36,11 +36,8 @@ Example::
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -52,7 +49,8 @@ from genlab.engine import InputGroup, ModelJob, ModelOutcome, TrainConfig, train
 from genlab.data.tensors import as_labelled_tensors
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.subspace import PROJECTION_NAMES, SubspaceModel
+from genlab.probes.subspace import PROJECTION_NAMES, SubspaceModel
+from genlab.seeding import derive_seed
 
 __all__ = [
     "Crossing",
@@ -69,7 +67,6 @@ __all__ = [
     "train_in_subspaces",
     "measure_intrinsic_dimension",
     "intrinsic_dimension",
-    "bench_fastfood_epoch",
 ]
 
 ModelFactory = Callable[[int], nn.Module]
@@ -187,15 +184,10 @@ def search_dimension(evaluate: Callable[[int], float], target: float, d_start: i
 # --------------------------------------------------------------------------------------
 
 
-def _derived_seed(*parts: object) -> int:
-    """A 32-bit seed derived from ``parts`` (stable across runs and platforms)."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
-
-
 def subspace_model(module: nn.Module, d: int, projection: str = "fastfood", seed: int = 0) -> SubspaceModel:
     """``module`` wrapped for training in a random d-dimensional subspace by the engine.
 
-    The wrapper is a :class:`~genlab.subspace.SubspaceModel` (theta_0 = the module's current
+    The wrapper is a :class:`~genlab.probes.subspace.SubspaceModel` (theta_0 = the module's current
     weights, P drawn from ``seed``) flagged ``_genlab_no_vmap``, so the engine runs its forward
     once per model instead of under vmap (the projections have no vmap rules).
     """
@@ -282,7 +274,7 @@ def train_in_subspaces(factory: ModelFactory, inputs: InputGroup, y_train: torch
         D = parameter_count(module)
         if not 1 <= d <= D:
             raise UserError(f"subspace dimension d={d} must be between 1 and the model's D={D}")
-        model = subspace_model(module, d, projection, seed=_derived_seed(seed, "projection", projection, d))
+        model = subspace_model(module, d, projection, seed=derive_seed(seed, "projection", projection, d))
         lr = subspace_lr if subspace_lr is not None else matched_subspace_lr(config.lr, D, d)
         jobs.append(ModelJob(f"d{d}-seed{seed}", model, seed=seed, y_train=y_train, lr=lr))
         sizes.append(D)
@@ -505,48 +497,3 @@ def _checked_factory(make: Callable[[int], Any]) -> ModelFactory:
         return module
 
     return factory
-
-
-# --------------------------------------------------------------------------------------
-# Benchmark: a Fastfood subspace epoch against a direct epoch
-# --------------------------------------------------------------------------------------
-
-
-def _median_epoch_seconds(job: ModelJob, inputs: InputGroup, config: TrainConfig) -> float:
-    """Median wall time of the training epochs, leaving out the first (one-time costs of a fresh
-    process) when there are three or more, and the last (it carries the only evaluation)."""
-    stamps: list[float] = []
-    train_models([job], [inputs], config, on_epoch=lambda trainer: stamps.append(time.perf_counter()))
-    # stamps[0]: after the epoch-0 evaluation; stamps[i]: after epoch i (the last includes its evaluation)
-    durations = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])] or [stamps[-1] - stamps[0]]
-    return statistics.median(durations[1:] if len(durations) >= 2 else durations)
-
-
-def bench_fastfood_epoch(d: int = 1000, epochs: int = 8, batch_size: int = 128, seed: int = 0,
-                         device: str = "cpu") -> dict[str, float]:
-    """Time one training epoch of MLP 784-200-200-10 (D = 199,210) on mnist5k: direct vs Fastfood subspace.
-
-    Both go through the engine with Adam and ``batch_size``; each time is the median over the
-    epochs after the first and before the last (which carries the only evaluation). Returns ``direct_epoch_s``,
-    ``fastfood_epoch_s``, ``ratio`` (fastfood / direct) and ``extra_memory_bytes`` (what subspace
-    training holds beyond the network: the theta_0 copy, the projection's buffers and scratch,
-    and theta_d), plus ``D`` and ``d``.
-    """
-    from genlab.data import load_dataset
-    from genlab.models import build_model
-
-    if epochs < 2:
-        raise UserError(f"epochs={epochs} must be at least 2 to time an epoch without evaluation")
-    data = load_dataset("mnist5k")
-    inputs = InputGroup(data.x_train, data.x_test, data.y_test)
-    config = TrainConfig(optimizer="adam", lr=1e-3, batch_size=batch_size, epochs=epochs, eval_every=epochs,
-                         eval_train=False, device=device)
-    net = build_model("mlp", data.input_shape, data.num_classes, seed=seed, widths=[200, 200]).to(device)
-    direct = _median_epoch_seconds(ModelJob("direct", copy.deepcopy(net), seed, data.y_train), inputs, config)
-    model = subspace_model(net, d, "fastfood", seed=_derived_seed(seed, "projection", "fastfood", d))
-    fastfood = _median_epoch_seconds(ModelJob("fastfood", model, seed, data.y_train), inputs,
-                                     dataclasses.replace(config, lr=0.1))
-    extra = model.projection.extra_memory_bytes() + sum(
-        t.numel() * t.element_size() for t in (model.theta_0, model.theta_d))
-    return {"direct_epoch_s": direct, "fastfood_epoch_s": fastfood, "ratio": fastfood / direct,
-            "extra_memory_bytes": int(extra), "D": model.D, "d": d}

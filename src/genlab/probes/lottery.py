@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Mapping, Sequence
@@ -34,6 +33,7 @@ from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, TrainOutcome, train_models
 from genlab.errors import UserError
+from genlab.seeding import derive_seed
 
 PruningMode = Literal["layerwise", "global"]
 ARMS = ("ticket", "reinit", "random_prune")
@@ -62,11 +62,6 @@ def output_weight(model: nn.Module) -> str:
     if not names:
         raise UserError(f"{type(model).__name__} has no prunable weights (no parameter of dimension >= 2)")
     return names[-1]
-
-
-def derive_seed(*parts: object) -> int:
-    """A 32-bit seed derived from ``parts`` (stable across runs and platforms)."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
 
 class Mask:
