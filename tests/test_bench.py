@@ -1,55 +1,132 @@
-"""`genlab bench`: both sides of a workload run, on the same models, and the table reports them."""
-import pytest
+"""`genlab bench`: the plain-loop baselines in benchmarks/ do the same work as genlab's side, the
+same work as the team's reference scripts when those are present, and the report shows every row."""
+import json
+import subprocess
+import sys
+from pathlib import Path
 
-from genlab import bench
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench  # noqa: E402
+import engine_side  # noqa: E402
+import plain_loops  # noqa: E402
+import points  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
+
+@pytest.mark.parametrize("name", plain_loops.WORKLOADS)
+def test_both_sides_build_the_same_models_from_the_same_seeds(name):
+    w = plain_loops.workload(name)
+    assert len(w.models) in (8, 16)
+    for i in (0, len(w.models) - 1):
+        a, b = plain_loops.build(w, i), plain_loops.build(w, i)
+        for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert na == nb and torch.equal(pa, pb)
+    if len(w.models) > 1:  # different seeds, different weights
+        first = next(iter(plain_loops.build(w, 0).parameters()))
+        second = next(iter(plain_loops.build(w, 1).parameters()))
+        assert first.shape != second.shape or not torch.equal(first, second)
+
+
+def same_work(name: str) -> tuple[dict, dict]:
+    plain = plain_loops.run(name, epochs=1)
+    ours = engine_side.run(name, epochs=1)
+    assert plain["model_flops"] == ours["model_flops"] > 0
+    assert [m["model"] for m in plain["models"]] == [m["model"] for m in ours["models"]]
+    assert [m["steps"] for m in plain["models"]] == [m["steps"] for m in ours["models"]]
+    assert ours["strategies"] and ours["strategies"][0]["strategy"]
+    return plain, ours
+
+
+def test_plain_and_genlab_sides_do_the_same_work():
+    plain, ours = same_work("widths")
+    for a, b in zip(plain["models"][2:], ours["models"][2:]):  # h >= 20: one epoch gives a stable accuracy
+        assert abs(a["test_acc"] - b["test_acc"]) < 0.05  # same models and optimizer; only the data order differs
 
 
 @pytest.mark.slow
-def test_widths_workload_runs_the_naive_script_and_the_engine_on_the_same_models():
-    result = bench.compare_workload("widths", epochs=1, repeats=1)
-    naive, ours = result["naive"], result["genlab"]
-    assert [m["model"] for m in naive["models"]] == [f"h={h}" for h in bench.WIDTHS]
-    assert len(ours["models"]) == len(bench.WIDTHS)
-    assert naive["model_flops"] == ours["model_flops"]  # the same arithmetic is asked of both
-    for side in (naive, ours):
-        assert side["wall_s"] > 0 and side["peak_rss_mb"] > 100 and len(side["wall_s_runs"]) == 1
-        assert side["models"][-1]["test_acc"] > 0.8  # h = 200 learns in one epoch either way
+@pytest.mark.parametrize("name", ["deep-widths", "lenet-seeds", "bn-cnn-seeds", "ensemble"])
+def test_plain_and_genlab_sides_do_the_same_work_for_the_other_workloads(name):
+    same_work(name)
+
+
+def test_flops_are_counted_per_example_times_examples():
+    w = plain_loops.workload("widths")
+    probe = torch.zeros(1, 784)
+    assert plain_loops.workload_flops(w, 4000, 2, probe) == sum(
+        2 * 3 * (784 * h + h * 10) * 4000 * 2 for h in plain_loops.WIDTHS)
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the team's reference scripts (../shared/bench) are not beside this clone")
+@pytest.mark.parametrize("name,script", [("widths", "naive_sweep.py"), ("deep-widths", "naive_study_sweeps.py")])
+def test_baselines_match_the_reference_scripts(name, script):
+    """Cross-check: the same models, initial weights, data order and FLOPs as ../shared's loops,
+    hence the same final accuracies."""
+    ours = plain_loops.run(name, epochs=1)
+    proc = subprocess.run([sys.executable, str(SHARED / script), name, "--epochs", "1"], capture_output=True,
+                          text=True, check=True)
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [m["model"] for m in theirs["models"]] == [m["model"] for m in ours["models"]]
+    for a, b in zip(theirs["models"], ours["models"]):
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-6)
+        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=1e-6)
+    if name == "widths":
+        assert theirs["model_flops"] == ours["model_flops"]
 
 
 def test_robustness_evaluation_gives_the_plain_loops_accuracies():
-    result = bench.robustness_eval_workload(param_sets=8, repeats=1)
+    result = points.robustness_eval_workload(param_sets=8, repeats=1)
     assert result["max_acc_difference"] == 0.0
     assert result["naive_s"] > 0 and result["genlab_s"] > 0
 
 
 def test_scaling_point_times_an_epoch_and_memory():
-    point = bench.scaling_point(3000)
-    assert point["n"] == 3000 and 0 < point["epoch_s"] < 30
+    point = points.scaling_point(3000)
+    assert point["n"] == 3000 and point["epoch_s"] > 0
     assert point["peak_rss_mb"] >= point["rss_before_training_mb"] > 0
 
 
 def test_bench_fastfood_epoch_reports_times_and_memory():
-    result = bench.bench_fastfood_epoch(d=500, epochs=2)
-    assert set(result) >= {"direct_epoch_s", "fastfood_epoch_s", "ratio", "extra_memory_bytes"}
+    result = points.bench_fastfood_epoch(d=500, epochs=2)
     assert result["D"] == 199_210 and result["direct_epoch_s"] > 0 and result["fastfood_epoch_s"] > 0
     assert result["ratio"] == pytest.approx(result["fastfood_epoch_s"] / result["direct_epoch_s"])
     # O(D) memory: far below a dense P (4 d D bytes = 398 MB)
     assert 4 * 199_210 < result["extra_memory_bytes"] < 4 * 500 * 199_210 / 10
 
 
-def test_markdown_table_shows_every_workload():
-    side = {"wall_s": 2.0, "gflops": 50.0, "peak_rss_mb": 400.0}
+def test_markdown_table_shows_every_row():
+    side = {"wall_s": 2.0, "gflops": 50.0, "peak_rss_mb": 400.0, "models": [{"test_acc": 0.9}]}
+    row = {"plain": side, "genlab": {**side, "wall_s": 0.4}, "speedup": 5.0, "plain_fraction_of_fp32_peak": 0.25,
+           "genlab_fraction_of_fp32_peak": 0.5, "max_test_acc_difference": 0.01, "calibration_s": 0.3,
+           "strategies": [{"strategy": "packed"}]}
     report = {
-        "machine": {"cpus": 2, "torch": "2.13.0", "torch_threads": 2}, "sgemm_peak_gflops": 200.0, "repeats": 3,
-        "widths": {"naive": side, "genlab": {**side, "wall_s": 0.4}, "speedup": 5.0, "naive_fraction_of_peak": 0.25,
-                   "genlab_fraction_of_peak": 0.5, "max_test_acc_difference": 0.01},
+        "machine": {"cpus": 2, "cpu": "Xeon", "torch": "2.13.0", "torch_threads": 2},
+        "peak": {"sgemm_gflops": 200.0, "bf16_gemm_gflops": 800.0}, "repeats": 3,
+        "workloads": {"widths": {"fp32": row, "bf16": {"skipped": "no bfloat16 matrix unit on this CPU"}},
+                      "lenet-seeds": {"fp32": {**row, "strategies": [{"strategy": "threads-cl"}]}}},
+        "study_label_noise": {"epochs": 30, "plain_s": 60.0, "genlab_s": 15.0, "speedup": 4.0},
         "robustness_eval": {"param_sets": 120, "naive_s": 0.4, "genlab_s": 0.2, "speedup": 2.0, "max_acc_difference": 0.0},
         "rff": {"n": 4000, "values_of_N": 33, "wall_s": 27.0, "test_mse_peak_at": 4000},
         "fastfood": {"ratio": 2.5},
         "scaling": {"time_exponent": 1.0, "points": [{"n": 10000, "epoch_s": 0.2, "peak_rss_mb": 400.0}]},
     }
-    report["ensemble"] = report["widths"]
     table = bench.markdown_table(report, "genlab bench")
-    for text in ("| widths | 2.00 | 0.40 | 5.0x", "| ensemble |", "120 parameter sets", "2.50x", "exponent 1.00",
-                 "3 time(s) in a fresh process"):
+    for text in ("| widths | fp32 | 2.00 | 0.40 | 5.00x", "| lenet-seeds | fp32 |", "threads-cl", "packed",
+                 "no bfloat16 matrix unit", "| 60.0 | 15.0 | 4.00x |", "120 parameter sets", "2.50x",
+                 "exponent 1.00", "3 time(s) in a fresh process", "bfloat16 800 GFLOP/s"):
         assert text in table
+
+
+def test_bench_refuses_an_unknown_workload(capsys, tmp_path):
+    from genlab.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--only", "nonsense", "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    assert "unknown workload 'nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+import genlab.engine.strategies.packed as packed_strategy
 import genlab.engine.strategies.packed_mlp as packed_module
 from genlab.engine import InputGroup, ModelJob, TrainConfig, stack_modules, stacked_forward, train_models
 from genlab.engine.losses import loss_and_gradient
@@ -25,7 +26,9 @@ def mlps(widths=WIDTHS, d=10, classes=4, activation=None):
 
 @pytest.fixture(params=["blockdiag", "bmm"])
 def layout(request, monkeypatch):
-    """Later layers as one block-diagonal GEMM, or moved to the padded layout for batched matmuls."""
+    """Later layers as one block-diagonal GEMM, or moved to the padded layout for batched matmuls
+    (first layers as one GEMM per batch group: the stacked first layer has its own test)."""
+    monkeypatch.setattr(packed_strategy, "STACKED_INPUT", False)
     monkeypatch.setattr(packed_module, "BLOCKDIAG_MIN_MACS", 1 << 30 if request.param == "blockdiag" else 0)
     if request.param == "bmm":  # make the padded layout the cheaper one
         monkeypatch.setattr(packed_module, "prefers_blockdiag", lambda bd, pad: False)
@@ -141,3 +144,34 @@ def test_a_diverging_model_does_not_poison_the_others_through_zero_blocks(layout
         assert not packed.outcomes[k].diverged
         torch.testing.assert_close(packed.stack.state_dict(k)["1.weight"], vmapped.stack.state_dict(k)["1.weight"],
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_stacked_batches_first_layer_equals_vmap_and_autograd(loss):
+    """Every model with a batch of its own: the first layer as one batched matmul over the stacked batches."""
+    from genlab.engine.strategies.packed_mlp import PackedMLP
+
+    nets = mlps()
+    stack = stack_modules(nets)
+    groups = [0, 1, 2, 3]
+    max_shapes = {n: p.shape[1:] for n, p in stack.params.items()}
+    plan = PackedMLP(stack.shapes, mlp_layers(stack.template), groups, max_shapes, torch.device("cpu"),
+                     set(stack.params), stacked_input=True)
+    assert [layer.kind for layer in plan.layers] == ["bmm_in", "bmm", "bmm"]
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(7, 10, generator=gen) for _ in groups]
+    y = torch.randint(0, 4, (4, 7), generator=gen)
+    want = stacked_forward(stack, stack.params, torch.stack(xs))
+    params = {n: plan.pack_one(n, t) for n, t in stack.params.items()}
+    torch.testing.assert_close(plan.forward(params, xs), want, rtol=1e-5, atol=1e-6)
+    auto = {n: t.clone().requires_grad_(True) for n, t in params.items()}
+    out = plan.forward(auto, xs)
+    reference = loss_and_gradient(out.detach(), y, loss)[0]
+    (torch.nn.functional.cross_entropy(out.reshape(-1, 4), y.reshape(-1), reduction="none").view(4, 7).mean(1)
+     if loss == "ce" else ((out - torch.nn.functional.one_hot(y, 4).float()) ** 2).mean(dim=(1, 2))).sum().backward()
+    tape = []
+    with torch.no_grad():
+        losses, d_out = loss_and_gradient(plan.forward(params, xs, tape), y, loss)
+    torch.testing.assert_close(losses, reference)
+    for name, grad in plan.gradients(params, tape, d_out).items():
+        torch.testing.assert_close(grad, auto[name].grad, rtol=1e-4, atol=1e-6)

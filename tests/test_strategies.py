@@ -128,7 +128,8 @@ def test_auto_records_its_choice_and_calibration(tmp_path, monkeypatch):
     first = train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])], cfg)
     decision = first.strategies[0]
     assert decision["reason"] == "calibrated" and decision["strategy"] in decision["seconds_per_step"]
-    assert set(decision["seconds_per_step"]) >= {"stacked", "lockstep"}
+    assert set(decision["seconds_per_step"]) >= {"lockstep", "lockstep-cl"}
+    assert "stacked" not in decision["seconds_per_step"]  # grouped convolutions: not worth timing on a CPU
     again = train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])], cfg)
     assert again.strategies[0]["reason"] == "calibrated earlier on this machine"
     assert again.strategies[0]["strategy"] == decision["strategy"]

@@ -232,16 +232,36 @@ def report_cmd(directory):
     click.echo(f"wrote {path}")
 
 
+def benchmarks_dir() -> Path:
+    """The repository's ``benchmarks/`` folder (beside ``src/``): the bench is a tool of a clone."""
+    import genlab
+
+    folder = Path(genlab.__file__).resolve().parents[2] / "benchmarks"
+    if not (folder / "bench.py").exists():
+        raise UserError("genlab bench runs from a clone of the genlab repository (benchmarks/ not found beside src/)")
+    return folder
+
+
 @cli.command("bench")
-@click.option("--quick", is_flag=True, default=False, help="smaller workloads (minutes); default: the full set")
+@click.option("--quick", is_flag=True, default=False, help="one run per side and one epoch: checks the bench, not speed")
+@click.option("--only", default=None, help="comma-separated training workloads (default: every row)")
+@click.option("--precision", default="fp32", show_default=True, help="comma-separated precisions: fp32, bf16")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/bench.json"), show_default=True,
               help="JSON results; a Markdown table is written beside it (.md)")
-def bench_cmd(quick, out):
-    """Time genlab's engine against the plain PyTorch loop (../shared/bench/naive_sweep.py)."""
-    from genlab.bench import run_bench
+def bench_cmd(quick, only, precision, out):
+    """Time genlab's engine against the plain one-model-at-a-time PyTorch loop (benchmarks/)."""
+    import runpy
 
-    run_bench(quick=quick, out=out)
-    click.echo(out.with_suffix(".md").read_text())
+    for value in precision.split(","):
+        if value not in ("fp32", "bf16"):
+            raise UserError(f"invalid value for '--precision': {value!r}; choose from fp32, bf16")
+    bench = runpy.run_path(str(benchmarks_dir() / "bench.py"))
+    for name in (only.split(",") if only else []):
+        if name not in bench["WORKLOADS"]:
+            raise UserError(f"invalid value for '--only': unknown workload {name!r}; choose from "
+                            f"{', '.join(bench['WORKLOADS'])}")
+    report = bench["run_bench"](out, quick, only.split(",") if only else None, tuple(precision.split(",")))
+    click.echo(bench["markdown_table"](report, "genlab bench"))
 
 
 cli.add_command(RunGroup("run", help="Run one study: genlab run STUDY [flags] --out DIR (see genlab run STUDY --help)."))

@@ -67,9 +67,10 @@ def _write_cache(key: str, entry: dict) -> None:
         pass
 
 
-def time_strategy(name: str, trainer, idx: torch.Tensor, batches) -> float:
+def time_strategy(name: str, trainer, idx: torch.Tensor, batches, give_up_after: float = float("inf")) -> float:
     """Median seconds per training step of strategy ``name`` on ``batches`` (a list of
-    :class:`~genlab.engine.strategies.StepBatch`), on copies of the models' state."""
+    :class:`~genlab.engine.strategies.StepBatch`), on copies of the models' state. A candidate
+    whose first timed step takes longer than ``give_up_after`` seconds is not timed further."""
     session = open_session(name, trainer, idx)
     working = torch.ones(len(idx), dtype=torch.bool, device=trainer.device)
     lr, wd = trainer.lr[idx], trainer.wd[idx]
@@ -84,6 +85,8 @@ def time_strategy(name: str, trainer, idx: torch.Tensor, batches) -> float:
                 torch.cuda.synchronize(trainer.device)
             if i >= WARMUP_STEPS:
                 times.append(time.perf_counter() - started)
+                if times[0] > give_up_after:
+                    break
     finally:
         session.close()
     times.sort()
@@ -115,7 +118,8 @@ def choose(trainer, idx: torch.Tensor, batches_for_calibration) -> tuple[str, di
     timings = {}
     with torch.random.fork_rng(devices=[]):
         for name in names:
-            timings[name] = time_strategy(name, trainer, idx, batches)
+            best_so_far = min(timings.values(), default=float("inf"))
+            timings[name] = time_strategy(name, trainer, idx, batches, give_up_after=1.5 * best_so_far)
     best = min(timings, key=timings.get)
     for name in sorted(names, key=ORDER.index):
         if timings[name] <= timings[best] * (1 + TIE_FRACTION):

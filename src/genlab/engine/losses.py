@@ -27,14 +27,30 @@ def model_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 def loss_and_gradient(out: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-model mean losses ``[K]`` of outputs ``out [K, B, C]`` with labels ``y [K, B]``, and
-    the gradient of their sum with respect to ``out``: cross-entropy ``(softmax - onehot) / B``,
-    squared error on one-hot targets ``2 (out - onehot) / (B C)``."""
+    the gradient of their sum with respect to ``out`` (see :func:`loss_gradient_correct`)."""
+    losses, grad, _ = loss_gradient_correct(out, y, loss)
+    return losses, grad
+
+
+def loss_gradient_correct(out: torch.Tensor, y: torch.Tensor, loss: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-model mean losses ``[K]``, the gradient of their sum with respect to ``out [K, B, C]``,
+    and each model's number of correct predictions ``[K]``.
+
+    Cross-entropy: with ``m = max_c out``, ``z = out - m``, ``s = sum_c exp(z)``, the loss of an
+    example is ``log s - z_y`` and its gradient ``(exp(z) / s - onehot(y)) / B``; the maximum that
+    makes the exponentials safe also gives the prediction. Squared error on one-hot targets:
+    ``mean (out - onehot)^2``, gradient ``2 (out - onehot) / (B C)``."""
     k, b, c = out.shape
+    top, predicted = out.max(-1)
+    correct = (predicted == y).sum(1)
     if loss == "ce":
-        logp = torch.log_softmax(out, -1)
-        losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
-        grad = logp.exp_()
+        z = out - top.unsqueeze(-1)
+        e = z.exp()
+        total = e.sum(-1)
+        losses = (total.log() - z.gather(-1, y.unsqueeze(-1)).squeeze(-1)).mean(1)
+        grad = e.div_(total.unsqueeze(-1))
         grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(grad[..., :1], -1.0))
-        return losses, grad.div_(b)
+        return losses, grad.div_(b), correct
     diff = out - F.one_hot(y, c).to(out.dtype)
-    return diff.pow(2).mean(dim=(1, 2)), diff.mul_(2.0 / (b * c))
+    return diff.pow(2).mean(dim=(1, 2)), diff.mul_(2.0 / (b * c)), correct

@@ -124,6 +124,14 @@ class BatchTrainer:
         first = {}
         for pos, g in enumerate(group_of):
             first.setdefault(g, pos)
+        sources = {int(self.jobs[int(idx[pos])].inputs) for pos in first.values()}
+        y = self.y_train[idx].gather(1, rows)
+        if len(sources) == 1 and not augmenters and len(first) > 1:  # one gather for every group
+            leaders = torch.tensor([first[g] for g in range(len(first))], device=rows.device)
+            x = self.inputs[sources.pop()].x_train
+            stacked = x.index_select(0, rows.index_select(0, leaders).flatten()).view(len(first), rows.shape[1],
+                                                                                    *x.shape[1:])
+            return StepBatch(list(stacked.unbind(0)), group_of, y, epoch, self.step, stacked)
         xs = []
         for g in range(len(first)):
             pos = first[g]
@@ -135,7 +143,7 @@ class BatchTrainer:
                     raise ValueError(f"augment must keep the batch shape {tuple(x.shape)}, got {tuple(moved.shape)}")
                 x = moved
             xs.append(x)
-        return StepBatch(xs, group_of, self.y_train[idx].gather(1, rows), epoch, self.step)
+        return StepBatch(xs, group_of, y, epoch, self.step)
 
     def _augmenters(self, idx: torch.Tensor, epoch: int) -> dict[int, tuple[Augment, torch.Generator]]:
         return {pos: (self.jobs[i].augment, torch.Generator().manual_seed(augment_seed(self.jobs[i].seed, epoch)))

@@ -1,6 +1,7 @@
 """Execution strategies: how a group of models is laid out and run (see :mod:`.base`).
 
-* ``packed``: plain MLPs as a few large matrix products, in width buckets (:mod:`.packed`);
+* ``packed``: plain MLPs as a few large matrix products, in width buckets (:mod:`.packed`), or
+  ``packed-threads``: the buckets spread over worker threads;
 * ``stacked``: ``torch.func.vmap`` over stacked parameters and buffers (:mod:`.stacked`);
 * ``lockstep``: each model's own ``nn.Module`` forward/backward, one after another (:mod:`.lockstep`),
   optionally in ``channels_last`` memory format (``lockstep-cl``);
@@ -17,7 +18,7 @@ from torch import nn
 from genlab.engine.config import STRATEGIES
 from genlab.engine.strategies.base import Session, StepBatch
 from genlab.engine.strategies.lockstep import LockstepSession, has_dropout
-from genlab.engine.strategies.packed import PackedSession, packed_plan
+from genlab.engine.strategies.packed import PackedSession, PackedThreadsSession, packed_plan
 from genlab.engine.strategies.stacked import StackedSession
 from genlab.engine.strategies.threads import ThreadsSession
 
@@ -27,6 +28,10 @@ ORDER = STRATEGIES[1:]
 
 def _has_conv2d(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
 
 def candidates(trainer, idx: torch.Tensor, worth_trying: bool = True) -> list[str]:
@@ -39,14 +44,17 @@ def candidates(trainer, idx: torch.Tensor, worth_trying: bool = True) -> list[st
     dropout = any(has_dropout(m) for m in modules)
     images = all(g.x_train.dim() == 4 for g in trainer.inputs) and _has_conv2d(modules[0])
     names = []
+    gains = trainer.device.type == "cpu" and torch.get_num_threads() > 1 and len(idx) > 1
     if cfg.packed and packed_plan(stack, idx, trainer.batch_groups(idx), cfg.batch_size) is not None:
         names.append("packed")
-    if not dropout:
+        if gains or not worth_trying:
+            names.append("packed-threads")
+    # vmap turns convolutions into grouped convolutions, several times slower on CPUs: not worth timing there
+    if not dropout and (not worth_trying or trainer.device.type != "cpu" or not _has_conv(modules[0])):
         names.append("stacked")
     names.append("lockstep")
     if images:
         names.append("lockstep-cl")
-    gains = trainer.device.type == "cpu" and torch.get_num_threads() > 1 and len(idx) > 1
     if not dropout and (gains or not worth_trying):
         names.append("threads")
         if images:
@@ -59,6 +67,8 @@ def open_session(name: str, trainer, idx: torch.Tensor) -> Session:
     group_of = trainer.batch_groups(idx)
     if name == "packed":
         return PackedSession(trainer, idx, group_of)
+    if name == "packed-threads":
+        return PackedThreadsSession(trainer, idx, group_of, workers=torch.get_num_threads())
     if name == "stacked":
         if trainer.stack.members is None and any(has_dropout(trainer.jobs[k].module) for k in idx.tolist()):
             raise ValueError("the stacked strategy cannot draw dropout masks per model; use lockstep")

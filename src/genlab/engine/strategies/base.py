@@ -27,13 +27,14 @@ class StepBatch:
     """One training step's inputs: ``xs[g]`` is the batch ``[B, ...]`` that the models of batch
     group ``g`` see (models share a group when they share data order and inputs and have no
     augmentation of their own); ``group_of[pos]`` is the group of session position ``pos``;
-    ``y [k, B]`` are each model's labels."""
+    ``y [k, B]`` are each model's labels; ``stacked``, when given, holds ``xs`` as one tensor."""
 
     xs: list[torch.Tensor]
     group_of: list[int]
     y: torch.Tensor
     epoch: int
     step: int
+    stacked: torch.Tensor | None = None   # xs as one tensor [G, B, ...] when they were gathered at once
 
 
 class Session:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from genlab.engine.losses import loss_and_gradient, per_model_losses
+from genlab.engine.losses import loss_gradient_correct, per_model_losses
 from genlab.engine.optim import StackedOptimizer
 from genlab.engine.strategies.base import Session, StepBatch
 from genlab.engine.strategies.packed_mlp import PackedMLP, layer_kinds, mlp_layers
@@ -27,26 +27,43 @@ CALL_COST_MACS = 1 << 20
 """What one matrix product's fixed overhead (dispatch, launch, memory passes) is worth in
 multiply-adds of a batch: about 10 us at ~100 GMAC/s."""
 
+STACKED_INPUT = True
+"""Whether a bucket may stack its models' batches for a batched first layer (see ``layer_kinds``)."""
+
 MAX_EXACT_CLASSES = 48
 """Above this many distinct width profiles, buckets are cut greedily instead of exactly."""
 
 
-def bucket_cost(widths: list[tuple[list[int], list[int]]], groups: int, batch: int) -> float:
+def bucket_cost(widths: list[tuple[list[int], list[int]]], groups: int, batch: int,
+                stacked_input: bool = False) -> float:
     """Cost of one bucket in multiply-adds of a batch of ``batch`` rows, forward and backward
     (x3): each layer's real work (:func:`~genlab.engine.strategies.packed_mlp.layer_kinds`) plus
-    :data:`CALL_COST_MACS` for each of its ~4 products (one per input group for the first layer)."""
-    kinds = layer_kinds(widths)
+    :data:`CALL_COST_MACS` for each of its ~4 products (for the first layer: 3 per input group, or
+    3 in all when the batches are stacked)."""
+    kinds = layer_kinds(widths, stacked_input)
     work = 3 * batch * sum(macs for _, macs in kinds)
-    calls = 4 * (len(kinds) - 1) + 3 * groups
+    calls = 4 * (len(kinds) - 1) + (3 if stacked_input else 3 * groups)
     return work + calls * CALL_COST_MACS
+
+
+def best_layout(widths: list[tuple[list[int], list[int]]], groups: int, batch: int) -> tuple[float, bool]:
+    """``(cost, stacked_input)`` of the cheaper first-layer layout of one bucket (stacking the
+    batches only pays when the bucket's models see more than one batch)."""
+    options = (False, True) if groups > 1 and STACKED_INPUT else (False,)
+    return min((bucket_cost(widths, groups, batch, stacked), stacked) for stacked in options)
+
+
+def _widths(members: list[int], profiles, in_dim: int, classes: int) -> list[tuple[list[int], list[int]]]:
+    sizes = [(in_dim,) + profiles[p] + (classes,) for p in members]
+    return [([s[l] for s in sizes], [s[l + 1] for s in sizes]) for l in range(len(sizes[0]) - 1)]
 
 
 def partition(profiles: list[tuple[int, ...]], in_dim: int, classes: int, groups: list[int], batch: int
               ) -> list[list[int]]:
     """Buckets (lists of positions) of models with hidden widths ``profiles[pos]`` that minimize
-    the summed :func:`bucket_cost`: models are sorted by width profile, models with equal profiles
-    stay together (merging them never costs padding), and contiguous runs of profiles are chosen by
-    dynamic programming."""
+    the summed cost (:func:`best_layout`): models are sorted by width profile, models with equal
+    profiles stay together (merging them never costs padding), and contiguous runs of profiles are
+    chosen by dynamic programming."""
     by_profile: dict[tuple[int, ...], list[int]] = {}
     for pos, prof in enumerate(profiles):
         by_profile.setdefault(prof, []).append(pos)
@@ -56,9 +73,7 @@ def partition(profiles: list[tuple[int, ...]], in_dim: int, classes: int, groups
 
     def cost(lo: int, hi: int) -> float:
         members = [p for prof in classes_sorted[lo:hi] for p in by_profile[prof]]
-        sizes = [(in_dim,) + profiles[p] + (classes,) for p in members]
-        widths = [([s[l] for s in sizes], [s[l + 1] for s in sizes]) for l in range(len(sizes[0]) - 1)]
-        return bucket_cost(widths, len({groups[p] for p in members}), batch)
+        return best_layout(_widths(members, profiles, in_dim, classes), len({groups[p] for p in members}), batch)[0]
 
     n = len(classes_sorted)
     if n > MAX_EXACT_CLASSES:  # greedy: extend the current bucket while that is cheaper than a new one
@@ -103,15 +118,20 @@ class PackedBuckets:
         outs = {int(s[f"{layers[-1][0]}.weight"][0]) for s in shapes}
         if len(in_dims) != 1 or len(outs) != 1:
             raise ValueError("packed models must share their input size and number of outputs")
-        self.buckets = partition(profiles, in_dims.pop(), outs.pop(), groups, batch)
+        self.buckets = partition(profiles, min(in_dims), min(outs), groups, batch)
         self.num_models = len(ids)
         self.plans: list[PackedMLP] = []
         self.bucket_groups: list[list[int]] = []        # bucket -> the batch groups it reads, in order
+        in_dim, classes = in_dims.pop(), outs.pop()
+        self.profiles, self.in_dim, self.classes, self.batch = profiles, in_dim, classes, batch
+        self.costs: list[float] = []
         for members in self.buckets:
             own = sorted({groups[p] for p in members})
             self.bucket_groups.append(own)
+            cost, stacked = best_layout(_widths(members, profiles, in_dim, classes), len(own), batch)
+            self.costs.append(cost)
             self.plans.append(PackedMLP([shapes[p] for p in members], layers, [own.index(groups[p]) for p in members],
-                                        max_shapes, device, set(stack.params)))
+                                        max_shapes, device, set(stack.params), stacked_input=stacked))
         self.names = list(stack.params)
         self.single = len(self.buckets) == 1
         self.positions = [torch.tensor(m, device=device) for m in self.buckets]
@@ -120,6 +140,31 @@ class PackedBuckets:
             torch.tensor([order.index(p) for p in range(len(ids))], device=device)
         self.owners = {self._key(n, b): pos[plan.owners[n]] for b, (plan, pos) in
                        enumerate(zip(self.plans, self.positions)) for n in self.names}
+        # for a bmm_in bucket: which of the step's stacked batches each of its slots reads
+        self.stack_index = [torch.tensor([self.bucket_groups[b][g] for g in plan.slot_groups], device=device)
+                            if plan.stacks_input else None for b, plan in enumerate(self.plans)]
+
+    def zero_padding_gradients(self) -> set[str]:
+        """Packed tensors whose padding entries get exactly zero gradients, so that SGD and Adam
+        keep them at zero without a mask (momentum, weight decay and Adam's state stay zero there
+        too): the batched-matmul layers of ReLU nets, whose padded units compute relu(0) = 0 and
+        pass back relu'(0) = 0. Block-diagonal layers always need their mask (the off-diagonal
+        blocks see other models' activations)."""
+        if not self.manual_backward:
+            return set()
+        out = set()
+        for b, plan in enumerate(self.plans):
+            for layer in plan.layers:
+                if layer.kind in ("bmm", "bmm_in"):
+                    out.add(self._key(layer.weight, b))
+                    if layer.bias is not None:
+                        out.add(self._key(layer.bias, b))
+        return out
+
+    def cost_of(self, members: list[int], groups: list[int]) -> float:
+        """The cost model's price of a bucket of ``members`` (positions)."""
+        return best_layout(_widths(members, self.profiles, self.in_dim, self.classes),
+                           len({groups[p] for p in members}), self.batch)[0]
 
     def _key(self, name: str, bucket: int) -> str:
         return name if self.single else f"{name}#{bucket}"
@@ -158,14 +203,17 @@ class PackedBuckets:
     def _bucket_params(self, params: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
         return params if self.single else {n: params[self._key(n, b)] for n in self.names}
 
-    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tapes: list | None = None
-                ) -> torch.Tensor:
+    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tapes: list | None = None,
+                stacked: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs ``[k, B, C]`` in position order; with ``tapes`` (a list), each bucket's tape is
-        appended for :meth:`backward`."""
+        appended for :meth:`backward`. ``stacked``: ``xs`` as one tensor ``[G, B, ...]``, if at hand."""
         outs = []
         for b, plan in enumerate(self.plans):
             tape = None if tapes is None else []
-            outs.append(plan.forward(self._bucket_params(params, b), [xs[g] for g in self.bucket_groups[b]], tape))
+            slots = None if stacked is None or self.stack_index[b] is None else \
+                stacked.index_select(0, self.stack_index[b])
+            outs.append(plan.forward(self._bucket_params(params, b), [xs[g] for g in self.bucket_groups[b]], tape,
+                                     slots))
             if tapes is not None:
                 tapes.append(tape)
         out = outs[0] if self.single else torch.cat(outs)
@@ -219,7 +267,9 @@ class PackedSession(Session):
         self.like = stacked
         self.params = {n: p.requires_grad_(True) for n, p in self.plan.pack(stacked).items()}
         masks = self.plan.pack({n: m[idx] for n, m in trainer.stack.masks.items()})
-        masks = {n: m for n, m in masks.items() if not bool(m.all())}
+        padding_only = not any(trainer.jobs[k].mask for k in idx.tolist())
+        exact_zeros = self.plan.zero_padding_gradients() if padding_only else set()
+        masks = {n: m for n, m in masks.items() if n not in exact_zeros and not bool(m.all())}
         self.opt = StackedOptimizer(self.params, trainer.settings, masks, owners=self.plan.owners,
                                     num_models=len(idx))
         self.opt.state = {n: {} for n in self.params}
@@ -236,13 +286,12 @@ class PackedSession(Session):
         if self.plan.manual_backward:
             tapes: list = []
             with torch.no_grad():
-                out = self.plan.forward(self.params, batch.xs, tapes)
-                losses, d_out = loss_and_gradient(out, batch.y, loss)
-            correct = (out.argmax(-1) == batch.y).sum(1)
+                out = self.plan.forward(self.params, batch.xs, tapes, batch.stacked)
+                losses, d_out, correct = loss_gradient_correct(out, batch.y, loss)
             if bool(torch.isfinite(losses).all()):
                 self.plan.backward(self.params, tapes, d_out)
             return losses, correct
-        out = self.plan.forward(self.params, batch.xs)
+        out = self.plan.forward(self.params, batch.xs, stacked=batch.stacked)
         losses = per_model_losses(out, batch.y, loss)
         if bool(torch.isfinite(losses).all()):
             losses.sum().backward()
@@ -270,3 +319,83 @@ class PackedSession(Session):
 
     def describe(self) -> dict:
         return {**super().describe(), "buckets": [len(b) for b in self.plan.buckets], "layers": self.plan.kinds}
+
+
+def split_for_workers(plan: PackedBuckets, groups: list[int], workers: int) -> list[list[int]]:
+    """The positions each of ``workers`` threads trains: the plan's buckets (the costliest split in
+    two, in width order, while there are fewer buckets than workers), dealt out longest first to
+    the least loaded worker (LPT)."""
+    buckets = [(cost, sorted(members, key=lambda p: (plan.profiles[p], p)))
+               for cost, members in zip(plan.costs, plan.buckets)]
+    while len(buckets) < workers:
+        cost, members = max(buckets, key=lambda b: b[0])
+        if len(members) < 2:
+            break
+        buckets.remove((cost, members))
+        half = len(members) // 2
+        buckets += [(plan.cost_of(part, groups), part) for part in (members[:half], members[half:])]
+    loads = [[0.0, []] for _ in range(min(workers, len(buckets)))]
+    for cost, members in sorted(buckets, key=lambda b: -b[0]):
+        least = min(loads, key=lambda load: load[0])
+        least[0] += cost
+        least[1] += members
+    return [sorted(members) for _, members in loads]
+
+
+class PackedThreadsSession(Session):
+    """Packed buckets spread over worker threads, one intra-op thread each.
+
+    A packed step of small models is dozens of short operations; with one intra-op thread per
+    worker each runs without the thread-team synchronization that dominates short operations, and
+    the workers run side by side (PyTorch releases the GIL in its kernels). Each worker owns the
+    buckets of its share of the models (:func:`split_for_workers`): their forward, loss, backward
+    and optimizer step."""
+
+    name = "packed-threads"
+    exact_per_model = False
+
+    def __init__(self, trainer, idx, group_of, workers: int):
+        super().__init__(trainer, idx, group_of)
+        from genlab.engine.strategies.threads import single_thread_pool
+
+        plan = packed_plan(trainer.stack, idx, group_of, trainer.config.batch_size)
+        if plan is None:
+            raise ValueError("the packed strategy needs plain MLPs of one input size and class count")
+        self.shares = [torch.tensor(share, device=idx.device)
+                       for share in split_for_workers(plan, group_of, workers)]
+        self.parts = [PackedSession(trainer, idx[share], [group_of[p] for p in share.tolist()])
+                      for share in self.shares]
+        self.pool = single_thread_pool(len(self.parts))
+
+    def forward_backward(self, batch: StepBatch, working: torch.Tensor):
+        losses = torch.full((self.num_models,), float("nan"), device=batch.y.device)
+        correct = torch.zeros(self.num_models, dtype=torch.long, device=batch.y.device)
+
+        def run(part, share):
+            sub = StepBatch(batch.xs, part.group_of, batch.y[share], batch.epoch, batch.step)
+            return part.forward_backward(sub, working[share])
+
+        results = [f.result() for f in [self.pool.submit(run, part, share)
+                                        for part, share in zip(self.parts, self.shares)]]
+        for share, (part_losses, part_correct) in zip(self.shares, results):
+            losses[share], correct[share] = part_losses, part_correct
+        if not bool(torch.isfinite(losses[working]).all()):  # no model of any part takes this step
+            for part in self.parts:
+                for p in part.params.values():
+                    p.grad = None
+        return losses, correct
+
+    def step(self, lr, weight_decay, working, uniform):
+        for f in [self.pool.submit(part.step, lr[share], weight_decay[share], working[share], uniform)
+                  for part, share in zip(self.parts, self.shares)]:
+            f.result()
+
+    def sync(self) -> None:
+        for part in self.parts:
+            part.sync()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "workers": [p.describe()["buckets"] for p in self.parts]}

@@ -41,7 +41,7 @@ class _Layer:
     weight: str
     bias: str | None
     activation: nn.Module | None
-    kind: str                               # first | blockdiag | bmm
+    kind: str                               # first | bmm_in | blockdiag | bmm
     to_padded: torch.Tensor | None = None   # gather index [K * H] from segmented to padded (bmm layers)
     equal_widths: bool = False              # the input segments already form [B, K, H]
     segmented_width: int = 0                # S of the segmented input (with to_padded)
@@ -67,16 +67,18 @@ def prefers_blockdiag(blockdiag_macs: int, padded_macs: int) -> bool:
     return blockdiag_macs <= max(2 * padded_macs, BLOCKDIAG_MIN_MACS)
 
 
-def layer_kinds(widths: list[tuple[list[int], list[int]]]) -> list[tuple[str, int]]:
+def layer_kinds(widths: list[tuple[list[int], list[int]]], stacked_input: bool = False) -> list[tuple[str, int]]:
     """How each layer of packed models runs, and its multiply-adds per example: ``widths[l]`` is
     ``(inputs, outputs)`` of layer l, one entry per model. The first layer is ``first`` (one GEMM per
-    input group, no padding); a later layer is one block-diagonal GEMM (``blockdiag``) while the
-    activations are segmented, unless its zero blocks cost more than twice the padding of the
-    batched-matmul layout (and it is not tiny); from the first ``bmm`` layer on, activations stay padded."""
-    kinds, segmented = [], True
+    input group, no padding), or with ``stacked_input`` ``bmm_in`` (the models' batches stacked
+    ``[K, B, d]``, one batched matmul, padded to the widest: cheaper when most models have a batch of
+    their own); a later layer is one block-diagonal GEMM (``blockdiag``) while the activations are
+    segmented, unless its zero blocks cost more than twice the padding of the batched-matmul layout
+    (and it is not tiny); from the first ``bmm`` layer on, activations stay padded."""
+    kinds, segmented = [], not stacked_input
     for index, (ins, outs) in enumerate(widths):
         if index == 0:
-            kinds.append(("first", ins[0] * sum(outs)))
+            kinds.append(("bmm_in", len(outs) * ins[0] * max(outs)) if stacked_input else ("first", ins[0] * sum(outs)))
             continue
         blockdiag = sum(ins) * sum(outs)
         padded = len(ins) * max(ins) * max(outs)
@@ -118,7 +120,7 @@ class PackedMLP:
 
     def __init__(self, shapes: list[dict[str, torch.Size]], layers: list[tuple[str, nn.Module | None]],
                  groups: list[int], max_shapes: dict[str, torch.Size], device: torch.device,
-                 names: set[str]):
+                 names: set[str], stacked_input: bool = False):
         k = len(shapes)
         self.num_models = k
         self.order = sorted(range(k), key=lambda p: groups[p])          # packed slot -> position
@@ -135,7 +137,8 @@ class PackedMLP:
                    [shapes[p][f"{name}.weight"][0] for p in self.order]) for name, _ in layers]
         if len(set(widths[0][0])) != 1:
             raise ValueError("packed models must share their input size")
-        for index, ((name, act), (kind, _)) in enumerate(zip(layers, layer_kinds(widths))):
+        self.slot_groups = [groups[p] for p in self.order]
+        for index, ((name, act), (kind, _)) in enumerate(zip(layers, layer_kinds(widths, stacked_input))):
             wname, bname = f"{name}.weight", f"{name}.bias"
             bname = bname if bname in names else None
             ins, outs = widths[index]
@@ -146,6 +149,10 @@ class PackedMLP:
                     slots = [q for q, p in enumerate(self.order) if groups[p] == g]
                     self.first_groups.append((g, out_off[slots[0]], out_off[slots[-1]] + outs[slots[-1]]))
                 layer = _Layer(wname, bname, act, kind)
+            elif kind == "bmm_in":
+                layer = _Layer(wname, bname, act, "bmm_in")
+                layout = "pad"
+                self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t)
             elif kind == "blockdiag":
                 self._seg_weight(wname, ins, _offsets(ins), outs, out_off, max_shapes[wname], sum(ins), device)
                 layer = _Layer(wname, bname, act, "blockdiag")
@@ -162,7 +169,7 @@ class PackedMLP:
                 layout = "pad"
                 self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t)
             if bname is not None:
-                if layer.kind == "bmm":
+                if layer.kind in ("bmm", "bmm_in"):
                     self._pad_bias(bname, outs, max_shapes[bname], device, order_t)
                 else:
                     self._seg_bias(bname, outs, out_off, max_shapes[bname], device)
@@ -251,11 +258,16 @@ class PackedMLP:
         """True when :meth:`backward` applies: every activation is a ReLU (or none)."""
         return all(layer.activation is None or type(layer.activation) is nn.ReLU for layer in self.layers)
 
-    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tape: list | None = None
-                ) -> torch.Tensor:
+    @property
+    def stacks_input(self) -> bool:
+        return self.layers[0].kind == "bmm_in"
+
+    def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tape: list | None = None,
+                stacked: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs ``[K, B, C]`` (positions in the order the plan was built with) for the inputs
         ``xs[group]`` (``[B, ...]``, flattened to ``[B, d]``). With a ``tape`` (a list), each
-        layer's input and output are recorded on it for :meth:`backward`."""
+        layer's input and output are recorded on it for :meth:`backward`. ``stacked``: the inputs
+        of the slots already stacked ``[K, B, ...]`` (for a ``bmm_in`` first layer)."""
         h = None
         for layer in self.layers:
             w = params[layer.weight]
@@ -268,6 +280,10 @@ class PackedMLP:
                     bs = None if b is None else (b[start:stop] if len(self.first_groups) > 1 else b)
                     parts.append(x @ ws if bs is None else torch.addmm(bs, x, ws))
                 h = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            elif layer.kind == "bmm_in":
+                h_in = stacked.flatten(2) if stacked is not None else \
+                    torch.stack([xs[g].flatten(1) for g in self.slot_groups])
+                h = torch.bmm(h_in, w) if b is None else torch.baddbmm(b, h_in, w)
             elif layer.kind == "blockdiag":
                 h_in = h
                 h = h @ w.t() if b is None else torch.addmm(b, h, w.t())
@@ -275,7 +291,7 @@ class PackedMLP:
                 if h.dim() == 2:  # segmented [B, S] -> padded [K, B, H]
                     batch = h.shape[0]
                     if not layer.equal_widths:
-                        h = torch.cat([h, h.new_zeros(batch, 1)], 1)[:, layer.to_padded]
+                        h = torch.cat([h, h.new_zeros(batch, 1)], 1).index_select(1, layer.to_padded)
                     h = h.view(batch, self.num_models, -1).transpose(0, 1)
                 h_in = h
                 h = torch.bmm(h, w) if b is None else torch.baddbmm(b, h, w)
@@ -321,6 +337,10 @@ class PackedMLP:
                 grads[layer.weight] = grad
                 if layer.bias is not None:
                     grads[layer.bias] = d.sum(0)
+            elif layer.kind == "bmm_in":
+                grads[layer.weight] = torch.bmm(h_in.transpose(1, 2), d)
+                if layer.bias is not None:
+                    grads[layer.bias] = d.sum(1, keepdim=True)
             elif layer.kind == "blockdiag":
                 grads[layer.weight] = d.t() @ h_in
                 if layer.bias is not None:

@@ -20,7 +20,12 @@ from genlab.engine.strategies.lockstep import LockstepSession
 
 
 def _single_thread() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # per calling thread: the main thread keeps its own setting
+
+
+def single_thread_pool(workers: int) -> ThreadPoolExecutor:
+    """``workers`` threads that each run PyTorch with one intra-op thread."""
+    return ThreadPoolExecutor(max_workers=workers, initializer=_single_thread)
 
 
 class ThreadsSession(LockstepSession):
@@ -39,7 +44,7 @@ class ThreadsSession(LockstepSession):
             opt.state = [self.opt.state[p] for p in share]
             opt.steps = self.opt.steps[share].clone()
             self.opts.append(opt)
-        self.pool = ThreadPoolExecutor(max_workers=workers, initializer=_single_thread)
+        self.pool = single_thread_pool(workers)
 
     def _map(self, fn):
         return [f.result() for f in [self.pool.submit(fn, w, share) for w, share in enumerate(self.shares)]]
