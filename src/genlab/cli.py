@@ -190,16 +190,22 @@ def list_cmd():
     from rich.table import Table
 
     from genlab.data import DATASETS
-    from genlab.models import MODELS
+    from genlab.models import MODELS, param_count
     from genlab.studies import STUDIES
+
+    def params(name: str) -> str:
+        count = param_count(name)
+        return "-" if count is None else f"{count:,}"
 
     console = Console()
     for title, rows in (("studies (genlab run NAME)", [(s.name, s.title) for s in STUDIES.values()]),
                         ("datasets (--dataset NAME)", [(d.name, d.summary) for d in DATASETS.values()]),
-                        ("models (--model NAME)", [(m.name, m.summary) for m in MODELS.values()])):
+                        ("models (--model NAME; parameters on CIFAR-10 [3, 32, 32] with default options)",
+                         [(m.name, params(m.name), m.summary) for m in MODELS.values()])):
         table = Table(title=title, show_header=False, title_justify="left", box=None)
         table.add_column(style="bold")
-        table.add_column()
+        for _ in rows[0][1:]:
+            table.add_column()
         for row in rows:
             table.add_row(*row)
         console.print(table)

@@ -1,5 +1,6 @@
-"""Model families by name (MLP, LeNet-style CNN, 1-D CNN, small residual net) and initializers."""
-from genlab.models.zoo import MODELS, build_model, param_layers
+"""The model zoo: the families by name (generic ones and the papers' CIFAR-10 networks) and initializers."""
+from genlab.models.zoo import MODELS, build_model, param_count, param_layers, resolve_init
 from genlab.models.init import INITIALIZERS, init_layer, initialize
 
-__all__ = ["MODELS", "build_model", "param_layers", "INITIALIZERS", "init_layer", "initialize"]
+__all__ = ["MODELS", "build_model", "param_count", "param_layers", "resolve_init", "INITIALIZERS", "init_layer",
+           "initialize"]

@@ -1,103 +1,32 @@
-"""Model families. Every builder takes the input shape and class count of a dataset.
+"""The model registry: every family by name, built for a dataset's input shape and class count.
 
-* ``mlp``: fully connected ReLU network with any hidden widths (optional dropout).
-* ``lenet``: LeNet-style CNN for images (LeCun et al. 1998): two 5x5 conv+pool, then widths.
-* ``cnn1d``: the small 1-D CNN of the MNIST-1D paper (Greydanus 2020): three strided convs.
-* ``resnet``: a small residual network (He et al. 2016) of basic blocks, 1-D or 2-D by input.
+``build_model(name, input_shape, num_classes, init=..., seed=..., **options)`` builds and
+initializes one network. Options a family does not take are ignored (studies pass their common
+options, e.g. ``widths`` and ``dropout``, to every family); the papers' networks keep their
+published architecture whatever ``widths`` says.
+
+Initialization: ``init`` names a scheme of :data:`genlab.models.INITIALIZERS`, or ``"paper"``
+for the scheme the model's paper used (the registry's ``paper_init``; ``"default"`` where the
+paper does not say). ``init="default"`` is PyTorch's own scheme for every family.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from genlab.errors import UserError
-from genlab.models.init import initialize
+from genlab.models.basic import cnn1d, lenet, mlp, resnet
+from genlab.models.convnets import alexnet_small, conv2, conv4, conv6, lenet_li, nin
+from genlab.models.inception import inception_small
+from genlab.models.init import INITIALIZERS, initialize
+from genlab.models.resnets import resnet18, resnet20, resnet56
+from genlab.models.vgg import vgg11, vgg16, vgg19
 
-
-def _mlp_layers(in_dim: int, widths: Sequence[int], out_dim: int, dropout: float) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    prev = in_dim
-    for w in widths:
-        layers += [nn.Linear(prev, w), nn.ReLU()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        prev = w
-    layers.append(nn.Linear(prev, out_dim))
-    return layers
-
-
-def mlp(input_shape, num_classes, widths=(512,), dropout=0.0, **_) -> nn.Module:
-    """MLP ``d - widths[0] - ... - K`` with ReLU; inputs are flattened."""
-    in_dim = int(np.prod(input_shape))
-    return nn.Sequential(nn.Flatten(), *_mlp_layers(in_dim, widths, num_classes, dropout))
-
-
-def lenet(input_shape, num_classes, widths=(120, 84), dropout=0.0, channels=(6, 16), **_) -> nn.Module:
-    """LeNet-5-style CNN: [conv5x5 - ReLU - maxpool2] x 2, then an MLP of ``widths``."""
-    if len(input_shape) != 3:
-        raise UserError(f"model 'lenet' needs image inputs [C, H, W], got shape {tuple(input_shape)}")
-    c = input_shape[0]
-    features = nn.Sequential(
-        nn.Conv2d(c, channels[0], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(channels[0], channels[1], 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-    )
-    flat = features(torch.zeros(1, *input_shape)).shape[1]
-    return nn.Sequential(*features, *_mlp_layers(flat, widths, num_classes, dropout))
-
-
-def cnn1d(input_shape, num_classes, channels=25, **_) -> nn.Module:
-    """1-D CNN of the MNIST-1D benchmark: three conv layers (k=5,3,3, stride 2) and a linear head."""
-    if len(input_shape) != 2:
-        raise UserError(f"model 'cnn1d' needs 1-D signals [C, L], got shape {tuple(input_shape)}")
-    c = input_shape[0]
-    features = nn.Sequential(
-        nn.Conv1d(c, channels, 5, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-    )
-    flat = features(torch.zeros(1, *input_shape)).shape[1]
-    return nn.Sequential(*features, nn.Linear(flat, num_classes))
-
-
-class BasicBlock(nn.Module):
-    """Residual block y = relu(x + conv2(relu(conv1(x)))) (He et al. 2016), no normalization."""
-
-    def __init__(self, conv: type, channels: int):
-        super().__init__()
-        self.conv1 = conv(channels, channels, 3, padding=1)
-        self.conv2 = conv(channels, channels, 3, padding=1)
-
-    def forward(self, x):
-        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
-
-
-class ResNet(nn.Module):
-    """Small residual net: a stem conv, ``blocks`` basic blocks, global average pool, linear head."""
-
-    def __init__(self, input_shape, num_classes, channels=16, blocks=3):
-        super().__init__()
-        conv = nn.Conv1d if len(input_shape) == 2 else nn.Conv2d
-        pool = nn.AdaptiveAvgPool1d(1) if len(input_shape) == 2 else nn.AdaptiveAvgPool2d(1)
-        self.stem = conv(input_shape[0], channels, 3, padding=1)
-        self.blocks = nn.Sequential(*[BasicBlock(conv, channels) for _ in range(blocks)])
-        self.pool = pool
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward(self, x):
-        x = self.blocks(torch.relu(self.stem(x)))
-        return self.head(self.pool(x).flatten(1))
-
-
-def resnet(input_shape, num_classes, channels=16, blocks=3, **_) -> nn.Module:
-    if len(input_shape) not in (2, 3):
-        raise UserError(f"model 'resnet' needs [C, L] or [C, H, W] inputs, got {tuple(input_shape)}")
-    return ResNet(input_shape, num_classes, channels=channels, blocks=blocks)
+PAPER_INIT = "paper"
+CIFAR10_SHAPE = (3, 32, 32)
 
 
 @dataclass(frozen=True)
@@ -105,6 +34,7 @@ class ModelEntry:
     name: str
     summary: str
     builder: Callable[..., nn.Module]
+    paper_init: str = "default"  # the scheme ``init="paper"`` resolves to
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -114,20 +44,64 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("lenet", "LeNet-style CNN for images: 2 conv+pool layers, then --widths", lenet),
         ModelEntry("cnn1d", "the 1-D CNN of the MNIST-1D benchmark (3 strided convs)", cnn1d),
         ModelEntry("resnet", "small residual net of basic blocks (1-D or 2-D by input)", resnet),
+        ModelEntry("resnet18", "CIFAR ResNet-18 with BN, widths [k,2k,4k,8k] (width=k, Nakkiran et al.; preact=)",
+                   resnet18, "kaiming"),
+        ModelEntry("resnet20", "He et al. 2016 CIFAR ResNet-20 with BN, widths 16/32/64 (shortcut=A|B)",
+                   resnet20, "kaiming"),
+        ModelEntry("resnet56", "He et al. 2016 CIFAR ResNet-56 with BN, widths 16/32/64 (shortcut=A|B)",
+                   resnet56, "kaiming"),
+        ModelEntry("vgg11", "CIFAR VGG-11 with BN, FC 10 head (Zhang, Bengio & Singer 2019)", vgg11, "kaiming"),
+        ModelEntry("vgg16", "CIFAR VGG-16 with BN, FC 10 head", vgg16, "kaiming"),
+        ModelEntry("vgg19", "CIFAR VGG-19 with BN, avg-pool + FC 10 (Frankle & Carbin 2019)", vgg19, "kaiming"),
+        ModelEntry("conv2", "Frankle & Carbin's Conv-2: 3x3 convs 64,64,pool; FC 256-256", conv2, "glorot-normal"),
+        ModelEntry("conv4", "Frankle & Carbin's Conv-4: + 128,128,pool", conv4, "glorot-normal"),
+        ModelEntry("conv6", "Frankle & Carbin's Conv-6: + 256,256,pool", conv6, "glorot-normal"),
+        ModelEntry("inception-small", "Zhang et al. 2017's small Inception (1,649,402 at 28x28x3; batchnorm=)",
+                   inception_small),
+        ModelEntry("alexnet-small", "Zhang et al. 2017's small AlexNet (1,387,786 at 28x28x3)", alexnet_small),
+        ModelEntry("nin", "network-in-network of Jiang et al. 2019: depth= blocks of width= channels, BN", nin),
+        ModelEntry("lenet-li", "Li et al. 2018's LeNet: valid 5x5 convs, FC 120-84", lenet_li),
     ]
 }
 
 
-def build_model(name: str, input_shape, num_classes: int, *, init: str = "default", seed: int = 0,
-                **options) -> nn.Module:
-    """Build registered model ``name`` for a dataset and initialize it from ``init`` with ``seed``."""
+def resolve_init(name: str, init: str) -> str:
+    """The initializer scheme ``init`` means for model ``name`` (``"paper"`` -> its paper's scheme)."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    scheme = MODELS[name].paper_init if init == PAPER_INIT else init
+    if scheme not in INITIALIZERS:
+        raise UserError(f"unknown init {init!r}; choose one of: {', '.join([*INITIALIZERS, PAPER_INIT])}")
+    return scheme
+
+
+def _build(name: str, input_shape, num_classes: int, options: dict) -> nn.Module:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     widths = options.get("widths")
     if widths is not None and any(int(w) <= 0 for w in widths):
         raise UserError(f"widths {list(widths)} must all be positive")
-    model = MODELS[name].builder(tuple(input_shape), num_classes, **options)
-    return initialize(model, init, seed)
+    return MODELS[name].builder(tuple(input_shape), num_classes, **options)
+
+
+def build_model(name: str, input_shape, num_classes: int, *, init: str = "default", seed: int = 0,
+                **options) -> nn.Module:
+    """Build registered model ``name`` for a dataset and initialize it from ``init`` with ``seed``."""
+    scheme = resolve_init(name, init)
+    return initialize(_build(name, input_shape, num_classes, options), scheme, seed)
+
+
+def param_count(name: str, input_shape=CIFAR10_SHAPE, num_classes: int = 10, **options) -> int | None:
+    """Number of parameters of model ``name`` at ``input_shape``, or None if it does not take that shape.
+
+    Built on PyTorch's meta device: shapes only, no memory, no initialization.
+    """
+    try:
+        with torch.device("meta"):
+            model = _build(name, input_shape, num_classes, options)
+    except UserError:
+        return None
+    return sum(p.numel() for p in model.parameters())
 
 
 def param_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
