@@ -36,6 +36,7 @@ from genlab.engine.choose import choose
 from genlab.engine.config import (Augment, InputGroup, ModelJob, ModelOutcome, TrainConfig,  # noqa: F401
                                   TrainOutcome)
 from genlab.engine.optim import OptimizerSettings, StackedOptimizer
+from genlab.engine.precision import LossScaler
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.engine.stack import stack_modules
@@ -96,6 +97,7 @@ class BatchTrainer:
         self.choices: dict[str, str] = {}   # workload signature -> strategy, for the whole run (and its resume)
         self.decisions: list[dict] = []     # what ran when, and why
         self.batch_acc = torch.full((k,), float("nan"), dtype=torch.float64)  # last epoch's training batches
+        self.scaler = LossScaler(k) if config.precision == "fp16" else None
         self.session: Session | None = None
         self.synced = True
 
@@ -197,7 +199,7 @@ class BatchTrainer:
                 "outcomes": [asdict(o) for o in self.outcomes], "curves": self.curves,
                 "checkpoints": self.checkpoints, "epoch": self.epoch, "step": self.step,
                 "seconds": self.seconds, "choices": self.choices, "decisions": self.decisions,
-                "batch_acc": self.batch_acc}
+                "batch_acc": self.batch_acc, "loss_scale": self.scaler.state() if self.scaler else None}
 
     def load_state(self, state: dict) -> None:
         if state["keys"] != [j.key for j in self.jobs]:
@@ -216,6 +218,8 @@ class BatchTrainer:
         self.choices = dict(state["choices"])
         self.decisions = list(state["decisions"])
         self.batch_acc = state["batch_acc"]
+        if self.scaler is not None and state["loss_scale"] is not None:
+            self.scaler.load(state["loss_scale"])
 
     def save_snapshot(self, path: Path) -> None:
         """Write the resume snapshot atomically; a full disk leaves the previous snapshot intact."""
@@ -296,6 +300,8 @@ class BatchTrainer:
                 break
             rows = order[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
             batch = self._make_batch(idx, group_of, rows, epoch, augmenters)
+            if self.scaler is not None:
+                batch.loss_scale = self.scaler.scale[idx.cpu()].to(self.device)
             losses, right = session.forward_backward(batch, working)
             bad = working & ~torch.isfinite(losses)
             if bool(bad.any()) and not session.exact_per_model:
@@ -313,7 +319,13 @@ class BatchTrainer:
             loss_sum += torch.where(finite, losses.detach().double(), torch.zeros((), dtype=torch.float64))
             correct += right.double()
             seen += rows.shape[1]
-            session.step(lr * self._lr_multiplier(self.epoch + b / steps_per_epoch), wd, working, uniform)
+            stepping = working
+            if self.scaler is not None:  # a model whose scaled gradients overflowed skips this update
+                finite = session.unscale(batch.loss_scale)
+                self.scaler.update(idx[working], finite[working])
+                stepping = working & finite
+            session.step(lr * self._lr_multiplier(self.epoch + b / steps_per_epoch), wd, stepping,
+                         uniform and bool(stepping.all()))
             self.synced = False
             self.step += 1
         self.batch_acc[idx.cpu()] = (correct / max(seen, 1)).cpu()

@@ -50,7 +50,9 @@ def candidates(trainer, idx: torch.Tensor, worth_trying: bool = True) -> list[st
         if gains or not worth_trying:
             names.append("packed-threads")
     # vmap turns convolutions into grouped convolutions, several times slower on CPUs: not worth timing there
-    if not dropout and (not worth_trying or trainer.device.type != "cpu" or not _has_conv(modules[0])):
+    low_precision_buffers = cfg.precision != "fp32" and bool(stack.buffers)  # see strategies.stacked
+    if not dropout and not low_precision_buffers and (
+            not worth_trying or trainer.device.type != "cpu" or not _has_conv(modules[0])):
         names.append("stacked")
     names.append("lockstep")
     if images:

@@ -35,6 +35,7 @@ class StepBatch:
     epoch: int
     step: int
     stacked: torch.Tensor | None = None   # xs as one tensor [G, B, ...] when they were gathered at once
+    loss_scale: torch.Tensor | None = None  # [k]: gradients of loss * scale (float16 training)
 
 
 class Session:
@@ -59,6 +60,11 @@ class Session:
         returns ``(losses [k], correct [k])`` (the batch loss and number of correct predictions).
         A model whose loss is not finite gets no gradient. A non-exact session that meets a
         non-finite loss sets no gradient at all (the trainer redoes the step elsewhere)."""
+        raise NotImplementedError
+
+    def unscale(self, scale: torch.Tensor) -> torch.Tensor:
+        """Divide every model's gradients by its loss scale ``[k]``; which models' gradients are
+        all finite ``[k]`` (the others skip this update)."""
         raise NotImplementedError
 
     def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, working: torch.Tensor, uniform: bool) -> None:
@@ -88,3 +94,24 @@ class Session:
     def describe(self) -> dict:
         """What the manifest records of this session."""
         return {"strategy": self.name, "models": len(self.idx)}
+
+
+def unscale_owned(grads: list[tuple[torch.Tensor, torch.Tensor | None]], scale: torch.Tensor, models: int
+                  ) -> torch.Tensor:
+    """Unscale gradients in place and find the models with non-finite ones: ``grads`` lists
+    ``(gradient, owner)``, ``owner`` a long tensor broadcastable to the gradient naming the model of
+    each entry, or ``None`` for a stacked ``[k, ...]`` gradient (model k owns row k)."""
+    finite = torch.ones(models, dtype=torch.bool, device=scale.device)
+    inverse = 1.0 / scale
+    for grad, owner in grads:
+        if owner is None:
+            grad.mul_(inverse.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype))
+            bad = ~torch.isfinite(grad).flatten(1).all(1)
+            finite &= ~bad
+        else:
+            grad.mul_(inverse[owner].to(grad.dtype))
+            bad = ~torch.isfinite(grad)
+            if bool(bad.any()):
+                finite[owner.expand_as(grad)[bad].unique()] = False
+    return finite
+

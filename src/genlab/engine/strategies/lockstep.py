@@ -21,6 +21,7 @@ from torch import nn
 from genlab.engine.evaluate import eval_rows
 from genlab.engine.losses import model_loss
 from genlab.engine.optim import PerModelOptimizer
+from genlab.engine.precision import autocast
 from genlab.engine.strategies.base import Session, StepBatch
 
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -82,16 +83,21 @@ class LockstepSession(Session):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _train_one(self, pos: int, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
-        """Forward and backward of the model at ``pos``; its loss and number of correct predictions."""
+    def _train_one(self, pos: int, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int,
+                   scale: torch.Tensor | None = None):
+        """Forward and backward of the model at ``pos`` (products at the configured precision, the
+        loss in float32, its gradient scaled by ``scale`` when given); its loss and number of
+        correct predictions."""
         for p in self.params[pos].values():
             p.grad = None
         if self.random[pos]:
             torch.manual_seed(dropout_seed(self.seeds[pos], epoch, step))
-        out = self.modules[pos](x)
+        with autocast(self.trainer.config.precision, self.trainer.device):
+            out = self.modules[pos](x)
+        out = out.float()
         loss = model_loss(out, y, self.trainer.config.loss)
         if bool(torch.isfinite(loss)):
-            loss.backward()
+            (loss if scale is None else loss * scale).backward()
         return loss.detach(), (out.detach().argmax(-1) == y).sum()
 
     def forward_backward(self, batch: StepBatch, working: torch.Tensor):
@@ -99,9 +105,25 @@ class LockstepSession(Session):
         losses = torch.full((self.num_models,), float("nan"), device=batch.y.device)
         correct = torch.zeros(self.num_models, dtype=torch.long, device=batch.y.device)
         for pos in working.nonzero().flatten().tolist():
+            scale = None if batch.loss_scale is None else batch.loss_scale[pos]
             losses[pos], correct[pos] = self._train_one(pos, xs[batch.group_of[pos]], batch.y[pos], batch.epoch,
-                                                        batch.step)
+                                                        batch.step, scale)
         return losses, correct
+
+    def unscale_models(self, positions: list[int], scale: torch.Tensor) -> dict[int, bool]:
+        """Unscale the gradients of the models at ``positions``; whether each is finite."""
+        out = {}
+        for pos in positions:
+            grads = [p.grad for p in self.params[pos].values() if p.grad is not None]
+            found = torch.zeros(1, device=scale.device)
+            if grads:
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, (1.0 / scale[pos]).reshape(1))
+            out[pos] = not bool(found.item())
+        return out
+
+    def unscale(self, scale):
+        finite = self.unscale_models(list(range(self.num_models)), scale)
+        return torch.tensor([finite[p] for p in range(self.num_models)], device=scale.device)
 
     def step(self, lr, weight_decay, working, uniform):
         self.opt.step(lr, weight_decay, working)

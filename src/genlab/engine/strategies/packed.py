@@ -17,7 +17,8 @@ import torch
 
 from genlab.engine.losses import loss_gradient_correct, per_model_losses
 from genlab.engine.optim import StackedOptimizer
-from genlab.engine.strategies.base import Session, StepBatch
+from genlab.engine.precision import autocast, compute_dtype
+from genlab.engine.strategies.base import Session, StepBatch, unscale_owned
 from genlab.engine.strategies.packed_mlp import PackedMLP, layer_kinds, mlp_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -204,7 +205,7 @@ class PackedBuckets:
         return params if self.single else {n: params[self._key(n, b)] for n in self.names}
 
     def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tapes: list | None = None,
-                stacked: torch.Tensor | None = None) -> torch.Tensor:
+                stacked: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Outputs ``[k, B, C]`` in position order; with ``tapes`` (a list), each bucket's tape is
         appended for :meth:`backward`. ``stacked``: ``xs`` as one tensor ``[G, B, ...]``, if at hand."""
         outs = []
@@ -213,7 +214,7 @@ class PackedBuckets:
             slots = None if stacked is None or self.stack_index[b] is None else \
                 stacked.index_select(0, self.stack_index[b])
             outs.append(plan.forward(self._bucket_params(params, b), [xs[g] for g in self.bucket_groups[b]], tape,
-                                     slots))
+                                     slots, dtype))
             if tapes is not None:
                 tapes.append(tape)
         out = outs[0] if self.single else torch.cat(outs)
@@ -278,24 +279,31 @@ class PackedSession(Session):
                 for key, packed in self.plan.pack({name: tensor[idx]}).items():
                     self.opt.state[key][slot] = packed
         self.opt.steps = trainer.opt_state["steps"][idx.cpu()].clone()
+        self.dtype = compute_dtype(trainer.config.precision)
 
     def forward_backward(self, batch: StepBatch, working: torch.Tensor):
         for p in self.params.values():
             p.grad = None
         loss = self.trainer.config.loss
+        scale = batch.loss_scale
         if self.plan.manual_backward:
             tapes: list = []
             with torch.no_grad():
-                out = self.plan.forward(self.params, batch.xs, tapes, batch.stacked)
+                out = self.plan.forward(self.params, batch.xs, tapes, batch.stacked, self.dtype)
                 losses, d_out, correct = loss_gradient_correct(out, batch.y, loss)
             if bool(torch.isfinite(losses).all()):
-                self.plan.backward(self.params, tapes, d_out)
+                self.plan.backward(self.params, tapes, d_out if scale is None else d_out * scale.view(-1, 1, 1))
             return losses, correct
-        out = self.plan.forward(self.params, batch.xs, stacked=batch.stacked)
+        with autocast(self.trainer.config.precision, self.trainer.device):
+            out = self.plan.forward(self.params, batch.xs, stacked=batch.stacked)
         losses = per_model_losses(out, batch.y, loss)
         if bool(torch.isfinite(losses).all()):
-            losses.sum().backward()
+            (losses.sum() if scale is None else (losses * scale).sum()).backward()
         return losses.detach(), (out.detach().argmax(-1) == batch.y).sum(1)
+
+    def unscale(self, scale):
+        return unscale_owned([(p.grad, self.plan.owners[n]) for n, p in self.params.items() if p.grad is not None],
+                             scale, self.num_models)
 
     def step(self, lr, weight_decay, working, uniform):
         self.opt.step(lr, weight_decay, working, uniform=uniform)
@@ -372,7 +380,8 @@ class PackedThreadsSession(Session):
         correct = torch.zeros(self.num_models, dtype=torch.long, device=batch.y.device)
 
         def run(part, share):
-            sub = StepBatch(batch.xs, part.group_of, batch.y[share], batch.epoch, batch.step)
+            sub = StepBatch(batch.xs, part.group_of, batch.y[share], batch.epoch, batch.step, batch.stacked,
+                            None if batch.loss_scale is None else batch.loss_scale[share])
             return part.forward_backward(sub, working[share])
 
         results = [f.result() for f in [self.pool.submit(run, part, share)
@@ -384,6 +393,12 @@ class PackedThreadsSession(Session):
                 for p in part.params.values():
                     p.grad = None
         return losses, correct
+
+    def unscale(self, scale):
+        finite = torch.ones(self.num_models, dtype=torch.bool, device=scale.device)
+        for part, share in zip(self.parts, self.shares):
+            finite[share] = part.unscale(scale[share])
+        return finite
 
     def step(self, lr, weight_decay, working, uniform):
         for f in [self.pool.submit(part.step, lr[share], weight_decay[share], working[share], uniform)

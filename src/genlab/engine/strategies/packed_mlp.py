@@ -263,17 +263,19 @@ class PackedMLP:
         return self.layers[0].kind == "bmm_in"
 
     def forward(self, params: dict[str, torch.Tensor], xs: list[torch.Tensor], tape: list | None = None,
-                stacked: torch.Tensor | None = None) -> torch.Tensor:
-        """Outputs ``[K, B, C]`` (positions in the order the plan was built with) for the inputs
-        ``xs[group]`` (``[B, ...]``, flattened to ``[B, d]``). With a ``tape`` (a list), each
-        layer's input and output are recorded on it for :meth:`backward`. ``stacked``: the inputs
-        of the slots already stacked ``[K, B, ...]`` (for a ``bmm_in`` first layer)."""
+                stacked: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Outputs ``[K, B, C]`` (positions in the order the plan was built with, float32) for the
+        inputs ``xs[group]`` (``[B, ...]``, flattened to ``[B, d]``). With a ``tape`` (a list), each
+        layer's input, output and weight are recorded on it for :meth:`backward`. ``stacked``: the
+        inputs of the slots already stacked ``[K, B, ...]`` (for a ``bmm_in`` first layer). ``dtype``:
+        compute the products in this precision (bfloat16, float16) from float32 parameters."""
         h = None
+        cast = (lambda t: t) if dtype is None else (lambda t: t.to(dtype))
         for layer in self.layers:
-            w = params[layer.weight]
-            b = params[layer.bias] if layer.bias is not None else None
+            w = cast(params[layer.weight])
+            b = cast(params[layer.bias]) if layer.bias is not None else None
             if layer.kind == "first":
-                h_in = [xs[g].flatten(1) for g, _, _ in self.first_groups]
+                h_in = [cast(xs[g].flatten(1)) for g, _, _ in self.first_groups]
                 parts = []
                 for x, (g, start, stop) in zip(h_in, self.first_groups):
                     ws = (w[start:stop] if len(self.first_groups) > 1 else w).t()
@@ -281,8 +283,8 @@ class PackedMLP:
                     parts.append(x @ ws if bs is None else torch.addmm(bs, x, ws))
                 h = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
             elif layer.kind == "bmm_in":
-                h_in = stacked.flatten(2) if stacked is not None else \
-                    torch.stack([xs[g].flatten(1) for g in self.slot_groups])
+                h_in = cast(stacked.flatten(2) if stacked is not None else
+                            torch.stack([xs[g].flatten(1) for g in self.slot_groups]))
                 h = torch.bmm(h_in, w) if b is None else torch.baddbmm(b, h_in, w)
             elif layer.kind == "blockdiag":
                 h_in = h
@@ -298,8 +300,8 @@ class PackedMLP:
             if layer.activation is not None:
                 h = layer.activation(h)
             if tape is not None:
-                tape.append((h_in, h))
-        return self._positions(self._models_first(h))
+                tape.append((h_in, h, w))
+        return self._positions(self._models_first(h)).float()
 
     def _models_first(self, out: torch.Tensor) -> torch.Tensor:
         """Network outputs (segmented ``[B, K*C]`` or padded ``[K, B, C]``) as ``[K, B, C]`` (slot order)."""
@@ -317,39 +319,41 @@ class PackedMLP:
 
     @torch.no_grad()
     def gradients(self, params: dict[str, torch.Tensor], tape: list, d_out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The gradients of the loss whose gradient with respect to the outputs (``[K, B, C]``,
+        """The gradients (float32) of the loss whose gradient with respect to the outputs (``[K, B, C]``,
         positions order) is ``d_out``, by the chain rule through the layers recorded on ``tape`` by
-        :meth:`forward` (requires :attr:`manual_backward`): for ``h = relu(a)``,
-        ``a = h_in W^T + b``: ``da = dh * [a > 0]``, ``dW = da^T h_in``, ``db = sum_batch da``,
-        ``dh_in = da W`` (bmm layers: the same per model)."""
+        :meth:`forward` (requires :attr:`manual_backward`), in the precision the forward ran in: for
+        ``h = relu(a)``, ``a = h_in W^T + b``: ``da = dh * [a > 0]``, ``dW = da^T h_in``,
+        ``db = sum_batch da`` (accumulated in float32), ``dh_in = da W`` (bmm layers: the same per model)."""
         grads = {}
         if self.inverse is not None:
             d_out = d_out.index_select(0, self.order_t)
+        dtype = tape[-1][1].dtype
+        d_out = d_out.to(dtype)
         d = d_out.transpose(0, 1).reshape(d_out.shape[1], -1) if tape[-1][1].dim() == 2 else d_out
-        for layer, (h_in, h) in zip(reversed(self.layers), reversed(tape)):
-            w = params[layer.weight]
+        f32 = (lambda t: t) if dtype == torch.float32 else (lambda t: t.float())
+        for layer, (h_in, h, w) in zip(reversed(self.layers), reversed(tape)):
             if layer.activation is not None:
                 d = torch.ops.aten.threshold_backward(d, h, 0)  # d * [h > 0], one pass
             if layer.kind == "first":
-                grad = torch.empty_like(w)
+                grad = torch.empty(w.shape, dtype=dtype, device=w.device)
                 for x, (g, start, stop) in zip(h_in, self.first_groups):
                     torch.mm(d[:, start:stop].t(), x, out=grad[start:stop])
-                grads[layer.weight] = grad
+                grads[layer.weight] = f32(grad)
                 if layer.bias is not None:
-                    grads[layer.bias] = d.sum(0)
+                    grads[layer.bias] = d.sum(0, dtype=torch.float32)
             elif layer.kind == "bmm_in":
-                grads[layer.weight] = torch.bmm(h_in.transpose(1, 2), d)
+                grads[layer.weight] = f32(torch.bmm(h_in.transpose(1, 2), d))
                 if layer.bias is not None:
-                    grads[layer.bias] = d.sum(1, keepdim=True)
+                    grads[layer.bias] = d.sum(1, keepdim=True, dtype=torch.float32)
             elif layer.kind == "blockdiag":
-                grads[layer.weight] = d.t() @ h_in
+                grads[layer.weight] = f32(d.t() @ h_in)
                 if layer.bias is not None:
-                    grads[layer.bias] = d.sum(0)
+                    grads[layer.bias] = d.sum(0, dtype=torch.float32)
                 d = d @ w
             else:
-                grads[layer.weight] = torch.bmm(h_in.transpose(1, 2), d)
+                grads[layer.weight] = f32(torch.bmm(h_in.transpose(1, 2), d))
                 if layer.bias is not None:
-                    grads[layer.bias] = d.sum(1, keepdim=True)
+                    grads[layer.bias] = d.sum(1, keepdim=True, dtype=torch.float32)
                 d = torch.bmm(d, w.transpose(1, 2))
                 if layer.to_padded is not None or layer.equal_widths:  # back to segmented [B, S]
                     batch = d.shape[1]

@@ -14,7 +14,8 @@ import torch
 from genlab.engine.losses import per_model_losses
 from genlab.engine.optim import StackedOptimizer
 from genlab.engine.stack import stacked_forward
-from genlab.engine.strategies.base import Session, StepBatch
+from genlab.engine.precision import compute_dtype
+from genlab.engine.strategies.base import Session, StepBatch, unscale_owned
 
 
 class StackedSession(Session):
@@ -30,6 +31,12 @@ class StackedSession(Session):
         self.opt.state = {n: {s: t[idx] for s, t in st.items()} for n, st in trainer.opt_state["state"].items()}
         self.opt.steps = trainer.opt_state["steps"][idx.cpu()].clone()
         self.shared = len(set(group_of)) == 1
+        # vmap ignores torch.autocast: the low precision is cast explicitly (parameters and inputs),
+        # which normalization layers with float32 statistics do not accept under vmap
+        self.dtype = compute_dtype(trainer.config.precision)
+        if self.dtype is not None and self.buffers:
+            raise ValueError(f"the stacked strategy cannot train models with buffers (BatchNorm) at "
+                             f"{trainer.config.precision}; use lockstep")
 
     def _inputs(self, batch: StepBatch) -> torch.Tensor:
         if self.shared:
@@ -41,12 +48,21 @@ class StackedSession(Session):
             p.grad = None
         stack = self.trainer.stack
         stack.template.train()
-        out = stacked_forward(stack, self.params, self._inputs(batch), shared_input=self.shared, models=self.idx,
-                              buffers=self.buffers)
+        params, x = self.params, self._inputs(batch)
+        if self.dtype is not None:
+            params = {n: p.to(self.dtype) for n, p in params.items()}
+            x = x.to(self.dtype)
+        out = stacked_forward(stack, params, x, shared_input=self.shared, models=self.idx,
+                              buffers=self.buffers).float()
         losses = per_model_losses(out, batch.y, self.trainer.config.loss)
         finite = torch.isfinite(losses)
-        torch.where(working & finite, losses, torch.zeros_like(losses)).sum().backward()
+        scaled = losses if batch.loss_scale is None else losses * batch.loss_scale
+        torch.where(working & finite, scaled, torch.zeros_like(losses)).sum().backward()
         return losses.detach(), (out.detach().argmax(-1) == batch.y).sum(1)
+
+    def unscale(self, scale):
+        return unscale_owned([(p.grad, None) for p in self.params.values() if p.grad is not None], scale,
+                             self.num_models)
 
     def step(self, lr, weight_decay, working, uniform):
         self.opt.step(lr, weight_decay, working, uniform=uniform)

@@ -58,11 +58,18 @@ class ThreadsSession(LockstepSession):
         def run(_, share):
             for pos in share:
                 if work[pos]:
+                    scale = None if batch.loss_scale is None else batch.loss_scale[pos]
                     losses[pos], correct[pos] = self._train_one(pos, xs[batch.group_of[pos]], batch.y[pos],
-                                                                batch.epoch, batch.step)
+                                                                batch.epoch, batch.step, scale)
 
         self._map(run)
         return losses, correct
+
+    def unscale(self, scale):
+        finite: dict[int, bool] = {}
+        for part in self._map(lambda _, share: self.unscale_models(share, scale)):
+            finite.update(part)
+        return torch.tensor([finite[p] for p in range(self.num_models)], device=scale.device)
 
     def step(self, lr, weight_decay, working, uniform):
         def run(w, share):
