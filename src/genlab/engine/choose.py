@@ -12,6 +12,7 @@ stored in its snapshot, so it continues with the same arithmetic.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +24,9 @@ import torch
 from genlab.engine.strategies import ORDER, candidates, open_session
 
 TIE_FRACTION = 0.05
+CALIBRATION_REVISION = 1
+"""Part of every cache key: raise it when a strategy's implementation changes, so that the
+choices measured on the old code are not reused."""
 WARMUP_STEPS = 1
 TIMED_STEPS = 3
 
@@ -43,6 +47,7 @@ def signature(trainer, idx: torch.Tensor, names: list[str]) -> str:
         "inputs": [tuple(g.x_train.shape[1:]) for g in trainer.inputs], "batch": cfg.batch_size,
         "optimizer": cfg.optimizer, "loss": cfg.loss, "precision": cfg.precision, "device": str(trainer.device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "candidates": names,
+        "revision": CALIBRATION_REVISION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -55,14 +60,17 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
+    """Add one entry; concurrent runs take turns (a lock file), so that none loses another's entry."""
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache()
-        data[key] = entry
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = _read_cache()
+            data[key] = entry
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
     except OSError:  # a read-only home: calibrate again next time
         pass
 

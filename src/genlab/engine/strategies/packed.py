@@ -364,7 +364,7 @@ class PackedThreadsSession(Session):
 
     def __init__(self, trainer, idx, group_of, workers: int):
         super().__init__(trainer, idx, group_of)
-        from genlab.engine.strategies.threads import single_thread_pool
+        from genlab.engine.strategies.threads import worker_pool
 
         plan = packed_plan(trainer.stack, idx, group_of, trainer.config.batch_size)
         if plan is None:
@@ -373,7 +373,7 @@ class PackedThreadsSession(Session):
                        for share in split_for_workers(plan, group_of, workers)]
         self.parts = [PackedSession(trainer, idx[share], [group_of[p] for p in share.tolist()])
                       for share in self.shares]
-        self.pool = single_thread_pool(len(self.parts))
+        self.pool = worker_pool(len(self.parts))
 
     def forward_backward(self, batch: StepBatch, working: torch.Tensor):
         losses = torch.full((self.num_models,), float("nan"), device=batch.y.device)

@@ -1,9 +1,9 @@
-"""The threads strategy: lockstep models spread over worker threads, one intra-op thread each.
+"""The threads strategy: lockstep models spread over worker threads, few intra-op threads each.
 
 Small convolutions scale poorly over a CPU's cores inside one operation (each op is too short to
 split well), but K independent models can run side by side: with T workers, each worker runs the
-forward, backward and optimizer step of its own share of the models with a single intra-op
-thread. PyTorch releases the GIL inside its kernels, so the workers really run in parallel.
+forward, backward and optimizer step of its own share of the models, with the process's intra-op
+threads divided among the workers (one each when there are as many workers as cores). PyTorch releases the GIL inside its kernels, so the workers really run in parallel.
 Every model is computed by one thread with one intra-op thread, so its numbers do not depend on
 the scheduling. Models with dropout are not eligible (their masks come from the process-wide
 generator).
@@ -19,13 +19,12 @@ from genlab.engine.strategies.base import StepBatch
 from genlab.engine.strategies.lockstep import LockstepSession
 
 
-def _single_thread() -> None:
-    torch.set_num_threads(1)  # per calling thread: the main thread keeps its own setting
-
-
-def single_thread_pool(workers: int) -> ThreadPoolExecutor:
-    """``workers`` threads that each run PyTorch with one intra-op thread."""
-    return ThreadPoolExecutor(max_workers=workers, initializer=_single_thread)
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """``workers`` threads sharing this process's intra-op threads evenly: one each on a 2-core
+    machine, several each when there are more cores than workers. The setting is per calling
+    thread: the main thread keeps its own."""
+    each = max(1, torch.get_num_threads() // workers)
+    return ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(each,))
 
 
 class ThreadsSession(LockstepSession):
@@ -44,7 +43,7 @@ class ThreadsSession(LockstepSession):
             opt.state = [self.opt.state[p] for p in share]
             opt.steps = self.opt.steps[share].clone()
             self.opts.append(opt)
-        self.pool = single_thread_pool(workers)
+        self.pool = worker_pool(workers)
 
     def _map(self, fn):
         return [f.result() for f in [self.pool.submit(fn, w, share) for w, share in enumerate(self.shares)]]
