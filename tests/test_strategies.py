@@ -194,3 +194,15 @@ def test_stacked_and_packed_buffers_are_written_back_once_a_model_stops():
 def test_stack_keeps_every_models_buffers():
     stack = stack_modules([bn_cnn(0), bn_cnn(1)])
     assert stack.buffers["1.running_var"].shape == (2, 4)
+
+
+def test_decisions_are_recorded_for_whoever_asks():
+    from genlab.engine import recording_decisions
+
+    x, y = images()
+    with recording_decisions() as log:
+        train_models([ModelJob("a", bn_cnn(0), 0, y)], [InputGroup(x, x[:10], y[:10])],
+                     TrainConfig(epochs=1, strategy="lockstep"))
+    assert log == [{"models": 1, "precision": "fp32",
+                    "decisions": [{"epoch": 0, "strategy": "lockstep", "models": 1, "channels_last": False,
+                                   "reason": "asked for"}]}]

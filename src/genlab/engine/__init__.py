@@ -9,11 +9,12 @@ from genlab.engine.evaluate import evaluate_stacked
 from genlab.engine.optim import OptimizerSettings, PerModelOptimizer, StackedOptimizer
 from genlab.engine.schedules import SCHEDULES, lr_multiplier
 from genlab.engine.stack import StackedModels, stack_modules, stacked_forward
-from genlab.engine.trainer import BatchTrainer, augment_seed, epoch_seed, train_models
+from genlab.engine.trainer import BatchTrainer, augment_seed, epoch_seed, recording_decisions, train_models
 
 __all__ = [
     "Augment", "BatchTrainer", "InputGroup", "ModelJob", "ModelOutcome", "OptimizerSettings", "PRECISIONS",
     "PerModelOptimizer", "SCHEDULES", "STRATEGIES", "StackedModels", "StackedOptimizer", "TrainConfig",
-    "TrainOutcome", "augment_seed", "epoch_seed", "evaluate_stacked", "lr_multiplier", "stack_modules",
+    "TrainOutcome", "augment_seed", "epoch_seed", "evaluate_stacked", "lr_multiplier", "recording_decisions",
+    "stack_modules",
     "stacked_forward", "train_models",
 ]

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,6 +44,21 @@ from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.engine.stack import stack_modules
 from genlab.engine.strategies import Session, StepBatch, open_session
 from genlab.engine.strategies.lockstep import has_dropout
+
+
+_DECISION_LOG: ContextVar[list | None] = ContextVar("genlab_engine_decisions", default=None)
+
+
+@contextmanager
+def recording_decisions():
+    """Collect, as a list, what every ``train_models`` call inside the block ran (each call's models
+    and its strategy decisions with their reasons and calibration timings), e.g. for a manifest."""
+    log: list = []
+    token = _DECISION_LOG.set(log)
+    try:
+        yield log
+    finally:
+        _DECISION_LOG.reset(token)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -350,6 +367,9 @@ class BatchTrainer:
         for o in self.outcomes:
             if o.diverged:
                 o.train_loss = o.train_acc = o.test_loss = o.test_acc = o.val_loss = o.val_acc = float("nan")
+        log = _DECISION_LOG.get()
+        if log is not None:
+            log.append({"models": len(self.jobs), "precision": cfg.precision, "decisions": self.decisions})
         return TrainOutcome(self.stack, self.outcomes, self.curves, self.checkpoints, self.seconds, self.decisions)
 
     def _run(self, on_epoch, snapshot: Path | None) -> None:
