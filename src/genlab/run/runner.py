@@ -46,7 +46,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
             for unit in todo:
                 unit_started = time.perf_counter()
                 ctx = Context(unit_dir=store.unit_dir(unit), progress=progress, device=spec.device)
-                if ctx.snapshot.exists():
+                if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
                     progress.log(f"[{study.name}] unit {unit}: resuming from its snapshot")
                 result = study.run_unit(spec, unit, ctx)
                 store.save_unit(unit, result.rows, result.curves, time.perf_counter() - unit_started)
