@@ -18,8 +18,9 @@ from genlab.errors import UserError
 
 def _unpickler_detail(exc: BaseException) -> str:
     text = str(exc)
-    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
-    return (found.group(1) if found else text.splitlines()[0] if text else type(exc).__name__).strip()[:160]
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    detail = found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
+    return detail.split(" was not an allowed global")[0].strip()[:160]
 
 
 def load_state(path: Path | str, what: str = "resume state") -> Any:
@@ -34,12 +35,19 @@ def load_state(path: Path | str, what: str = "resume state") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(exc)
-        if "Unsupported global" in detail or "Unsupported class" in detail:
-            raise UserError(f"{path}: {what} written by an older genlab or not by genlab ({detail}); it is not "
-                            f"loaded, since that could run code; re-run with --force-new") from None
-        raise UserError(f"{path}: {what} is corrupt ({detail}); re-run with --force-new to start over") from None
+        raise UserError(f"{path}: {what} written by an older genlab, or not by genlab ({_unpickler_detail(exc)}); "
+                        f"it is not loaded, since that could run code; re-run with --force-new") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, TypeError, KeyError,
             IndexError) as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: {what} is unreadable ({reason}); re-run with --force-new to start over") from None
+
+
+def check_resume_files(unit_dir: Path | str) -> None:
+    """Refuse a unit folder whose ``.pt`` resume files cannot be read safely, before the unit runs.
+
+    Every ``*.pt`` file there (``.pt.tmp`` leftovers of a killed write are ignored) must load with
+    ``weights_only=True``; the first that does not is reported as :func:`load_state` does.
+    """
+    for path in sorted(Path(unit_dir).glob("*.pt")):
+        load_state(path)

@@ -119,22 +119,17 @@ class RunStore:
         except OSError as exc:
             raise UserError(f"cannot write to run folder {self.path}: {exc.strerror or exc}") from None
         self._lock()
+        if force_new and any(child.name != ".lock" for child in self.path.iterdir()):
+            self._move_aside()
         manifest = self.read_manifest()
         if manifest is not None:
             same = manifest.get("study") == study and manifest.get("spec") == spec
-            if not same and not force_new:
+            if not same:
                 self.release()
                 diff = _spec_diff(manifest.get("spec", {}), spec) if manifest.get("study") == study else \
                     f"study {manifest.get('study')!r} there, {study!r} asked"
                 raise UserError(f"{self.path} holds a run with a different spec ({diff}); "
                                 f"use another --out, or --force-new to start over (the old run is kept aside)")
-            if not same:
-                backup = self.path.with_name(f"{self.path.name}.old-{datetime.now():%Y%m%d-%H%M%S}")
-                for child in list(self.path.iterdir()):
-                    if child.name != ".lock":
-                        backup.mkdir(exist_ok=True)
-                        shutil.move(str(child), backup / child.name)
-                manifest = None
         now = datetime.now(timezone.utc).isoformat()
         if manifest is None:
             manifest = {"study": study, "spec": spec, "status": "running", "created": now,
@@ -144,6 +139,19 @@ class RunStore:
         manifest.setdefault("attempts", []).append({"started": now, "pid": os.getpid()})
         self.write_manifest(manifest)
         return self
+
+    def _move_aside(self) -> Path:
+        """Move everything of the folder but its lock to ``NAME.old-TIMESTAMP`` (``--force-new``)."""
+        stamp = f"{self.path.name}.old-{datetime.now():%Y%m%d-%H%M%S}"
+        backup, n = self.path.with_name(stamp), 1
+        while backup.exists():
+            n += 1
+            backup = self.path.with_name(f"{stamp}-{n}")
+        backup.mkdir()
+        for child in list(self.path.iterdir()):
+            if child.name != ".lock":
+                shutil.move(str(child), backup / child.name)
+        return backup
 
     def _lock(self) -> None:
         lock_path = self.path / ".lock"
