@@ -60,7 +60,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
         store.set_status("complete", finished=datetime.now(timezone.utc).isoformat(),
                          seconds=round(sum(manifest.get("unit_seconds", {}).values()), 3),
                          wall_seconds_last_attempt=round(time.perf_counter() - started, 3),
-                         figures=[str(p.relative_to(store.path)) for p in figures])
+                         figures=[str(p.relative_to(store.path)) for p in figures], tables=store.table_digests())
     except KeyboardInterrupt:
         store.set_status("interrupted")
         raise

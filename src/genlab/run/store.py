@@ -188,9 +188,15 @@ class RunStore:
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (json.JSONDecodeError, OSError) as exc:
-            raise UserError(f"{self.manifest_path} is unreadable ({exc}); move it away to start over") from None
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{self.manifest_path} is unreadable ({_reason(exc)}); re-run with --force-new to start "
+                            f"over (the old run is kept aside)") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("spec", {}), dict) or \
+                not isinstance(manifest.get("units_done", []), list):
+            raise UserError(f"{self.manifest_path} is not a genlab manifest (damaged?); re-run with --force-new to "
+                            f"start over (the old run is kept aside)")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path, manifest)
@@ -232,7 +238,17 @@ class RunStore:
         self.write_manifest(manifest)
 
     def load_unit(self, unit: str) -> dict:
-        return json.loads((self.path / "units" / unit / "done.json").read_text())
+        path = self.path / "units" / unit / "done.json"
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{path} is unreadable ({_reason(exc)}); delete it to run unit {unit} again, or re-run "
+                            f"with --force-new to start over") from None
+        if not (isinstance(data, dict) and isinstance(data.get("rows"), list) and isinstance(data.get("curves"), list)
+                and all(isinstance(r, dict) for r in data["rows"] + data["curves"])):
+            raise UserError(f"{path} does not hold a finished unit's rows (damaged?); delete it to run unit {unit} "
+                            f"again, or re-run with --force-new to start over")
+        return data
 
     def rebuild_tables(self, units: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Concatenate finished units' rows in unit order into results.csv and curves.csv."""
@@ -247,12 +263,37 @@ class RunStore:
         atomic_write_text(self.path / "curves.csv", curve_df.to_csv(index=False))
         return results, curve_df
 
+    def table_digests(self) -> dict[str, str]:
+        """SHA-256 of results.csv and curves.csv, recorded in the manifest of a complete run."""
+        return {name: _sha256(self.path / name) for name in TABLES if (self.path / name).exists()}
+
+    def verify_tables(self, manifest: dict) -> None:
+        """Refuse tables that differ from the digests the complete run recorded (damaged or edited)."""
+        for name, digest in (manifest.get("tables") or {}).items():
+            path = self.path / name
+            if name in TABLES and (not path.exists() or _sha256(path) != digest):
+                raise UserError(f"{path} is missing or differs from what the run wrote (damaged or edited); re-run "
+                                f"the run's command to rebuild it from units/*/done.json, or --force-new to start over")
+
     # ----- reading a finished run ------------------------------------------------------------
     def results(self) -> pd.DataFrame:
         return _read_csv(self.path / "results.csv")
 
     def curves(self) -> pd.DataFrame:
         return _read_csv(self.path / "curves.csv")
+
+
+TABLES = ("results.csv", "curves.csv")
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -262,3 +303,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
+        raise UserError(f"{path} is unreadable ({_reason(exc)}); re-run the run's command to rebuild it from "
+                        f"units/*/done.json, or --force-new to start over") from None
