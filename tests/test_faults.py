@@ -74,7 +74,7 @@ def test_a_second_run_and_the_report_while_a_run_writes_the_folder(tmp_path, cap
 def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
     import torch
 
-    import genlab.engine.trainer as trainer
+    import genlab.engine.snapshot as snapshot
 
     args = SMOKE + ["--epochs", "11", "--out", str(tmp_path / "run")]
     real_save = torch.save
@@ -87,17 +87,17 @@ def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, c
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
 
-    monkeypatch.setattr(trainer.torch, "save", save_then_fill_disk)
+    monkeypatch.setattr(snapshot.torch, "save", save_then_fill_disk)
     code, err = cli(args, capsys)
     unit = tmp_path / "run" / "units" / "seed0"
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "cannot write the resume snapshot" in err and "No space left on device" in err
     assert sorted(p.name for p in unit.iterdir()) == ["snapshot.pt"]          # no torn temporary file
-    from genlab.safeload import load_state
+    from genlab.engine.snapshot import load_snapshot as load_state
 
     assert load_state(unit / "snapshot.pt")["epoch"] == 5                      # the previous snapshot, intact
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
-    monkeypatch.setattr(trainer.torch, "save", real_save)
+    monkeypatch.setattr(snapshot.torch, "save", real_save)
     assert main(args) == 0                                                     # disk freed: resumes and finishes
     assert main(SMOKE + ["--epochs", "11", "--out", str(tmp_path / "clean")]) == 0
     assert (tmp_path / "run" / "results.csv").read_bytes() == (tmp_path / "clean" / "results.csv").read_bytes()
@@ -129,7 +129,7 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_figure(tmp_path, 
 def test_a_full_disk_while_writing_the_tables_keeps_the_previous_tables(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     args = SMOKE + ["--seeds", "0,1", "--out", str(out)]
-    import genlab.store as store
+    import genlab.run.store as store
 
     real_rebuild = store.RunStore.rebuild_tables
     seen = []

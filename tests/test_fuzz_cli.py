@@ -177,13 +177,19 @@ def _float_fields():
                 yield study, name
 
 
-PENDING_SPEC_CHECKS = pytest.mark.xfail(reason="spec-side validation (non-finite floats, binary --config) comes "
-                                               "with the house branch", strict=False)
+PENDING_SPEC_CHECKS = pytest.mark.xfail(reason="spec-side validation (non-finite floats, binary --config) is not "
+                                               "in main yet (the house branch's task)", strict=False)
 
 
-@PENDING_SPEC_CHECKS
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-@pytest.mark.parametrize("study,name", list(_float_fields()))
+def _non_finite_cases():
+    for study, name in _float_fields():
+        upper = any(isinstance(m, (at.Lt, at.Le)) for m in STUDIES[study].Spec.model_fields[name].metadata)
+        for value in ("nan", "inf", "-inf"):
+            pending = value == "inf" and not upper     # refused today only where a bound catches it
+            yield pytest.param(study, name, value, marks=[PENDING_SPEC_CHECKS] if pending else [])
+
+
+@pytest.mark.parametrize("study,name,value", list(_non_finite_cases()))
 def test_non_finite_floats_are_refused_naming_the_field(study, name, value):
     spec_cls = STUDIES[study].Spec
     annotation = _base(spec_cls.model_fields[name].annotation)

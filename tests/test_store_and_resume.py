@@ -88,7 +88,7 @@ def test_sigkill_midway_then_resume_gives_the_uninterrupted_results(tmp_path):
     _wait_for(lambda: (run / "units" / "seed0" / "snapshot.pt").exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    from genlab.safeload import load_state
+    from genlab.engine.snapshot import load_snapshot as load_state
 
     snapshot_epoch = load_state(run / "units" / "seed0" / "snapshot.pt")["epoch"]
     assert snapshot_epoch >= 5

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.safeload import check_resume_files
 from genlab.studies.base import Context, get_study
 
 
@@ -31,7 +30,6 @@ def _run_unit_task(study_name: str, spec_json: dict, unit: str, unit_dir: str, t
         probe.unlink()
     except OSError:  # a worker on another machine: keep its resume snapshot locally
         folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit}-"))
-    check_resume_files(folder)
     started = time.perf_counter()
     result = study.run_unit(spec, unit, Context(unit_dir=folder, progress=NullProgress(), device=spec.device))
     return unit, result.rows, result.curves, time.perf_counter() - started

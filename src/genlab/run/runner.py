@@ -7,7 +7,6 @@ from pathlib import Path
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.safeload import check_resume_files
 from genlab.spec import StudySpec
 from genlab.run.store import RunStore
 from genlab.studies.base import Context, Study, get_study
@@ -57,7 +56,6 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
                 unit_started = time.perf_counter()
                 ctx = Context(unit_dir=store.unit_dir(unit), progress=progress, device=spec.device)
                 if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
-                    check_resume_files(ctx.unit_dir)
                     progress.log(f"[{study.name}] unit {unit}: resuming from its snapshot")
                 result = study.run_unit(spec, unit, ctx)
                 store.save_unit(unit, result.rows, result.curves, time.perf_counter() - unit_started)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +27,12 @@ from pydantic import Field, model_validator
 
 from genlab.data import load_dataset
 from genlab.engine import InputGroup, TrainConfig
+from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.errors import UserError
 from genlab.models import build_model, initialize
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
-from genlab.safeload import load_state
 from genlab.spec import TrainSpec
 from genlab.studies.base import Study, Summary, UnitResult, register
 
@@ -153,13 +152,7 @@ def _plain(value: object) -> object:
 
 def _save_atomic(state: dict, path: Path) -> None:
     """Write the round state (tensors and plain Python values only) so a kill leaves the old one intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(_plain(state), tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write the pruning rounds' state {path}: {exc}") from None
+    save_snapshot(_plain(state), path)
 
 
 def _spread(results: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -235,7 +228,7 @@ class Lottery(Study):
         rows: list[dict] = []
         curves: list[dict] = []
         if state_path.exists():
-            saved = load_state(state_path, "the pruning rounds' state")
+            saved = load_snapshot(state_path)
             try:
                 imp.load_state_dict(saved["imp"])
                 rows, curves = saved["rows"], saved["curves"]
