@@ -58,3 +58,18 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     for variable in MIRROR_VARIABLES:
         monkeypatch.setenv(variable, LOOPBACK_MIRROR)
+
+
+@pytest.fixture
+def genlab_cli(capsys):
+    """``genlab ARGS`` in this process: returns (exit code, stderr)."""
+    from genlab.cli import main
+
+    def run(args: list[str]) -> tuple[int, str]:
+        try:
+            code = main(args)
+        except SystemExit as exc:
+            code = exc.code
+        return code, capsys.readouterr().err
+
+    return run

@@ -64,23 +64,17 @@ def local_server():
     thread.join(5)
 
 
-def cli(args, capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 MNIST = ["run", "randomization", "--dataset", "mnist", "--preset", "smoke", "--epochs", "1", "--n-train", "30",
          "--n-test", "20", "--quiet"]
 
 
-def test_a_download_whose_checksum_differs_is_deleted_and_named(local_server, tmp_path, monkeypatch, capsys):
+def test_a_download_whose_checksum_differs_is_deleted_and_named(local_server, tmp_path, monkeypatch, genlab_cli):
     local_server.files = tiny_mnist()                      # not the published bytes: every digest differs
     monkeypatch.setenv("GENLAB_MNIST_MIRROR", local_server.url)
     folder = tmp_path / "data"
-    code, err = cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")], capsys)
+    code, err = genlab_cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     name = idx.IDX_TRAIN_IMAGES
     assert f"checksum mismatch for {name} downloaded from {local_server.url}" in err
@@ -90,20 +84,20 @@ def test_a_download_whose_checksum_differs_is_deleted_and_named(local_server, tm
     assert local_server.requested == [f"/mnist/{name}"]
 
 
-def test_a_verified_download_from_a_local_server_trains(local_server, tmp_path, monkeypatch, capsys):
+def test_a_verified_download_from_a_local_server_trains(local_server, tmp_path, monkeypatch, genlab_cli):
     local_server.files = tiny_mnist()
     pins = tuple(fetch.RemoteFile(n, hashlib.sha256(b).hexdigest()) for n, b in local_server.files.items())
     monkeypatch.setitem(fetch.SOURCES, "mnist", replace(fetch.SOURCES["mnist"], files=pins))
     monkeypatch.setenv("GENLAB_MNIST_MIRROR", f"http://127.0.0.1:9/dead, {local_server.url}")
     folder = tmp_path / "data"
-    code, err = cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")], capsys)
+    code, err = genlab_cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")])
     assert code == 0, err
     assert sorted(p.name for p in folder.iterdir()) == sorted(IDX_NAMES)
     assert all((folder / n).read_bytes() == b for n, b in local_server.files.items())
     assert sorted(local_server.requested) == sorted(f"/mnist/{n}" for n in IDX_NAMES)
 
 
-def test_missing_files_with_no_reachable_mirror_name_the_folder(tmp_path, monkeypatch, capsys):
+def test_missing_files_with_no_reachable_mirror_name_the_folder(tmp_path, monkeypatch, genlab_cli):
     """The dataset files are absent and the fetch fails (patched): one line naming the folder and files."""
     asked = []
 
@@ -114,7 +108,7 @@ def test_missing_files_with_no_reachable_mirror_name_the_folder(tmp_path, monkey
     monkeypatch.setattr(fetch, "fetch_url", offline)
     monkeypatch.delenv("GENLAB_MNIST_MIRROR")
     folder = tmp_path / "nothing"
-    code, err = cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")], capsys)
+    code, err = genlab_cli(MNIST + ["--data-root", str(folder), "--out", str(tmp_path / "run")])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert str(folder) in err and all(n in err for n in IDX_NAMES) and "offline (patched fetch)" in err
     assert asked == [f"{m}/{idx.IDX_TRAIN_IMAGES}" for m in fetch.SOURCES["mnist"].mirrors]  # each mirror once

@@ -21,12 +21,6 @@ PROBE = Path(__file__).with_name("kill_probe.py")
 SMOKE = ["run", "randomization", "--preset", "smoke", "--quiet"]
 
 
-def cli(args, capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def no_space(*_, **__):
@@ -35,7 +29,7 @@ def no_space(*_, **__):
 
 # ----- a folder in use -------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_second_run_and_the_report_while_a_run_writes_the_folder(tmp_path, capsys):
+def test_a_second_run_and_the_report_while_a_run_writes_the_folder(tmp_path, genlab_cli):
     out = tmp_path / "rep" / "randomization"
     args = SMOKE + ["--epochs", "6", "--seeds", "0,1,2,3"]
     proc = subprocess.Popen([sys.executable, str(PROBE), *args, "--out", str(out)],
@@ -44,7 +38,7 @@ def test_a_second_run_and_the_report_while_a_run_writes_the_folder(tmp_path, cap
     try:
         while proc.poll() is None:
             if (out / "manifest.json").exists() and refused == 0:
-                code, err = cli(args + ["--out", str(out)], capsys)
+                code, err = genlab_cli(args + ["--out", str(out)])
                 if proc.poll() is None:
                     assert code == 2 and "is in use by pid" in err and len(err.strip().splitlines()) == 1, err
                     refused += 1
@@ -71,7 +65,7 @@ def test_a_second_run_and_the_report_while_a_run_writes_the_folder(tmp_path, cap
 
 
 # ----- a full disk ----------------------------------------------------------------------------------
-def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, genlab_cli, monkeypatch):
     import torch
 
     import genlab.engine.snapshot as snapshot
@@ -88,7 +82,7 @@ def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, c
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(snapshot.torch, "save", save_then_fill_disk)
-    code, err = cli(args, capsys)
+    code, err = genlab_cli(args)
     unit = tmp_path / "run" / "units" / "seed0"
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "cannot write the resume snapshot" in err and "No space left on device" in err
@@ -103,7 +97,7 @@ def test_a_full_disk_while_writing_a_snapshot_keeps_the_previous_one(tmp_path, c
     assert (tmp_path / "run" / "results.csv").read_bytes() == (tmp_path / "clean" / "results.csv").read_bytes()
 
 
-def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_figure(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_figure(tmp_path, genlab_cli, monkeypatch):
     from matplotlib.figure import Figure
 
     out = tmp_path / "rep" / "randomization"
@@ -117,7 +111,7 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_figure(tmp_path, 
         no_space()
 
     monkeypatch.setattr(Figure, "savefig", full_disk)
-    code, err = cli(["report", str(out.parent)], capsys)
+    code, err = genlab_cli(["report", str(out.parent)])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert f"cannot write the figure {png}: No space left on device" in err
     assert png.read_bytes() == before
@@ -126,7 +120,7 @@ def test_a_full_disk_while_drawing_a_figure_keeps_the_previous_figure(tmp_path, 
     assert main(["report", str(out.parent)]) == 0
 
 
-def test_a_full_disk_while_writing_the_tables_keeps_the_previous_tables(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_while_writing_the_tables_keeps_the_previous_tables(tmp_path, genlab_cli, monkeypatch):
     out = tmp_path / "run"
     args = SMOKE + ["--seeds", "0,1", "--out", str(out)]
     import genlab.run.store as store
@@ -141,7 +135,7 @@ def test_a_full_disk_while_writing_the_tables_keeps_the_previous_tables(tmp_path
         return real_rebuild(self, units)
 
     monkeypatch.setattr(store.RunStore, "rebuild_tables", rebuild_then_fill)
-    code, err = cli(args, capsys)
+    code, err = genlab_cli(args)
     assert code == 2 and "cannot write" in err and "results.csv: No space left on device" in err, err
     results = pd.read_csv(out / "results.csv")
     assert sorted(results["seed"].unique()) == [0]                           # the tables of the first unit

@@ -161,7 +161,7 @@ def test_fuzzed_flags_end_in_a_clear_error_or_a_run(args, capsys):
 
 
 @pytest.mark.slow
-@settings(max_examples=200, **COMMON)
+@settings(max_examples=80, **COMMON)
 @given(args=cli_cases())
 def test_fuzzed_flags_bigger_profile(args, capsys):
     _fuzz_flags(args, capsys)

@@ -28,12 +28,6 @@ class CreatesMarker:
         return (open, (self.marker, "w"))
 
 
-def run_cli(args, capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 def assert_one_line_error(code, err, *needles):
@@ -82,19 +76,19 @@ def _unfinished_copy(folder, tmp_path, unit):
 
 @pytest.mark.parametrize("form", ["torch", "pickle"])
 @pytest.mark.parametrize("study", sorted(RUNS))
-def test_a_crafted_resume_file_is_refused_and_runs_nothing(study, form, finished_runs, tmp_path, capsys):
+def test_a_crafted_resume_file_is_refused_and_runs_nothing(study, form, finished_runs, tmp_path, genlab_cli):
     args, unit, name = RUNS[study]
     run = _unfinished_copy(finished_runs[study], tmp_path, unit)
     marker = tmp_path / "marker"
     crafted(run / "units" / unit / name, marker, form)
-    code, err = run_cli(args + ["--out", str(run)], capsys)
+    code, err = genlab_cli(args + ["--out", str(run)])
     assert_one_line_error(code, err, name, "written by an older genlab", "--force-new")
     assert not marker.exists(), "code from the crafted file ran"
     assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_a_damaged_snapshot_is_named_with_the_way_out(damage, finished_runs, tmp_path, capsys):
+def test_a_damaged_snapshot_is_named_with_the_way_out(damage, finished_runs, tmp_path, genlab_cli):
     args, unit, name = RUNS["randomization"]
     run = _unfinished_copy(finished_runs["randomization"], tmp_path, unit)
     real = io.BytesIO()
@@ -102,7 +96,7 @@ def test_a_damaged_snapshot_is_named_with_the_way_out(damage, finished_runs, tmp
     data = {"truncated": real.getvalue()[: len(real.getvalue()) // 2], "empty": b"",
             "garbage": bytes(range(256)) * 8}[damage]
     (run / "units" / unit / name).write_bytes(data)
-    code, err = run_cli(args + ["--out", str(run)], capsys)
+    code, err = genlab_cli(args + ["--out", str(run)])
     assert_one_line_error(code, err, name, "--force-new")
     assert main(args + ["--out", str(run), "--force-new"]) == 0  # the way out works
 
@@ -117,14 +111,14 @@ CIFAR = ["run", "randomization", "--dataset", "cifar10", "--preset", "smoke", "-
          "--n-test", "10", "--quiet"]
 
 
-def test_a_crafted_cifar_pickle_is_refused_by_the_allow_list(tmp_path, capsys):
+def test_a_crafted_cifar_pickle_is_refused_by_the_allow_list(tmp_path, genlab_cli):
     folder = tmp_path / "data" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         (folder / name).write_bytes(pickle.dumps(_cifar_batch(10, i), protocol=2))
     marker = tmp_path / "marker"
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": CreatesMarker(marker), b"labels": []}, protocol=2))
-    code, err = run_cli(CIFAR + ["--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capsys)
+    code, err = genlab_cli(CIFAR + ["--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
     assert_one_line_error(code, err, "data_batch_3", "refusing to load global io.open")
     assert not marker.exists()
 
@@ -136,7 +130,7 @@ def _add(tar, info, payload=b""):
 
 @pytest.mark.parametrize("kind,reason", [("parent", "path with '..'"), ("absolute", "absolute path"),
                                          ("symlink", "link or special file"), ("hardlink", "link or special file")])
-def test_an_archive_with_escaping_members_is_refused_before_writing(kind, reason, tmp_path, capsys):
+def test_an_archive_with_escaping_members_is_refused_before_writing(kind, reason, tmp_path, genlab_cli):
     root = tmp_path / "data"
     root.mkdir()
     outside = tmp_path / "outside.txt"
@@ -151,7 +145,7 @@ def test_an_archive_with_escaping_members_is_refused_before_writing(kind, reason
             link.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
             link.linkname = str(outside) if kind == "symlink" else "../../outside.txt"
             _add(tar, link)
-    code, err = run_cli(CIFAR + ["--data-root", str(root), "--out", str(tmp_path / "run")], capsys)
+    code, err = genlab_cli(CIFAR + ["--data-root", str(root), "--out", str(tmp_path / "run")])
     assert_one_line_error(code, err, "cifar-10-python.tar.gz", "refusing to extract member", reason)
     assert not outside.exists()
     assert not (root / "cifar-10-batches-py").exists()  # nothing extracted at all
@@ -162,7 +156,7 @@ def test_an_archive_with_escaping_members_is_refused_before_writing(kind, reason
 SCRIPT = '<script>alert("genlab")</script>'
 
 
-def test_the_report_escapes_strings_from_specs_and_tables(tmp_path, capsys):
+def test_the_report_escapes_strings_from_specs_and_tables(tmp_path, genlab_cli):
     out = tmp_path / "rep"
     args = ["run", "randomization", "--preset", "smoke", "--epochs", "1", "--quiet", "--data-root", f"/data/{SCRIPT}",
             "--out", str(out / "randomization")]
