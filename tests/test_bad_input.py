@@ -51,7 +51,6 @@ TABLE = [
     (R + ["--preset", "fast"], "preset"),
     (R + ["--n-train", "0"], "'n_train'"),
     (R + ["--n-train", "99999"], "n_train=99999 is larger than mnist5k's 4000 examples"),
-    (R + ["--dataset", "mnist", "--data-root", "{tmp}/nothing"], "nothing"),
     (R + ["--unknown-flag", "3"], "No such option"),
     (["run", "expressivity", "--sizes", "-5"], "sizes"),
     (["run", "expressivity", "--labels", "shuffled"], "labels"),

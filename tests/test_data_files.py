@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from genlab.data import files
+from genlab.data.sources import fetch
 from genlab.errors import UserError
 
 N_TRAIN, N_TEST = 7, 3
@@ -38,7 +39,7 @@ def no_real_network(monkeypatch):
     def refuse(url: str, dest: Path) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(files, "fetch_url", refuse)
+    monkeypatch.setattr(fetch, "fetch_url", refuse)
     for variable in ("GENLAB_DATA", "GENLAB_MNIST_MIRROR", "GENLAB_FASHION_MNIST_MIRROR"):
         monkeypatch.delenv(variable, raising=False)
 

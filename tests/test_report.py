@@ -1,5 +1,6 @@
 """reproduce -> report.html: the page is complete, rebuilds from disk, and renders in a real browser."""
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from genlab.report import build_report
 from genlab.studies import STUDIES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +51,22 @@ def test_report_restores_deleted_figures_identically(reproduced):
     assert all(p.exists() for p in figures)
 
 
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The Chromium binary; in CI (CI=true) its absence fails the test, elsewhere it skips it."""
+    if CHROMIUM is None:
+        if IN_CI:
+            pytest.fail("headless Chromium is missing in CI (CI=true); .ci/run installs Debian's chromium package")
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); in CI (CI=true) this test fails")
+    return CHROMIUM
+
+
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
-def test_report_renders_in_headless_chromium(reproduced):
+def test_report_renders_in_headless_chromium(chromium, reproduced):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})

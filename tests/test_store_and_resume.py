@@ -18,9 +18,19 @@ ARGS = ["run", "randomization", "--dataset", "digits", "--n-train", "400", "--n-
         "--pixel-variants", "random_pixels", "--seeds", "0,1,2"]
 
 
-def genlab(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "genlab.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+PROBE = Path(__file__).with_name("kill_probe.py")
+
+
+def genlab(args, events: Path | None = None, **kw):
+    """The CLI in a subprocess; with ``events``, through tests/kill_probe.py, which logs each epoch there."""
+    env = {**os.environ, **({"GENLAB_PROBE_EVENTS": str(events)} if events else {})}
+    env.pop("GENLAB_PROBE_KILL", None)
+    return subprocess.Popen([sys.executable, str(PROBE), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def trained_epochs(events: Path) -> list[int]:
+    return [int(line.split()[1]) for line in events.read_text().splitlines() if line.startswith("epoch ")]
 
 
 def test_second_process_on_the_same_folder_is_refused(tmp_path):
@@ -78,11 +88,19 @@ def test_sigkill_midway_then_resume_gives_the_uninterrupted_results(tmp_path):
     _wait_for(lambda: (run / "units" / "seed0" / "snapshot.pt").exists(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    from genlab.engine.snapshot import load_snapshot as load_state
+
+    snapshot_epoch = load_state(run / "units" / "seed0" / "snapshot.pt")["epoch"]
+    assert snapshot_epoch >= 5
     # kill 2: after the first unit finished
-    proc = genlab(ARGS + ["--out", str(run)])
+    events = tmp_path / "events"
+    proc = genlab(ARGS + ["--out", str(run)], events=events)
     _wait_for(lambda: (run / "units" / "seed0" / "done.json").exists(), proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _, err = proc.communicate()
+    # it continued from the snapshot rather than training seed0 from scratch
+    assert "unit seed0: resuming from its snapshot" in err
+    assert trained_epochs(events)[0] == snapshot_epoch + 1, trained_epochs(events)[:3]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "running"                 # never presented as complete
     done_before = json.loads((run / "units" / "seed0" / "done.json").read_text())

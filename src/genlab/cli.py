@@ -90,7 +90,7 @@ def _run_options(f):
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="TOML file with spec fields (flags override it)"),
         click.option("--force-new", is_flag=True, default=False,
-                     help="start over in a run folder that holds a different spec (the old run is moved aside)"),
+                     help="start over in the run folder, whatever it holds (the old run is moved aside to DIR.old-TIMESTAMP)"),
         click.option("--quiet", is_flag=True, default=False, help="no progress display"),
         click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
                      help="where units run: in this process, or as Ray tasks"),

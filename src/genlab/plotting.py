@@ -1,12 +1,15 @@
 """One figure style for every study; figures saved as PNG (for the page) and SVG (for print)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from genlab.errors import UserError  # noqa: E402
 
 STYLE = {
     "figure.dpi": 110,
@@ -33,12 +36,24 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 5.2, height: float = 3
 
 
 def save(fig, out_dir: Path, name: str) -> Path:
-    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` with fixed metadata."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save ``fig`` as ``name.png`` and ``name.svg`` in ``out_dir`` with fixed metadata.
+
+    Each file is written to a temporary name and renamed into place, so a full disk leaves the
+    previous figure intact and ends in one line (UserError) naming the file.
+    """
     png = out_dir / f"{name}.png"
-    with plt.rc_context(STYLE):
-        fig.tight_layout()
-        fig.savefig(png, metadata={"Software": None}, bbox_inches="tight")
-        fig.savefig(out_dir / f"{name}.svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with plt.rc_context(STYLE):
+            fig.tight_layout()
+            for path, metadata in ((png, {"Software": None}), (out_dir / f"{name}.svg", {"Date": None, "Creator": None})):
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                try:
+                    fig.savefig(tmp, format=path.suffix[1:], metadata=metadata, bbox_inches="tight")
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise UserError(f"cannot write the figure {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return png

@@ -174,14 +174,14 @@ def load_mnist1d(n_train: int | None = None, n_test: int | None = None, split_se
 def _file_loader(name: str) -> Callable[..., Dataset]:
     def load(n_train: int | None = None, n_test: int | None = None, root: str | None = None,
              download: bool = True, **_: object) -> Dataset:
-        from genlab.data import files
+        from genlab.data.sources import cifar10, idx
 
         root_path = Path(root) if root else None
         if name == "cifar10":
-            xtr, ytr, xte, yte = files.load_cifar10(root_path, download=download)
+            xtr, ytr, xte, yte = cifar10.load_cifar10(root_path, download=download)
             xtr, xte = xtr.transpose(0, 3, 1, 2), xte.transpose(0, 3, 1, 2)
         else:
-            xtr, ytr, xte, yte = files.load_idx_dataset(name, root_path, download=download)
+            xtr, ytr, xte, yte = idx.load_idx_dataset(name, root_path, download=download)
             xtr, xte = xtr[:, None], xte[:, None]
         xtr, ytr = _subset(xtr, ytr, n_train, "n_train", name)
         xte, yte = _subset(xte, yte, n_test, "n_test", name)

@@ -38,6 +38,7 @@ from genlab.engine.choose import choose
 from genlab.engine.config import (Augment, InputGroup, ModelJob, ModelOutcome, TrainConfig,  # noqa: F401
                                   TrainOutcome)
 from genlab.engine.optim import OptimizerSettings, StackedOptimizer
+from genlab.engine.memory import check_training_fits
 from genlab.engine.precision import LossScaler
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.snapshot import load_snapshot, save_snapshot
@@ -411,4 +412,5 @@ class BatchTrainer:
 def train_models(jobs: Sequence[ModelJob], inputs: Sequence[InputGroup], config: TrainConfig,
                  on_epoch=None, snapshot: Path | None = None) -> TrainOutcome:
     """Train ``jobs`` together; see :class:`BatchTrainer`."""
+    check_training_fits(jobs, inputs, config)
     return BatchTrainer(jobs, inputs, config).run(on_epoch=on_epoch, snapshot=snapshot)

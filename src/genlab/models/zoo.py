@@ -87,8 +87,12 @@ def _build(name: str, input_shape, num_classes: int, options: dict) -> nn.Module
 def build_model(name: str, input_shape, num_classes: int, *, init: str = "default", seed: int = 0,
                 **options) -> nn.Module:
     """Build registered model ``name`` for a dataset and initialize it from ``init`` with ``seed``."""
+    from genlab.engine.memory import check_model_fits
+
     scheme = resolve_init(name, init)
-    return initialize(_build(name, input_shape, num_classes, options), scheme, seed)
+    build = lambda: _build(name, input_shape, num_classes, options)  # noqa: E731
+    check_model_fits(build, f"model {name} {options.get('widths') or ''}".strip())
+    return initialize(build(), scheme, seed)
 
 
 def param_count(name: str, input_shape=CIFAR10_SHAPE, num_classes: int = 10, **options) -> int | None:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import ValidationError
 
 from genlab.errors import UserError
 from genlab.run.runner import make_figures
@@ -40,11 +41,20 @@ def load_run(folder: Path) -> StudyRun:
         raise UserError(f"{folder} has no manifest.json: not a genlab run folder")
     if manifest.get("status") != "complete":
         raise UserError(f"{folder} is not complete (status {manifest.get('status')!r}); re-run its command to finish it")
-    study = get_study(manifest["study"])
-    spec = study.Spec.model_validate(manifest["spec"])
+    try:
+        study = get_study(str(manifest["study"]))
+        spec = study.Spec.model_validate(manifest["spec"])
+    except (KeyError, ValidationError) as exc:
+        raise UserError(f"{store.manifest_path} does not describe a run genlab can read ({_first_line(exc)}); "
+                        f"re-run the study with --force-new") from None
+    store.verify_tables(manifest)
     figures = make_figures(study, store, spec)
     summary = study.summarize(store.results(), store.curves(), spec)
     return StudyRun(study, spec, store, manifest, summary, figures)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _data_uri(path: Path) -> str:

@@ -18,6 +18,15 @@ def make_figures(study: Study, store: RunStore, spec: StudySpec) -> list[Path]:
     return study.plot(store.results(), store.curves(), spec, store.figures_dir)
 
 
+def _record_end(store: RunStore, status: str, **fields) -> None:
+    """Mark the run as ended; when even that cannot be written (a full disk), the error that ended
+    the run is the one reported, and the manifest keeps its last state (never "complete")."""
+    try:
+        store.set_status(status, **fields)
+    except UserError:
+        pass
+
+
 def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=None,
               force_new: bool = False, executor: str = "local", address: str | None = None) -> RunStore:
     """Run every unfinished unit of ``study`` into ``out`` and draw its figures.
@@ -46,7 +55,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
             for unit in todo:
                 unit_started = time.perf_counter()
                 ctx = Context(unit_dir=store.unit_dir(unit), progress=progress, device=spec.device)
-                if ctx.snapshot.exists():
+                if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
                     progress.log(f"[{study.name}] unit {unit}: resuming from its snapshot")
                 result = study.run_unit(spec, unit, ctx)
                 store.save_unit(unit, result.rows, result.curves, time.perf_counter() - unit_started)
@@ -58,15 +67,15 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
         store.set_status("complete", finished=datetime.now(timezone.utc).isoformat(),
                          seconds=round(sum(manifest.get("unit_seconds", {}).values()), 3),
                          wall_seconds_last_attempt=round(time.perf_counter() - started, 3),
-                         figures=[str(p.relative_to(store.path)) for p in figures])
+                         figures=[str(p.relative_to(store.path)) for p in figures], tables=store.table_digests())
     except KeyboardInterrupt:
-        store.set_status("interrupted")
+        _record_end(store, "interrupted")
         raise
     except UserError:
-        store.set_status("failed")
+        _record_end(store, "failed")
         raise
     except BaseException as exc:
-        store.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        _record_end(store, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         store.release()

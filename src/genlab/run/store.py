@@ -119,22 +119,17 @@ class RunStore:
         except OSError as exc:
             raise UserError(f"cannot write to run folder {self.path}: {exc.strerror or exc}") from None
         self._lock()
+        if force_new and any(child.name != ".lock" for child in self.path.iterdir()):
+            self._move_aside()
         manifest = self.read_manifest()
         if manifest is not None:
             same = manifest.get("study") == study and manifest.get("spec") == spec
-            if not same and not force_new:
+            if not same:
                 self.release()
                 diff = _spec_diff(manifest.get("spec", {}), spec) if manifest.get("study") == study else \
                     f"study {manifest.get('study')!r} there, {study!r} asked"
                 raise UserError(f"{self.path} holds a run with a different spec ({diff}); "
                                 f"use another --out, or --force-new to start over (the old run is kept aside)")
-            if not same:
-                backup = self.path.with_name(f"{self.path.name}.old-{datetime.now():%Y%m%d-%H%M%S}")
-                for child in list(self.path.iterdir()):
-                    if child.name != ".lock":
-                        backup.mkdir(exist_ok=True)
-                        shutil.move(str(child), backup / child.name)
-                manifest = None
         now = datetime.now(timezone.utc).isoformat()
         if manifest is None:
             manifest = {"study": study, "spec": spec, "status": "running", "created": now,
@@ -144,6 +139,19 @@ class RunStore:
         manifest.setdefault("attempts", []).append({"started": now, "pid": os.getpid()})
         self.write_manifest(manifest)
         return self
+
+    def _move_aside(self) -> Path:
+        """Move everything of the folder but its lock to ``NAME.old-TIMESTAMP`` (``--force-new``)."""
+        stamp = f"{self.path.name}.old-{datetime.now():%Y%m%d-%H%M%S}"
+        backup, n = self.path.with_name(stamp), 1
+        while backup.exists():
+            n += 1
+            backup = self.path.with_name(f"{stamp}-{n}")
+        backup.mkdir()
+        for child in list(self.path.iterdir()):
+            if child.name != ".lock":
+                shutil.move(str(child), backup / child.name)
+        return backup
 
     def _lock(self) -> None:
         lock_path = self.path / ".lock"
@@ -180,9 +188,15 @@ class RunStore:
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (json.JSONDecodeError, OSError) as exc:
-            raise UserError(f"{self.manifest_path} is unreadable ({exc}); move it away to start over") from None
+            manifest = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{self.manifest_path} is unreadable ({_reason(exc)}); re-run with --force-new to start "
+                            f"over (the old run is kept aside)") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("spec", {}), dict) or \
+                not isinstance(manifest.get("units_done", []), list):
+            raise UserError(f"{self.manifest_path} is not a genlab manifest (damaged?); re-run with --force-new to "
+                            f"start over (the old run is kept aside)")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path, manifest)
@@ -224,7 +238,17 @@ class RunStore:
         self.write_manifest(manifest)
 
     def load_unit(self, unit: str) -> dict:
-        return json.loads((self.path / "units" / unit / "done.json").read_text())
+        path = self.path / "units" / unit / "done.json"
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{path} is unreadable ({_reason(exc)}); delete it to run unit {unit} again, or re-run "
+                            f"with --force-new to start over") from None
+        if not (isinstance(data, dict) and isinstance(data.get("rows"), list) and isinstance(data.get("curves"), list)
+                and all(isinstance(r, dict) for r in data["rows"] + data["curves"])):
+            raise UserError(f"{path} does not hold a finished unit's rows (damaged?); delete it to run unit {unit} "
+                            f"again, or re-run with --force-new to start over")
+        return data
 
     def rebuild_tables(self, units: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Concatenate finished units' rows in unit order into results.csv and curves.csv."""
@@ -239,12 +263,37 @@ class RunStore:
         atomic_write_text(self.path / "curves.csv", curve_df.to_csv(index=False))
         return results, curve_df
 
+    def table_digests(self) -> dict[str, str]:
+        """SHA-256 of results.csv and curves.csv, recorded in the manifest of a complete run."""
+        return {name: _sha256(self.path / name) for name in TABLES if (self.path / name).exists()}
+
+    def verify_tables(self, manifest: dict) -> None:
+        """Refuse tables that differ from the digests the complete run recorded (damaged or edited)."""
+        for name, digest in (manifest.get("tables") or {}).items():
+            path = self.path / name
+            if name in TABLES and (not path.exists() or _sha256(path) != digest):
+                raise UserError(f"{path} is missing or differs from what the run wrote (damaged or edited); re-run "
+                                f"the run's command to rebuild it from units/*/done.json, or --force-new to start over")
+
     # ----- reading a finished run ------------------------------------------------------------
     def results(self) -> pd.DataFrame:
         return _read_csv(self.path / "results.csv")
 
     def curves(self) -> pd.DataFrame:
         return _read_csv(self.path / "curves.csv")
+
+
+TABLES = ("results.csv", "curves.csv")
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -254,3 +303,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
+        raise UserError(f"{path} is unreadable ({_reason(exc)}); re-run the run's command to rebuild it from "
+                        f"units/*/done.json, or --force-new to start over") from None

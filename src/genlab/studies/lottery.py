@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ from pydantic import Field, model_validator
 
 from genlab.data import load_dataset
 from genlab.engine import InputGroup, TrainConfig
+from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.errors import UserError
 from genlab.models import build_model, initialize
 from genlab.plotting import COLORS, figure, save
@@ -139,10 +139,20 @@ def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tu
     return rows, curve_rows
 
 
-def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _plain(value: object) -> object:
+    """``value`` with numpy scalars turned into Python numbers, so ``weights_only`` loading accepts it."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """Write the round state (tensors and plain Python values only) so a kill leaves the old one intact."""
+    save_snapshot(_plain(state), path)
 
 
 def _spread(results: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -218,9 +228,13 @@ class Lottery(Study):
         rows: list[dict] = []
         curves: list[dict] = []
         if state_path.exists():
-            saved = torch.load(state_path, weights_only=False)
-            imp.load_state_dict(saved["imp"])
-            rows, curves = saved["rows"], saved["curves"]
+            saved = load_snapshot(state_path)
+            try:
+                imp.load_state_dict(saved["imp"])
+                rows, curves = saved["rows"], saved["curves"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{state_path}: the pruning rounds' state does not fit this run ({exc}); "
+                                f"re-run with --force-new") from None
         while imp.round <= spec.rounds:
             snapshot = ctx.unit_dir / f"snapshot-round{imp.round}.pt"
             n_models = len(spec.seeds) * (1 if imp.round == 0 else 1 + len(spec.controls))
