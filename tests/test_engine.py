@@ -156,10 +156,29 @@ def test_snapshot_resume_gives_identical_numbers(tmp_path):
     partial_cfg = TrainConfig(**{**cfg.__dict__, "epochs": 4})
     BatchTrainer(make(), [InputGroup(x, xt, yt)], partial_cfg).run(snapshot=snap)
     assert snap.exists()
-    resumed = BatchTrainer(make(), [InputGroup(x, xt, yt)], cfg).run(snapshot=snap)
+    trainer = BatchTrainer(make(), [InputGroup(x, xt, yt)], cfg)
+    trained_epochs = []
+    resumed = trainer.run(snapshot=snap, on_epoch=lambda t: trained_epochs.append(t.epoch))
+    assert trained_epochs == [5, 6]  # it continued from the snapshot's epoch 4, it did not start over
     for name in full.stack.params:
         assert torch.equal(full.stack.params[name], resumed.stack.params[name])
     assert [c["train_loss"] for c in full.curves] == [c["train_loss"] for c in resumed.curves]
+
+
+def test_a_snapshot_restores_the_state_it_was_taken_at(tmp_path):
+    from genlab.engine.snapshot import load_snapshot
+
+    x, y, xt, yt = toy_data()
+    cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=16, epochs=4, snapshot_every=2)
+    snap = tmp_path / "snap.pt"
+    first = BatchTrainer([ModelJob("m", mlp(12, [8], 3, 0), 0, y)], [InputGroup(x, xt, yt)], cfg)
+    first.run(snapshot=snap)
+    again = BatchTrainer([ModelJob("m", mlp(12, [8], 3, 0), 0, y)], [InputGroup(x, xt, yt)], cfg)
+    again.load_state(load_snapshot(snap))
+    assert again.epoch == 4 and again.step == first.step
+    assert torch.equal(again.opt_state["steps"], first.opt_state["steps"])
+    for name, value in first.stack.params.items():
+        assert torch.equal(again.stack.params[name], value)
 
 
 def test_checkpoints_hold_parameters_at_chosen_epochs():
