@@ -76,8 +76,9 @@ def test_spec_layers_defaults_preset_toml_flags(tmp_path):
     cfg = tmp_path / "s.toml"
     cfg.write_text('epochs = 7\nlr = 0.5\npreset = "paper"\n')
     spec = resolve_spec(spec_cls, None, cfg, {"lr": "0.25"})
-    assert spec.preset == "paper" and spec.epochs == 7 and spec.lr == 0.25
-    assert spec.widths == spec_cls.presets["paper"]["widths"]
+    assert spec.preset == "paper" and spec.optim.epochs == 7 and spec.optim.lr == 0.25
+    assert spec.network.widths == spec_cls.presets["paper"]["widths"]
+    assert spec.flat()["epochs"] == 7
     with pytest.raises(UserError):
         resolve_spec(spec_cls, None, None, {"corruptions": [2.0]})
 
@@ -85,7 +86,7 @@ def test_spec_layers_defaults_preset_toml_flags(tmp_path):
 def test_help_explains_every_field():
     out = subprocess.run([sys.executable, "-m", "genlab.cli", "run", "randomization", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for field in get_study("randomization").Spec.model_fields:
+    for field in get_study("randomization").Spec.flat_fields():
         assert "--" + field.replace("_", "-") in out
 
 

@@ -185,8 +185,8 @@ def test_spec_rejects_bad_values_with_the_field_name():
     with pytest.raises(UserError, match="noise_widths"):
         resolve_spec(study.Spec, "quick", None, {"noise_widths": [8, 0, 16]})
     assert resolve_spec(study.Spec, "quick").modes == ["rff", "nn", "label_noise"]
-    assert resolve_spec(study.Spec, "paper").noise_epochs == 500
-    assert resolve_spec(study.Spec, "smoke").nn_epochs <= 3
+    assert resolve_spec(study.Spec, "paper").noise.optim.epochs == 500
+    assert resolve_spec(study.Spec, "smoke").flat()["nn_epochs"] <= 3
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -263,7 +263,7 @@ def test_spec_validation():
     assert resolve_spec(spec_cls, "quick").networks == ["fcn3x256", "fcn4x128", "lenet", "resnet"]
     with pytest.raises(UserError, match="unknown network 'vgg'"):
         resolve_spec(spec_cls, "quick", None, {"networks": ["vgg"]})
-    with pytest.raises(UserError, match="'widths' is not used"):
+    with pytest.raises(UserError, match="unknown field 'widths'"):  # the study has no such setting
         resolve_spec(spec_cls, "quick", None, {"widths": [64]})
 
 

@@ -67,9 +67,10 @@ def test_spec_validation_and_grouping():
     with pytest.raises(UserError, match="model"):
         resolve_spec(study.Spec, "smoke", None, {"model": "lenet"})
     spec = resolve_spec(study.Spec, "quick", None, {})
-    models = len(spec.widths) * len(spec.depths) * len(spec.lr) * len(spec.batch_size) * len(spec.label_noise)
+    models = (len(spec.sweep_widths) * len(spec.sweep_depths) * len(spec.sweep_lrs) * len(spec.sweep_batch_sizes)
+              * len(spec.sweep_label_noise))
     assert models >= 24
-    assert len(sweep_groups(spec)) == len(spec.batch_size) * len(spec.depths)
+    assert len(sweep_groups(spec)) == len(spec.sweep_batch_sizes) * len(spec.sweep_depths)
 
 
 def test_end_to_end_tiny_sweep(tmp_path):

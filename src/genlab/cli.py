@@ -16,65 +16,54 @@ import click
 from genlab.errors import UserError
 
 
-def _is_list(annotation) -> bool:
-    return typing.get_origin(annotation) in (list, tuple)
-
-
-def _is_bool(annotation) -> bool:
-    return annotation is bool
-
-
-def _choices(annotation) -> list[str]:
-    if typing.get_origin(annotation) is typing.Literal:
-        return [str(a) for a in typing.get_args(annotation)]
-    inner = typing.get_args(annotation)
-    if _is_list(annotation) and inner and typing.get_origin(inner[0]) is typing.Literal:
-        return [str(a) for a in typing.get_args(inner[0])]
-    return []
-
-
 def _type_name(annotation) -> str:
-    if _is_list(annotation):
-        inner = typing.get_args(annotation)
-        return f"LIST[{_type_name(inner[0]) if inner else 'STR'}]"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (list, tuple):
+        return f"LIST[{_type_name(args[0]) if args else 'STR'}]"
     if typing.get_origin(annotation) is typing.Literal:
         return "CHOICE"
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args:
         return _type_name(args[0])
     return getattr(annotation, "__name__", "VALUE").upper()
 
 
 def spec_options(spec_cls) -> list[click.Option]:
-    """One click option per spec field; values stay strings for pydantic to convert and check."""
+    """One click option per setting of the spec (its flat name; older names as aliases). Values stay
+    strings for pydantic to convert and check."""
+    from genlab.spec.fields import choices
+
     options = []
-    quick = spec_cls.presets.get("quick", {})
-    for name, field in spec_cls.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        default = quick.get(name, field.default)
+    quick = {spec_cls.aliases.get(k, k): v for k, v in spec_cls.presets.get("quick", {}).items()}
+    old_names: dict[str, list[str]] = {}
+    for old, new in spec_cls.aliases.items():
+        old_names.setdefault(new, []).append(old)
+    for name, field in spec_cls.flat_fields().items():
+        flags = ["--" + n.replace("_", "-") for n in (name, *old_names.get(name, []))]
+        default = quick.get(name, field.default_in(spec_cls))
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        choices = _choices(field.annotation)
-        help_text = (field.description or "") + (f" [choices: {', '.join(choices)}]" if choices else "") + \
-            f" [quick default: {shown}]"
-        if _is_bool(field.annotation):
-            options.append(click.Option([f"{flag}/--no-{name.replace('_', '-')}", name], default=None, help=help_text))
+        allowed = choices(field.info)
+        help_text = (spec_cls.help_texts.get(name) or field.info.description or "") + \
+            (f" [choices: {', '.join(allowed)}]" if allowed else "") + f" [quick default: {shown}]"
+        if field.annotation is bool:
+            options.append(click.Option([f"{flags[0]}/--no-{name.replace('_', '-')}", name], default=None,
+                                        help=help_text))
         else:
-            options.append(click.Option([flag, name], default=None, metavar=_type_name(field.annotation),
+            options.append(click.Option([*flags, name], default=None, metavar=_type_name(field.annotation),
                                         help=help_text))
     return options
 
 
 def parse_flag_values(spec_cls, values: dict[str, Any]) -> dict[str, Any]:
     """Turn flag strings into what the spec expects: lists split on commas, 'none' to None."""
+    fields = spec_cls.flat_fields()
     out: dict[str, Any] = {}
     for name, value in values.items():
-        if value is None or name not in spec_cls.model_fields:
+        if value is None or name not in fields:
             continue
-        annotation = spec_cls.model_fields[name].annotation
-        if _is_list(annotation):
-            out[name] = [v.strip() for v in str(value).split(",") if v.strip()]
-        elif isinstance(value, str) and value.lower() in ("none", "null"):
+        if isinstance(value, str) and value.lower() in ("none", "null"):
             out[name] = None
+        elif fields[name].is_list:
+            out[name] = [v.strip() for v in str(value).split(",") if v.strip()]
         else:
             out[name] = value
     return out

@@ -18,14 +18,14 @@ from genlab.run.store import RunStore
 QUICK_SECONDS_GUESS = 60.0
 
 
-def _overrides(study, dataset: str | None, device: str | None) -> dict:
-    fields = study.Spec.model_fields
-    out = {}
-    if dataset is not None and "dataset" in fields:
-        out["dataset"] = dataset
-    if device is not None:
-        out["device"] = device
-    return out
+def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None):
+    """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device and the
+    dataset asked for every study; an error names the study."""
+    try:
+        spec = resolve_spec(study.Spec, preset, None, {"device": device})
+        return spec.on_dataset(dataset) if dataset is not None else spec
+    except UserError as exc:
+        raise UserError(f"{study.name}: {exc}") from None
 
 
 def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = None, dataset: str | None = None,
@@ -39,8 +39,7 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
     plan = []
     for name in names:
         study = STUDIES[name]
-        spec = resolve_spec(study.Spec, preset, None, _overrides(study, dataset, device))
-        plan.append((study, spec))
+        plan.append((study, plan_spec(study, preset, dataset, device)))
     console = Console(stderr=True, quiet=quiet)
     estimates = [s.estimate_seconds(spec) or QUICK_SECONDS_GUESS for s, spec in plan]
     total_estimate = sum(estimates)
@@ -55,7 +54,7 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
                      f"elapsed {elapsed:.0f} s, about {left:.0f} s to go")
         folder = out / study.name
         manifest = RunStore(folder).read_manifest() if (folder / "manifest.json").exists() else None
-        if manifest and manifest.get("status") == "complete" and manifest.get("spec") == spec.model_dump(mode="json"):
+        if manifest and manifest.get("status") == "complete" and manifest.get("spec") == spec.flat():
             console.print(f"{study.name}: already complete in {folder}, skipped")
             continue
         with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:

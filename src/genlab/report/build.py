@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from pydantic import ValidationError
 
 from genlab.errors import UserError
 from genlab.run.runner import make_figures
@@ -43,10 +42,10 @@ def load_run(folder: Path) -> StudyRun:
         raise UserError(f"{folder} is not complete (status {manifest.get('status')!r}); re-run its command to finish it")
     try:
         study = get_study(str(manifest["study"]))
-        spec = study.Spec.model_validate(manifest["spec"])
-    except (KeyError, ValidationError) as exc:
-        raise UserError(f"{store.manifest_path} does not describe a run genlab can read ({_first_line(exc)}); "
-                        f"re-run the study with --force-new") from None
+        spec = study.Spec.from_flat(manifest["spec"])
+    except (KeyError, UserError) as exc:
+        raise UserError(f"{store.manifest_path} does not describe a run this version of genlab can read "
+                        f"({_first_line(exc)}); re-run the study with --force-new") from None
     store.verify_tables(manifest)
     figures = make_figures(study, store, spec)
     summary = study.summarize(store.results(), store.curves(), spec)
@@ -66,7 +65,7 @@ def rerun_command(run: StudyRun) -> str:
 
 
 def _settings(spec) -> list[tuple[str, str]]:
-    return [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in spec.model_dump(mode="json").items()]
+    return [(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in spec.flat().items()]
 
 
 def build_report(directory: Path | str, title: str = "genlab: are deep networks overfitted?") -> Path:

@@ -37,7 +37,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
     study = get_study(study) if isinstance(study, str) else study
     progress = progress or NullProgress()
     store = RunStore(out)
-    spec_dict = spec.model_dump(mode="json")
+    spec_dict = spec.flat()
     store.open(study.name, spec_dict, force_new=force_new)
     store.write_spec_toml(spec_dict)
     started = time.perf_counter()

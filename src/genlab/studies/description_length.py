@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from matplotlib.ticker import NullFormatter
 from pydantic import Field, field_validator
 
-from genlab.data import corrupt_labels, load_dataset
-from genlab.engine import InputGroup, ModelJob, TrainConfig, stacked_forward, train_models
+from genlab.data import corrupt_labels
+from genlab.engine import InputGroup, ModelJob, stacked_forward, train_models
 from genlab.errors import UserError
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import TrainSpec, distinct
+from genlab.spec import DataSpec, OptimSpec, StudySpec, distinct
+from genlab.spec.fields import Init
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 BITS_PER_PARAMETER = 32
@@ -128,8 +129,12 @@ def parse_architecture(name: str) -> tuple[str, list[int] | None]:
 # --------------------------------------------------------------------------------------------
 
 
-class DescriptionLengthSpec(TrainSpec):
-    loss: Literal["ce"] = Field("ce", description="cross-entropy: the code length of a label is the log-loss of the prediction")
+class DescriptionLengthSpec(StudySpec):
+    """Networks are trained with cross-entropy: the code length of a label is the log-loss of its prediction."""
+
+    data: DataSpec = DataSpec()
+    optim: OptimSpec = OptimSpec()
+    init: Init = Field("default", description="weight initializer")
     architectures: list[str] = Field(["mlp-64", "mlp-512-512", "lenet"], min_length=1,
                                      description="models that code the labels: family[-width-...], e.g. mlp-64, mlp-512-512, lenet")
     labels: list[LabelKind] = Field(["true", "random"], min_length=1, description="label sets to code: true and/or uniformly random labels")
@@ -161,8 +166,8 @@ class DescriptionLengthSpec(TrainSpec):
 
 
 def _epoch_budget(spec: DescriptionLengthSpec, n_fit: int) -> int:
-    steps_per_epoch = math.ceil(n_fit / spec.batch_size)
-    return max(spec.epochs, math.ceil(spec.min_steps / steps_per_epoch))
+    steps_per_epoch = math.ceil(n_fit / spec.optim.batch_size)
+    return max(spec.optim.epochs, math.ceil(spec.min_steps / steps_per_epoch))
 
 
 @register
@@ -176,15 +181,15 @@ class DescriptionLength(Study):
                       "uniform_bits", "param_bits")
 
     def estimate_seconds(self, spec: DescriptionLengthSpec) -> float:
-        n = spec.n_train or 4000
-        return 25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.epochs / 16) * len(spec.architectures) / 3
+        n = spec.data.n_train or 4000
+        return 25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.optim.epochs / 16) * len(spec.architectures) / 3
 
     def units(self, spec: DescriptionLengthSpec) -> list[str]:
         return list(spec.architectures)
 
     def run_unit(self, spec: DescriptionLengthSpec, unit: str, ctx) -> UnitResult:
         family, widths = parse_architecture(unit)
-        data = load_dataset(spec.dataset, **spec.data_params())
+        data = spec.data.load()
         n, k = len(data.y_train), data.num_classes
         ends = block_boundaries(n, spec.first_block, spec.growth)
         streams = _label_streams(spec, data)
@@ -212,7 +217,7 @@ class DescriptionLength(Study):
                              "param_bits": parameter_code_bits(params), "params": params, "num_classes": k,
                              "coded_with": block["coded_with"], "chosen_epoch": block["chosen_epoch"],
                              "val_loss": block["val_loss"], "fit_examples": block["fit_examples"],
-                             "dataset": spec.dataset})
+                             "dataset": spec.data.dataset})
         return UnitResult(rows)
 
     def _code_block(self, spec, unit, family, options, data, streams, start: int, end: int, ctx) -> list[dict]:
@@ -231,10 +236,8 @@ class DescriptionLength(Study):
         budget = _epoch_budget(spec, n_fit)
         candidates = checkpoint_epochs(budget)
         ctx.progress.start_unit(f"{unit}: code [{start}, {end})", budget, len(jobs))
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
-                             epochs=budget, schedule=spec.schedule, eval_every=1, eval_train=False,
-                             checkpoint_epochs=candidates, device=spec.device)
+        config = spec.optim.train_config("ce", epochs=budget, eval_every=1, eval_train=False,
+                                         checkpoint_epochs=candidates, device=spec.device)
         outcome = train_models(jobs, [g for g, _ in groups], config,
                                on_epoch=ctx.progress.epoch)
         chosen = _best_checkpoints(outcome.curves, [j.key for j in jobs], candidates)
@@ -303,7 +306,7 @@ class DescriptionLength(Study):
         ax.set_ylabel("code length for all labels (kbits)")
         ax.set_title("(c) total code length")
         ax.legend(fontsize=6.5)
-        fig.suptitle(f"Prequential description length of {int(results['block_end'].max())} {spec.dataset} labels")
+        fig.suptitle(f"Prequential description length of {int(results['block_end'].max())} {spec.data.dataset} labels")
         return [save(fig, out_dir, "description_length")]
 
     # ----- reading --------------------------------------------------------------------------
@@ -325,7 +328,7 @@ class DescriptionLength(Study):
         verdict = ((f"true labels coded in {best['ratio']:.1%} of the uniform code at best ({best['model']})" if best is not None else "no true-label run")
                    + (f"; random labels need {rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of it" if len(rand) else ""))
         beats_params = bool(len(true)) and bool((true["total"] < true["param_bits"]).all())
-        reading = (f"Labels of {n} {spec.dataset} training examples, sent block by block (first block of "
+        reading = (f"Labels of {n} {spec.data.dataset} training examples, sent block by block (first block of "
                    f"{spec.first_block} uniformly, boundaries x{spec.growth:g}), cost {uniform / 1000:.2f} kbits with the uniform code. "
                    "Prequential code per model: " + "; ".join(parts) + ". "
                    + (f"On true labels every model's code is {'below' if beats_params else 'NOT below'} its own naive parameter code, "

@@ -20,80 +20,58 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
-from genlab.data import DATASETS, load_dataset
-from genlab.engine import InputGroup, TrainConfig
+from genlab.data import DATASETS
+from genlab.engine import InputGroup
 from genlab.errors import UserError
 from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
-from genlab.models import MODELS, build_model
+from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
-from genlab.spec import TrainSpec, registered_names
+from genlab.spec import OptimSpec, StudySpec, SubsetSpec
+from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes
 from genlab.studies.base import Study, Summary, UnitResult, register
 
-NOT_USED = "not used by this study (see --datasets / --models)"
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426
 MNIST_DATASETS = ("mnist5k", "mnist")
 
 
-class IntrinsicDimSpec(TrainSpec):
-    datasets: list[str] = Field(["mnist5k"], min_length=1, description="datasets; every model that fits a "
-                                "dataset's inputs is measured on it (lenet needs images, cnn1d 1-D signals)")
-    models: list[str] = Field(["mlp"], min_length=1, description="model families (see `genlab list`), "
-                              "e.g. mlp,lenet,cnn1d")
-    dataset: str = Field("mnist5k", description=NOT_USED)
-    model: str = Field("mlp", description=NOT_USED)
-    widths: list[int] = Field([200, 200], min_length=1, description="hidden widths of the MLP (LeNet and cnn1d "
-                              "keep their standard sizes)")
-    width_factors: list[int] = Field([1], min_length=1, description="MLP width multipliers: one MLP per factor f "
-                                     "with every hidden width times f (1,2 = the width-doubling comparison)")
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="optimizer of both the direct and the "
-                                                       "subspace training")
-    lr: float = Field(0.01, gt=0.0, description="learning rate of direct training (all D parameters)")
+class IntrinsicDimSpec(StudySpec):
+    datasets: DatasetNames = Field(["mnist5k"], description="datasets; every model that fits a dataset's inputs is "
+                                   "measured on it (lenet needs images, cnn1d 1-D signals)")
+    data: SubsetSpec = SubsetSpec()
+    models: ModelNames = Field(["mlp"], description="model families (see `genlab list`), e.g. mlp,lenet,cnn1d")
+    widths: Widths = Field([200, 200], description="hidden widths of the MLP (LeNet and cnn1d keep their standard "
+                           "sizes)")
+    width_factors: PositiveInts = Field([1], description="MLP width multipliers: one MLP per factor f with every "
+                                        "hidden width times f (1,2 = the width-doubling comparison)")
+    init: Init = Field("default", description="weight initializer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
+    optim: OptimSpec = OptimSpec(optimizer="adam", lr=0.01, epochs=10)
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     subspace_lr: float | None = Field(None, gt=0.0, description="learning rate of subspace training (theta_d); "
                                       "default (none): lr x sqrt(D / d), the step that moves each parameter about as "
                                       "far as direct training does (one coordinate of theta_d moves all D parameters)")
-    epochs: int = Field(10, gt=0, description="epoch budget of every network, direct and subspace alike")
-    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay on the trained tensor: theta (direct) "
-                                "or theta_d (subspace, i.e. toward theta_0)")
     projection: Literal["dense", "sparse", "fastfood"] = Field(
         "fastfood", description="random projection P: dense Gaussian (memory d*D), sparse, or Fastfood (memory O(D))")
     threshold: float = Field(0.9, gt=0.0, le=1.0, description="d_int is where test accuracy reaches this fraction "
                              "of the direct baseline's")
     search: Literal["auto", "grid"] = Field("auto", description="auto: bracket then bisect d in log scale; grid: "
                                             "train every d of --dims")
-    dims: list[int] = Field([50, 100, 200, 400, 800, 1600, 3200], min_length=1, description="grid search: the "
-                            "subspace dimensions d (values above a network's D are skipped)")
+    dims: PositiveInts = Field([50, 100, 200, 400, 800, 1600, 3200], description="grid search: the subspace "
+                               "dimensions d (values above a network's D are skipped)")
     d_start: int = Field(100, ge=1, description="auto search: first d tried")
     d_max: int | None = Field(None, ge=1, description="auto search: largest d tried (default: D)")
     growth: float = Field(2.0, gt=1.0, le=100.0, description="auto search: factor between bracketing steps")
     tolerance: float = Field(1.2, gt=1.0, le=100.0, description="auto search: stop bisecting when d_above / "
                              "d_below is at most this")
 
-    @field_validator("datasets")
-    @classmethod
-    def _datasets_known(cls, v: list[str]) -> list[str]:
-        return registered_names(v, DATASETS, "dataset")
-
-    @field_validator("models")
-    @classmethod
-    def _models_known(cls, v: list[str]) -> list[str]:
-        return registered_names(v, MODELS, "model")
-
-    @field_validator("width_factors", "dims")
-    @classmethod
-    def _positive_distinct(cls, v: list[int]) -> list[int]:
-        if any(x < 1 for x in v) or len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct positive integers, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _unused_fields_untouched(self) -> "IntrinsicDimSpec":
-        for name in ("dataset", "model"):
-            if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].default:
-                raise ValueError(f"field {name!r} is {NOT_USED}")
-        return self
+    help_texts = {"optimizer": "optimizer of both the direct and the subspace training",
+                  "lr": "learning rate of direct training (all D parameters)",
+                  "epochs": "epoch budget of every network, direct and subspace alike",
+                  "weight_decay": "L2 weight decay on the trained tensor: theta (direct) or theta_d (subspace, i.e. "
+                                  "toward theta_0)"}
 
     def search_settings(self) -> SearchSettings:
         return SearchSettings(threshold=self.threshold, mode=self.search, dims=tuple(self.dims),
@@ -120,7 +98,7 @@ def network_plan(spec: IntrinsicDimSpec) -> list[dict]:
     """One entry per unit: dataset, model, width factor and build options, for every fitting pair."""
     plan = []
     for dataset in spec.datasets:
-        data = load_dataset(dataset, **spec.data_params())
+        entry = DATASETS[dataset]
         for model in spec.models:
             factors = spec.width_factors if model == "mlp" else [1]
             for factor in factors:
@@ -129,13 +107,11 @@ def network_plan(spec: IntrinsicDimSpec) -> list[dict]:
                 if model == "mlp":
                     options["widths"] = [w * factor for w in spec.widths]
                     label += "-" + _width_label(options["widths"])
-                try:
-                    build_model(model, data.input_shape, data.num_classes, seed=0, **options)
-                except UserError:
-                    continue  # the model does not take this dataset's inputs
+                if not model_takes(model, dataset, **options):
+                    continue  # lenet needs images, cnn1d 1-D signals
                 arch = model
                 if model == "mlp":
-                    layers = [int(np.prod(data.input_shape)), *options["widths"], data.num_classes]
+                    layers = [int(np.prod(entry.input_shape)), *options["widths"], entry.num_classes]
                     arch = "mlp " + "-".join(map(str, layers))
                 plan.append({"unit": label, "dataset": dataset, "model": model, "arch": arch, "width_factor": factor,
                              "widths": _width_label(options.get("widths", [])), "options": options})
@@ -191,15 +167,15 @@ class IntrinsicDim(Study):
         """Per network: (1 baseline + ~7 searched d, or the grid) x seeds x epochs model-epochs, each
         ~0.2 s per 200k parameters on mnist5k-sized data (Fastfood costs about one direct epoch), ~1 s
         for LeNet's convolutions."""
-        scale = (spec.n_train or 4000) / 4000
+        scale = (spec.data.n_train or 4000) / 4000
         trainings = 1 + (len(spec.dims) if spec.search == "grid" else 7)
         total = 0.0
         for entry in network_plan(spec):
-            data = load_dataset(entry["dataset"], **spec.data_params())
+            data = spec.data.load(entry["dataset"])
             D = sum(p.numel() for p in build_model(entry["model"], data.input_shape, data.num_classes,
                                                    **entry["options"]).parameters())
             per_epoch = 1.0 if entry["model"] == "lenet" else 0.02 + 1.0e-6 * D
-            total += scale * per_epoch * trainings * len(spec.seeds) * spec.epochs
+            total += scale * per_epoch * trainings * len(spec.seeds) * spec.optim.epochs
         return total
 
     def units(self, spec: IntrinsicDimSpec) -> list[str]:
@@ -207,15 +183,13 @@ class IntrinsicDim(Study):
 
     def run_unit(self, spec: IntrinsicDimSpec, unit: str, ctx) -> UnitResult:
         entry = next(e for e in network_plan(spec) if e["unit"] == unit)
-        data = load_dataset(entry["dataset"], **spec.data_params())
+        data = spec.data.load(entry["dataset"])
 
         def factory(seed: int):
             return build_model(entry["model"], data.input_shape, data.num_classes, init=spec.init, seed=seed,
                                **entry["options"])
 
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
-                             epochs=spec.epochs, schedule=spec.schedule, eval_every=spec.epochs, device=spec.device)
+        config = spec.optim.train_config(spec.loss, eval_every=spec.optim.epochs, device=spec.device)
         result = measure_intrinsic_dimension(factory, InputGroup(data.x_train, data.x_test, data.y_test),
                                              data.y_train, config, spec.seeds, spec.search_settings(),
                                              snapshot_dir=ctx.unit_dir, progress=ctx.progress)
@@ -256,15 +230,15 @@ class IntrinsicDim(Study):
                 f"arrays); ours is {fc['d_int90']:.0f}. Ours is measured on mnist5k (4,000 training and 1,000 test "
                 f"digits instead of 60,000 / 10,000), whose direct baseline reaches {fc['baseline_acc']:.1%} rather "
                 f"than ~98%, so the 90% target is {fc['target_acc']:.1%}, an easier bar than the paper's ~88%; the "
-                f"{spec.epochs}-epoch budget, the {spec.projection} projection, the d values tried and the log-d "
+                f"{spec.optim.epochs}-epoch budget, the {spec.projection} projection, the d values tried and the log-d "
                 f"interpolation all differ from the paper's hand grid, and one 1,000-example test set has about "
                 f"{100 * math.sqrt(fc['target_acc'] * (1 - fc['target_acc']) / 1000):.1f} points of standard error.")
         spread = "".join(
             f" Per-seed crossings for {_arch(r)} ranged {r['seed_d_int90_min']:.0f}-{r['seed_d_int90_max']:.0f}."
             for _, r in found.iterrows() if pd.notna(r["seed_d_int90_min"]))
         reading = (f"Every network was trained directly and in random {spec.projection} subspaces with the same "
-                   f"{spec.optimizer} optimizer, {spec.epochs} epochs and batch size {spec.batch_size} (direct lr "
-                   f"{spec.lr:g}, subspace lr {_subspace_lr_text(spec, sub)}), {len(spec.seeds)} seed(s) per d, "
+                   f"{spec.optim.optimizer} optimizer, {spec.optim.epochs} epochs and batch size {spec.optim.batch_size} (direct lr "
+                   f"{spec.optim.lr:g}, subspace lr {_subspace_lr_text(spec, sub)}), {len(spec.seeds)} seed(s) per d, "
                    f"{sub['d'].nunique()} distinct d values in all ({spec.search} search). "
                    + " ".join(parts) + " " + width_text + spread + reference_text)
         refs = _references(summary)

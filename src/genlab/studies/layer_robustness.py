@@ -20,31 +20,46 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+import typing
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 from pydantic import Field, field_validator, model_validator
 
-from genlab.data import load_dataset
-from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.probes.layer_robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
-from genlab.spec import TrainSpec, distinct
+from genlab.spec import DataSpec, Group, OptimSpec, Prefix, StudySpec, distinct
+from genlab.spec.fields import Init, Loss, model_takes
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 FCN_NAME = re.compile(r"^fcn(\d+)x(\d+)$")
-NOT_USED = "not used by this study (choose networks with --networks)"
 
 
-class LayerRobustnessSpec(TrainSpec):
+class ResNetSpec(Group):
+    """The residual net of the study: it trains on its own dataset, with its own initializer, rate and budget."""
+
+    dataset: Literal["digits", "mnist1d"] = Field("digits", description="dataset of the residual net")
+    channels: int = Field(32, gt=0, le=512, description="channels of the residual net")
+    blocks: int = Field(3, gt=0, le=20, description="basic blocks of the residual net")
+    init: Init = Field("kaiming", description="initializer of the residual net (He init suits a ReLU net without "
+                       "normalization)")
+    lr: float = Field(0.02, gt=0.0, description="learning rate of the residual net (no normalization layers)")
+    epochs: int = Field(20, gt=0, description="epoch budget of the residual net")
+
+
+class LayerRobustnessSpec(StudySpec):
     networks: list[str] = Field(["fcn3x256", "fcn4x128", "lenet", "resnet"],
                                 description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256) and lenet "
                                 "train on --dataset, resnet on --resnet-dataset")
-    model: str = Field("mlp", description=NOT_USED)
-    widths: list[int] = Field([512, 512], min_length=1, description=NOT_USED)
+    data: DataSpec = DataSpec()
+    optim: OptimSpec = OptimSpec()
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
+    init: Init = Field("default", description="weight initializer of the fcn and lenet networks")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer (fcn, lenet)")
     checkpoint_epochs: list[int] = Field([], description="epochs whose parameters are kept for re-initialization "
                                          "(empty: 0,1,2,3,5,10,20,50,...; 0 and the final epoch are always included, "
                                          "epochs after a network's last epoch are skipped)")
@@ -52,13 +67,7 @@ class LayerRobustnessSpec(TrainSpec):
     threshold: float = Field(0.10, gt=0.0, lt=1.0, description="a layer is critical when resetting it to its initial "
                              "value costs more than this fraction of test accuracy (0.10 = 10 points)")
     lenet_widths: list[int] = Field([120, 84], min_length=1, description="hidden widths of the LeNet classifier head")
-    resnet_dataset: Literal["digits", "mnist1d"] = Field("digits", description="dataset of the residual net")
-    resnet_channels: int = Field(32, gt=0, le=512, description="channels of the residual net")
-    resnet_blocks: int = Field(3, gt=0, le=20, description="basic blocks of the residual net")
-    resnet_init: Literal["default", "glorot", "kaiming"] = Field(
-        "kaiming", description="initializer of the residual net (He init suits a ReLU net without normalization)")
-    resnet_lr: float = Field(0.02, gt=0.0, description="learning rate of the residual net (no normalization layers)")
-    resnet_epochs: int = Field(20, gt=0, description="epoch budget of the residual net")
+    resnet: Annotated[ResNetSpec, Prefix("resnet")] = ResNetSpec()
     models_per_pass: int | None = Field(None, gt=0, le=1024, description="modified networks evaluated together "
                                         "in one batched forward pass (default: 16, or 1 for conv nets on a CPU)")
 
@@ -89,12 +98,23 @@ class LayerRobustnessSpec(TrainSpec):
             raise ValueError(f"checkpoint epochs must be non-negative, got {v}")
         return v
 
+    help_texts = {"lr": "learning rate of the fcn and lenet networks", "epochs": "epoch budget of the fcn and lenet "
+                  "networks", "dataset": "dataset of the fcn and lenet networks (see `genlab list`)"}
+
     @model_validator(mode="after")
-    def _unused_fields_untouched(self) -> "LayerRobustnessSpec":
-        for name in ("model", "widths"):
-            if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].default:
-                raise ValueError(f"field {name!r} is {NOT_USED}")
+    def _networks_take_their_data(self) -> "LayerRobustnessSpec":
+        if "lenet" in self.networks and not model_takes("lenet", self.data.dataset):
+            raise ValueError(f"network 'lenet' needs image inputs, and dataset {self.data.dataset!r} has none; "
+                             "leave lenet out of networks or choose an image dataset")
         return self
+
+    def on_dataset(self, name: str) -> "LayerRobustnessSpec":
+        """fcn and lenet networks train on ``name``, the residual net too when it can; a network that
+        cannot take ``name``'s inputs (lenet on 1-D signals) is left out."""
+        resnet_choices = typing.get_args(ResNetSpec.model_fields["dataset"].annotation)
+        networks = [n for n in self.networks if n != "lenet" or model_takes("lenet", name)]
+        return self.replace(dataset=name, networks=networks,
+                            **({"resnet_dataset": name} if name in resnet_choices else {}))
 
     presets = {
         "quick": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=15, seeds=[0],
@@ -125,14 +145,14 @@ def network_plan(spec: LayerRobustnessSpec, name: str) -> NetworkPlan:
     fcn = FCN_NAME.match(name)
     if fcn:
         widths = [int(fcn.group(2))] * int(fcn.group(1))
-        return NetworkPlan(name, "mlp", spec.dataset, {"widths": widths, "dropout": spec.dropout}, spec.init,
-                           spec.lr, spec.epochs, "layer")
+        return NetworkPlan(name, "mlp", spec.data.dataset, {"widths": widths, "dropout": spec.dropout}, spec.init,
+                           spec.optim.lr, spec.optim.epochs, "layer")
     if name == "lenet":
-        return NetworkPlan(name, "lenet", spec.dataset, {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
-                           spec.init, spec.lr, spec.epochs, "layer")
-    return NetworkPlan(name, "resnet", spec.resnet_dataset,
-                       {"channels": spec.resnet_channels, "blocks": spec.resnet_blocks},
-                       spec.resnet_init, spec.resnet_lr, spec.resnet_epochs, "both")
+        return NetworkPlan(name, "lenet", spec.data.dataset, {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
+                           spec.init, spec.optim.lr, spec.optim.epochs, "layer")
+    return NetworkPlan(name, "resnet", spec.resnet.dataset,
+                       {"channels": spec.resnet.channels, "blocks": spec.resnet.blocks},
+                       spec.resnet.init, spec.resnet.lr, spec.resnet.epochs, "both")
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
@@ -195,7 +215,7 @@ class LayerRobustness(Study):
 
     def run_unit(self, spec: LayerRobustnessSpec, unit: str, ctx) -> UnitResult:
         plan = network_plan(spec, unit)
-        data = load_dataset(plan.dataset, **spec.data_params())
+        data = spec.data.load(plan.dataset)
         jobs = [ModelJob(f"{unit}-seed{seed}",
                          build_model(plan.family, data.input_shape, data.num_classes, init=plan.init, seed=seed,
                                      **plan.options),
@@ -203,10 +223,8 @@ class LayerRobustness(Study):
                 for seed in spec.seeds]
         wanted = [e for e in spec.checkpoint_epochs if e <= plan.epochs]
         saved = resolve_checkpoint_epochs(wanted or None, plan.epochs)
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=plan.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
-                             epochs=plan.epochs, schedule=spec.schedule, eval_every=plan.epochs,
-                             checkpoint_epochs=tuple(saved), device=spec.device)
+        config = spec.optim.train_config(spec.loss, lr=plan.lr, epochs=plan.epochs, eval_every=plan.epochs,
+                                         checkpoint_epochs=tuple(saved), device=spec.device)
         ctx.progress.start_unit(unit, plan.epochs, len(jobs))
         outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
                                on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)

@@ -25,15 +25,15 @@ import torch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from pydantic import Field, model_validator
 
-from genlab.data import load_dataset
-from genlab.engine import InputGroup, TrainConfig
+from genlab.engine import InputGroup
 from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.errors import UserError
-from genlab.models import build_model, initialize
+from genlab.models import initialize
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
-from genlab.spec import TrainSpec
+from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
+from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-init (same mask)",
@@ -41,12 +41,11 @@ ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-i
 ARM_COLORS = {"ticket": COLORS[0], "reinit": COLORS[3], "random_prune": COLORS[7]}
 
 
-class LotterySpec(TrainSpec):
-    widths: list[int] = Field([300, 100], min_length=1, description="hidden layer widths (LeNet-300-100 by default)")
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="optimizer (paper: Adam)")
-    lr: float = Field(1.2e-3, gt=0.0, description="learning rate (paper: 1.2e-3 with Adam)")
-    batch_size: int = Field(60, gt=0, description="minibatch size (paper: 60)")
-    epochs: int = Field(20, gt=0, description="epoch budget of every network of every round (same for all arms)")
+class LotterySpec(StudySpec):
+    data: DataSpec = DataSpec()
+    network: ModelSpec = ModelSpec(widths=[300, 100])
+    optim: OptimSpec = OptimSpec(optimizer="adam", lr=1.2e-3, batch_size=60, epochs=20)
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     rounds: int = Field(10, ge=1, le=60, description="pruning rounds after the dense round 0")
     prune_rate: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of the remaining weights pruned per round")
     output_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for the output layer (default: half of prune-rate, as in the paper)")
@@ -57,12 +56,16 @@ class LotterySpec(TrainSpec):
     val_size: int = Field(500, gt=0, description="examples carved from the training set for validation (early stopping)")
     early_stop_metric: Literal["val_loss", "val_acc"] = Field("val_loss", description="early-stopping criterion on the validation split (paper: minimum validation loss)")
 
+    help_texts = {"widths": "hidden layer widths (LeNet-300-100 by default)", "optimizer": "optimizer (paper: Adam)",
+                  "lr": "learning rate (paper: 1.2e-3 with Adam)", "batch_size": "minibatch size (paper: 60)",
+                  "epochs": "epoch budget of every network of every round (same for all arms)"}
+
     @model_validator(mode="after")
     def _consistent(self) -> "LotterySpec":
-        if self.rewind_epoch >= self.epochs:
-            raise ValueError(f"rewind_epoch={self.rewind_epoch} must be below epochs={self.epochs}")
-        if self.n_train is not None and self.val_size >= self.n_train:
-            raise ValueError(f"val_size={self.val_size} must be smaller than n_train={self.n_train}")
+        if self.rewind_epoch >= self.optim.epochs:
+            raise ValueError(f"rewind_epoch={self.rewind_epoch} must be below epochs={self.optim.epochs}")
+        if self.data.n_train is not None and self.val_size >= self.data.n_train:
+            raise ValueError(f"val_size={self.val_size} must be smaller than n_train={self.data.n_train}")
         return self
 
     presets = {
@@ -105,9 +108,9 @@ def early_stop(curve: pd.DataFrame, metric: str = "val_loss") -> pd.Series | Non
 
 def architecture(spec: LotterySpec) -> str:
     """A short name of the network: ``mlp-300-100`` (LeNet-300-100), ``lenet-120-84``, ``cnn1d``."""
-    if spec.model in ("mlp", "lenet"):
-        return "-".join([spec.model, *map(str, spec.widths)])
-    return spec.model
+    if spec.network.model in ("mlp", "lenet"):
+        return "-".join([spec.network.model, *map(str, spec.network.widths)])
+    return spec.network.model
 
 
 def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tuple[list[dict], list[dict]]:
@@ -122,7 +125,7 @@ def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tu
             stop = pd.Series({"epoch": -1, "step": -1, "val_loss": np.nan, "val_acc": np.nan, "test_acc": np.nan})
         remaining = 100.0 * info.density
         rows.append({
-            "model": architecture(spec), "dataset": spec.dataset, "round": info.round, "arm": info.arm,
+            "model": architecture(spec), "dataset": spec.data.dataset, "round": info.round, "arm": info.arm,
             "seed": info.seed, "weights_remaining": remaining,
             "weights_kept": int(round(info.density * total_weights)), "prunable_weights": total_weights,
             "early_stop_epoch": int(stop["epoch"]), "early_stop_iter": int(stop["step"]),
@@ -200,29 +203,26 @@ class Lottery(Study):
         return ["imp"]
 
     def estimate_seconds(self, spec: LotterySpec) -> float | None:
-        data = load_dataset(spec.dataset, **spec.data_params())
-        net = build_model(spec.model, data.input_shape, data.num_classes, widths=spec.widths)
+        data = spec.data.load()
+        net = spec.network.build(data, seed=0)
         params = sum(p.numel() for p in net.parameters())
-        steps = math.ceil((len(data.y_train) - spec.val_size) / spec.batch_size) * spec.epochs
+        steps = math.ceil((len(data.y_train) - spec.val_size) / spec.optim.batch_size) * spec.optim.epochs
         models = len(spec.seeds) * (1 + spec.rounds * (1 + len(spec.controls)))
         return 10.0 + 1e-8 * params * steps * models  # ~10 ns per parameter and step (Adam, one core)
 
     def run_unit(self, spec: LotterySpec, unit: str, ctx) -> UnitResult:
-        data = load_dataset(spec.dataset, **spec.data_params())
+        data = spec.data.load()
         x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, spec.val_size,
-                                                          derive_seed(spec.dataset, "validation"))
+                                                          derive_seed(spec.data.dataset, "validation"))
         inputs = InputGroup(x_train, data.x_test, data.y_test, x_val, y_val)
-        modules = [build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=s,
-                               widths=spec.widths, dropout=spec.dropout) for s in spec.seeds]
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
-                             epochs=spec.epochs, schedule=spec.schedule, eval_train=False, device=spec.device)
+        modules = [spec.network.build(data, s) for s in spec.seeds]
+        config = spec.optim.train_config(spec.loss, eval_train=False, device=spec.device)
         plan = PruningPlan(rounds=spec.rounds, rate=spec.prune_rate, output_rate=spec.output_prune_rate,
                            conv_rate=conv_rate(spec),
                            mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
                            controls=tuple(spec.controls))
         imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
-                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.init, s))
+                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.network.init, s))
         total = Mask.dense(modules[0]).total()
         state_path = ctx.unit_dir / "snapshot-imp.pt"  # the store deletes snapshot*.pt once the unit is done
         rows: list[dict] = []
@@ -238,7 +238,7 @@ class Lottery(Study):
         while imp.round <= spec.rounds:
             snapshot = ctx.unit_dir / f"snapshot-round{imp.round}.pt"
             n_models = len(spec.seeds) * (1 if imp.round == 0 else 1 + len(spec.controls))
-            ctx.progress.start_unit(f"{unit} round {imp.round}/{spec.rounds}", spec.epochs, n_models)
+            ctx.progress.start_unit(f"{unit} round {imp.round}/{spec.rounds}", spec.optim.epochs, n_models)
             result = imp.run_round(on_epoch=ctx.progress.epoch, snapshot=snapshot)
             new_rows, new_curves = round_rows(result, spec, total)
             rows += new_rows
@@ -280,7 +280,7 @@ class Lottery(Study):
             ax.set_ylabel(ylabel)
             ax.set_title(title)
         axes[0, 0].legend(loc="lower left")
-        fig.suptitle(f"Lottery tickets: {architecture(spec)} on {spec.dataset}, {spec.pruning} IMP at "
+        fig.suptitle(f"Lottery tickets: {architecture(spec)} on {spec.data.dataset}, {spec.pruning} IMP at "
                      f"{spec.prune_rate:.0%}/round; mean over {n_seeds} seeds, band = min-max")
         return save(fig, out_dir, "lottery_sparsity")
 
@@ -310,7 +310,7 @@ class Lottery(Study):
             ax.set_title(f"({'ab'[arms.index(arm)]}) {ARM_LABELS[arm]}")
             ax.legend(loc="lower right")
         settled = curves[curves["round"].isin(shown) & curves["arm"].isin(arms)
-                         & (curves["epoch"] >= max(2, spec.epochs // 4))]
+                         & (curves["epoch"] >= max(2, spec.optim.epochs // 4))]
         if len(settled):  # zoom on the part of training where the arms differ, as the paper's Fig. 3
             means = settled.groupby(["round", "arm", "epoch"])["test_acc"].mean() * 100
             axes[0, 0].set_ylim(max(0.0, float(means.min()) - 1.0), min(100.0, float(settled["test_acc"].max()) * 100 + 0.5))
@@ -335,7 +335,7 @@ class Lottery(Study):
                             _speed(results), _budget(results, spec),
                             f"The best ticket ({ticket.max():.1%}) is at {per_round.loc[best, 'remaining']:.1f}% of the weights."])
         sparsest = per_round["remaining"].idxmin()
-        refs = [("dense LeNet-300-100 test accuracy", "~98% (full MNIST, 50K iterations)", f"{dense:.1%} ({spec.dataset})"),
+        refs = [("dense LeNet-300-100 test accuracy", "~98% (full MNIST, 50K iterations)", f"{dense:.1%} ({spec.data.dataset})"),
                 ("ticket at ~51% / ~21% of weights", "learns faster, higher accuracy than dense",
                  f"{_near(per_round, 51):.1%} / {_near(per_round, 21):.1%} (dense {dense:.1%})"),
                 ("ticket at ~3.6% of weights", "back to about the dense accuracy",
@@ -350,7 +350,7 @@ class Lottery(Study):
 
 def _setting(spec: LotterySpec, n_seeds: int) -> str:
     start = "reset to initialization" if spec.rewind_epoch == 0 else f"rewound to epoch {spec.rewind_epoch}"
-    return (f"{architecture(spec)} on {spec.dataset} ({n_seeds} seeds, {spec.epochs} epochs for every network, "
+    return (f"{architecture(spec)} on {spec.data.dataset} ({n_seeds} seeds, {spec.optim.epochs} epochs for every network, "
             f"{spec.pruning} pruning of {spec.prune_rate:.0%} of the remaining weights per round, survivors {start}; "
             f"stopping point chosen by {spec.early_stop_metric} on {spec.val_size} held-out training examples).")
 

@@ -25,20 +25,21 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 from torch import nn
 
-from genlab.data import corrupt_labels, load_dataset
-from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, train_models
+from genlab.data import corrupt_labels
+from genlab.engine import InputGroup, ModelJob, StackedModels, train_models
 from genlab.probes.measures import compute_measures, rank_measures
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import TrainSpec
+from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
+from genlab.spec.fields import Init, Loss, PositiveInts, Probabilities
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 HYPERPARAMETERS = ("width", "depth", "lr", "batch_size", "label_noise")
@@ -53,56 +54,48 @@ MEASURES = (
 UNIT = "sweep"
 
 
-class MeasuresSpec(TrainSpec):
-    model: Literal["mlp"] = Field("mlp", description="model family (the sweep varies the width and depth of an MLP)")
-    widths: list[int] = Field([64, 256], min_length=1, description="hidden widths swept (all hidden layers of a model share the width)")
-    depths: list[int] = Field([1, 3], min_length=1, description="numbers of hidden layers swept")
-    lr: list[float] = Field([0.03, 0.1], min_length=1, description="learning rates swept")
-    batch_size: list[int] = Field([64, 256], min_length=1, description="minibatch sizes swept (one engine call per batch size and depth)")
-    label_noise: list[float] = Field([0.0, 0.1], min_length=1, description="label corruption probabilities swept (uniform redraw, as Zhang et al.)")
+def _positive_rates(values: list[float]) -> list[float]:
+    if any(not x > 0 for x in values):
+        raise ValueError(f"every learning rate must be > 0, got {values}")
+    return values
+
+
+class MeasuresSpec(StudySpec):
+    data: DataSpec = DataSpec()
+    optim: SharedOptimSpec = SharedOptimSpec()
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
+    init: Init = Field("default", description="weight initializer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
+    sweep_widths: PositiveInts = Field([64, 256], description="hidden widths swept (all hidden layers of a model share the width)")
+    sweep_depths: PositiveInts = Field([1, 3], description="numbers of hidden layers swept")
+    sweep_lrs: Annotated[list[float], Field(min_length=1), AfterValidator(_positive_rates)] = Field(
+        [0.03, 0.1], description="learning rates swept")
+    sweep_batch_sizes: PositiveInts = Field([64, 256], description="minibatch sizes swept (one engine call per batch size and depth)")
+    sweep_label_noise: Probabilities = Field([0.0, 0.1], description="label corruption probabilities swept (uniform redraw, as Zhang et al.)")
     stop_train_acc: float = Field(0.99, gt=0.0, le=1.0, description="stop rule: a model stops once its training accuracy (on its own labels) reaches this")
     speed_loss: float = Field(0.1, gt=0.0, description="optimization-speed measure: steps until the training cross-entropy first falls to this")
     sharpness_points: int = Field(500, ge=10, description="training points (a seeded subsample) used by the sharpness searches")
     sharpness_draws: int = Field(4, ge=1, description="Gaussian noise draws per sharpness evaluation")
     sharpness_target: float = Field(0.1, gt=0.0, lt=1.0, description="sharpness: the training error may rise by this much")
 
-    @field_validator("depths", "batch_size")
-    @classmethod
-    def _positive_ints(cls, v: list[int]) -> list[int]:
-        if any(x <= 0 for x in v):
-            raise ValueError(f"every value must be positive, got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {v}")
-        return v
-
-    @field_validator("lr")
-    @classmethod
-    def _positive_rates(cls, v: list[float]) -> list[float]:
-        if any(not x > 0 for x in v):
-            raise ValueError(f"every learning rate must be > 0, got {v}")
-        return v
-
-    @field_validator("label_noise")
-    @classmethod
-    def _probabilities(cls, v: list[float]) -> list[float]:
-        if any(not 0.0 <= p <= 1.0 for p in v):
-            raise ValueError(f"label noise levels must be in [0, 1], got {v}")
-        return v
+    aliases = {"widths": "sweep_widths", "depths": "sweep_depths", "lr": "sweep_lrs", "batch_size": "sweep_batch_sizes",
+               "label_noise": "sweep_label_noise"}
 
     presets = {
         "quick": dict(optimizer="sgd", momentum=0.9, epochs=100, n_train=1000, seeds=[0]),
-        "paper": dict(optimizer="sgd", momentum=0.9, epochs=300, widths=[128, 512, 1024], depths=[1, 2, 4],
-                      lr=[0.01, 0.03, 0.1], batch_size=[32, 128, 512], label_noise=[0.0, 0.1, 0.2],
+        "paper": dict(optimizer="sgd", momentum=0.9, epochs=300, sweep_widths=[128, 512, 1024], sweep_depths=[1, 2, 4],
+                      sweep_lrs=[0.01, 0.03, 0.1], sweep_batch_sizes=[32, 128, 512], sweep_label_noise=[0.0, 0.1, 0.2],
                       stop_train_acc=1.0, sharpness_points=2000, seeds=[0]),
-        "smoke": dict(optimizer="sgd", momentum=0.9, epochs=2, n_train=200, n_test=100, widths=[8, 16], depths=[1],
-                      lr=[0.05, 0.1], batch_size=[64], label_noise=[0.0, 0.2], sharpness_points=50,
+        "smoke": dict(optimizer="sgd", momentum=0.9, epochs=2, n_train=200, n_test=100, sweep_widths=[8, 16],
+                      sweep_depths=[1], sweep_lrs=[0.05, 0.1], sweep_batch_sizes=[64], sweep_label_noise=[0.0, 0.2],
+                      sharpness_points=50,
                       sharpness_draws=1, seeds=[0]),
     }
 
 
 def sweep_groups(spec: MeasuresSpec) -> list[tuple[int, int]]:
     """(batch size, depth) of each engine call."""
-    return list(itertools.product(spec.batch_size, spec.depths))
+    return list(itertools.product(spec.sweep_batch_sizes, spec.sweep_depths))
 
 
 def steps_to_loss(curve: list[dict], threshold: float) -> float:
@@ -130,15 +123,15 @@ class MeasuresStudy(Study):
     result_columns = ("kind", "rank", "measure", "tau", "granulated_tau", "model_id", "gen_gap", "test_acc")
 
     def estimate_seconds(self, spec: MeasuresSpec) -> float:
-        models = len(spec.widths) * len(spec.depths) * len(spec.lr) * len(spec.batch_size) * len(spec.label_noise)
-        n = spec.n_train or 4000
-        return 1.8 * models * len(spec.seeds) * (n / 1000) * (max(spec.widths) / 256) * (spec.epochs / 100)
+        models = len(spec.sweep_widths) * len(spec.sweep_depths) * len(spec.sweep_lrs) * len(spec.sweep_batch_sizes) * len(spec.sweep_label_noise)
+        n = spec.data.n_train or 4000
+        return 1.8 * models * len(spec.seeds) * (n / 1000) * (max(spec.sweep_widths) / 256) * (spec.optim.epochs / 100)
 
     def units(self, spec: MeasuresSpec) -> list[str]:
         return [UNIT]
 
     def run_unit(self, spec: MeasuresSpec, unit: str, ctx) -> UnitResult:
-        data = load_dataset(spec.dataset, **spec.data_params())
+        data = spec.data.load()
         groups = sweep_groups(spec)
         rows, curves = [], []
         for batch_size, depth in groups:
@@ -166,7 +159,7 @@ class MeasuresStudy(Study):
         """One engine call: every width x lr x label noise x seed at this batch size and depth."""
         x_train, y_clean = data.x_train, data.y_train
         jobs, info = [], []
-        for width, lr, noise, seed in itertools.product(spec.widths, spec.lr, spec.label_noise, spec.seeds):
+        for width, lr, noise, seed in itertools.product(spec.sweep_widths, spec.sweep_lrs, spec.sweep_label_noise, spec.seeds):
             labels = y_clean.numpy()
             if noise > 0:
                 labels = corrupt_labels(labels, noise, data.num_classes, derive_seed(seed, "measures-noise", noise))[0]
@@ -178,11 +171,10 @@ class MeasuresStudy(Study):
             jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
             info.append({"width": width, "depth": depth, "lr": lr, "batch_size": batch_size, "label_noise": noise,
                          "seed": seed, "fraction_wrong": float((labels != y_clean.numpy()).mean())})
-        ctx.progress.start_unit(f"{UNIT}: batch size {batch_size}, depth {depth}", spec.epochs, len(jobs))
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr[0], momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=batch_size,
-                             epochs=spec.epochs, schedule=spec.schedule, stop_train_acc=spec.stop_train_acc,
-                             eval_every=1, checkpoint_epochs=(0,), device=spec.device)
+        ctx.progress.start_unit(f"{UNIT}: batch size {batch_size}, depth {depth}", spec.optim.epochs, len(jobs))
+        config = spec.optim.train_config(spec.loss, lr=spec.sweep_lrs[0], batch_size=batch_size,
+                                         stop_train_acc=spec.stop_train_acc, eval_every=1, checkpoint_epochs=(0,),
+                                         device=spec.device)
         outcome = train_models(jobs, [InputGroup(x_train, data.x_test, data.y_test)], config,
                                on_epoch=ctx.progress.epoch,
                                snapshot=ctx.unit_dir / f"group-bs{batch_size}-depth{depth}.snapshot.pt")
@@ -208,7 +200,7 @@ class MeasuresStudy(Study):
             row = {"kind": "model", "model_id": job.key, **meta, "train_acc": o.train_acc, "test_acc": o.test_acc,
                    "train_loss": o.train_loss, "test_loss": o.test_loss, "gen_gap": o.train_acc - o.test_acc,
                    "loss_gap": o.test_loss - o.train_loss, "fit": o.fit, "steps_to_fit": o.steps_to_fit,
-                   "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged, "dataset": spec.dataset, **measures}
+                   "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged, "dataset": spec.data.dataset, **measures}
             rows.append({k_: (None if isinstance(v, float) and not math.isfinite(v) else v) for k_, v in row.items()})
             curves += [{**c, **{h: meta[h] for h in HYPERPARAMETERS}, "seed": meta["seed"]} for c in own_curve]
         flagged = sum(1 for r in rows if r.get("measure_warnings"))
@@ -256,7 +248,7 @@ class MeasuresStudy(Study):
             ax.set_title(f"({'bcd'[i]}) {measure.replace('_', ' ')}: tau {tau:+.2f}", fontsize=10)
             if i == 0:
                 ax.legend(fontsize=6.5)
-        fig.suptitle(f"Generalization measures vs gap: MLPs on {spec.dataset} "
+        fig.suptitle(f"Generalization measures vs gap: MLPs on {spec.data.dataset} "
                      f"(width x depth x lr x batch x label noise, stop at {spec.stop_train_acc:.0%} train accuracy)")
         return [save(fig, out_dir, "measures")]
 
@@ -277,8 +269,8 @@ class MeasuresStudy(Study):
         gran = valid.dropna(subset=["granulated_tau"]) if "granulated_tau" in valid else valid.iloc[0:0]
         gran_best = gran.loc[gran["granulated_tau"].abs().idxmax()] if len(gran) else None
         reading = (
-            f"{len(models)} MLPs on {spec.n_train or 'all'} {spec.dataset} examples ({fitted} reached "
-            f"{spec.stop_train_acc:.0%} training accuracy within {spec.epochs} epochs; the ranking uses "
+            f"{len(models)} MLPs on {spec.data.n_train or 'all'} {spec.data.dataset} examples ({fitted} reached "
+            f"{spec.stop_train_acc:.0%} training accuracy within {spec.optim.epochs} epochs; the ranking uses "
             f"{'those' if fitted >= 2 else 'all'}). The generalization gap (train minus test accuracy) ranges from "
             f"{models['gen_gap'].min() * 100:.1f} to {models['gen_gap'].max() * 100:.1f} points. Kendall tau with the gap: "
             f"{listing}. "

@@ -20,18 +20,22 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
-from genlab.data import corrupt_labels, gaussian_inputs, load_dataset, random_pixels, shuffled_pixels
-from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
-from genlab.models import build_model
+from genlab.data import corrupt_labels, gaussian_inputs, random_pixels, shuffled_pixels
+from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import TrainSpec
+from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
+from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 PixelVariant = Literal["shuffled_pixels", "random_pixels", "gaussian"]
 
 
-class RandomizationSpec(TrainSpec):
+class RandomizationSpec(StudySpec):
+    data: DataSpec = DataSpec()
+    network: ModelSpec = ModelSpec()
+    optim: OptimSpec = OptimSpec()
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     corruptions: list[float] = Field([0.2, 0.4, 0.6, 0.8, 1.0], description="label corruption levels p (true labels, p=0, are always included)")
     pixel_variants: list[PixelVariant] = Field(["shuffled_pixels", "random_pixels", "gaussian"], description="input corruptions, each trained with true labels")
     label_noise: Literal["uniform", "other"] = Field("uniform", description="uniform: redraw from all classes (Zhang); other: a different class (Nakkiran)")
@@ -91,16 +95,17 @@ class Randomization(Study):
     result_columns = ("variant", "corruption", "seed", "train_acc", "test_acc", "steps_to_fit", "epochs", "diverged")
 
     def estimate_seconds(self, spec: RandomizationSpec) -> float:
-        n = spec.n_train or 4000
+        n = spec.data.n_train or 4000
         models = 1 + len(spec.corruptions) + len(spec.pixel_variants)
-        return 80.0 * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.epochs / 150) * (sum(spec.widths) / 512)
+        return (80.0 * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.optim.epochs / 150)
+                * (sum(spec.network.widths) / 512))
 
     def units(self, spec: RandomizationSpec) -> list[str]:
         return [f"seed{s}" for s in spec.seeds]
 
     def run_unit(self, spec: RandomizationSpec, unit: str, ctx) -> UnitResult:
         seed = spec.seeds[[f"seed{s}" for s in spec.seeds].index(unit)]
-        data = load_dataset(spec.dataset, **spec.data_params())
+        data = spec.data.load()
         xtr, xte = data.x_train.numpy(), data.x_test.numpy()
         ytr, yte = data.y_train.numpy(), data.y_test.numpy()
         plan = variants(spec)
@@ -120,21 +125,17 @@ class Randomization(Study):
                     wrong_test, _ = corrupt_labels(yte, v["corruption"], data.num_classes,
                                                    derive_seed(seed, "test-labels", v["corruption"]), spec.label_noise)
                     test_labels = torch.from_numpy(wrong_test)
-            model = build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=seed,
-                                widths=spec.widths, dropout=spec.dropout)
+            model = spec.network.build(data, seed)
             jobs.append(ModelJob(v["variant"], model, seed=seed, y_train=torch.from_numpy(labels),
                                  y_test=test_labels, inputs=kinds.index(v["inputs"])))
             info.append({**v, "fraction_wrong": float((labels != ytr).mean())})
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=spec.weight_decay, batch_size=spec.batch_size,
-                             epochs=spec.epochs, schedule=spec.schedule, stop_train_acc=spec.stop_train_acc,
-                             device=spec.device)
-        ctx.progress.start_unit(unit, spec.epochs, len(jobs))
+        config = spec.optim.train_config(spec.loss, stop_train_acc=spec.stop_train_acc, device=spec.device)
+        ctx.progress.start_unit(unit, config.epochs, len(jobs))
         outcome = train_models(jobs, groups, config, on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
         rows = []
         for v, o in zip(info, outcome.outcomes):
             rows.append({"variant": v["variant"], "corruption": v["corruption"], "inputs": v["inputs"], "seed": seed,
-                         "dataset": spec.dataset, "model": spec.model, "params": sum(p.numel() for p in jobs[0].module.parameters()),
+                         "dataset": spec.data.dataset, "model": spec.network.model, "params": sum(p.numel() for p in jobs[0].module.parameters()),
                          "label_noise": spec.label_noise, "fraction_wrong": v["fraction_wrong"],
                          "test_labels": "corrupted" if spec.corrupt_test_labels else "clean",
                          "train_acc": o.train_acc, "test_acc": o.test_acc, "train_loss": o.train_loss,
@@ -192,7 +193,7 @@ class Randomization(Study):
         ax.text(0.02, 0.95, f"{'clean' if not spec.corrupt_test_labels else 'corrupted'} test labels", transform=ax.transAxes,
                 fontsize=8, va="top")
         ax.legend(loc="lower right")
-        fig.suptitle(f"Randomization tests: {spec.model} {spec.widths} on {spec.dataset}")
+        fig.suptitle(f"Randomization tests: {spec.network.model} {spec.network.widths} on {spec.data.dataset}")
         paths.append(save(fig, out_dir, "randomization"))
         return paths
 
@@ -211,9 +212,9 @@ class Randomization(Study):
                    f"{test.get(1.0, np.nan):.1%} on random labels")
         slowdown = (f"Fitting random labels took {slow:.1f}x the steps of true labels. " if np.isfinite(slow) else
                     "Random labels were not fitted within the budget, so no slowdown can be given. ")
-        reading = (f"The {spec.model} {spec.widths} ({int(results['params'].iloc[0]):,} parameters, "
-                   f"{clean['seed'].nunique()} seed(s), {spec.optimizer} lr {spec.lr:g}) was trained on "
-                   f"{results['variant'].nunique()} variants of {spec.dataset}: {fitted}. " + slowdown +
+        reading = (f"The {spec.network.model} {spec.network.widths} ({int(results['params'].iloc[0]):,} parameters, "
+                   f"{clean['seed'].nunique()} seed(s), {spec.optim.optimizer} lr {spec.optim.lr:g}) was trained on "
+                   f"{results['variant'].nunique()} variants of {spec.data.dataset}: {fitted}. " + slowdown +
                    f"Test accuracy falls from {test.get(0.0, np.nan):.1%} at p=0 to {test.get(1.0, np.nan):.1%} at p=1 "
                    f"(chance is 10%): " + ", ".join(f"p={p:g}: {a:.1%}" for p, a in test.items()) +
                    ". The same network, with the same capacity, memorizes noise and generalizes on real labels: "

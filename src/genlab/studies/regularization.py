@@ -23,17 +23,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from genlab.data.augment import RandomShift
-from genlab.data import corrupt_labels, load_dataset
-from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+from genlab.data import corrupt_labels
+from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.errors import UserError
-from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import TrainSpec
+from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
+from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, UnitResult, register
 
 REGULARIZERS = ("wd", "dropout", "aug")
@@ -52,13 +52,25 @@ PAPER_TABLE1 = (
 )
 
 
-class RegularizationSpec(TrainSpec):
-    weight_decay: float = Field(5e-4, gt=0.0, description="L2 weight decay of the cells with weight decay on (0 in the others)")
-    dropout: float = Field(0.2, gt=0.0, lt=1.0, description="dropout probability after each hidden layer in the cells with dropout on")
+class RegularizationSpec(StudySpec):
+    data: DataSpec = DataSpec()
+    network: ModelSpec = ModelSpec(dropout=0.2)
+    optim: OptimSpec = OptimSpec(weight_decay=5e-4)
+    loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     max_shift: int = Field(1, ge=1, le=8, description="augmentation: largest random shift in pixels (samples for 1-D signals), per axis")
     shift_padding: Literal["replicate", "zeros"] = Field("replicate", description="augmentation: how the border uncovered by a shift is filled")
     stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its (un-augmented) training accuracy reaches this")
     eval_every: int = Field(1, ge=1, description="epochs between evaluations of train/test accuracy (the stop rule is checked then)")
+
+    help_texts = {"weight_decay": "L2 weight decay of the cells with weight decay on (0 in the others)",
+                  "dropout": "dropout probability after each hidden layer in the cells with dropout on"}
+
+    @model_validator(mode="after")
+    def _regularizers_on(self) -> "RegularizationSpec":
+        for name, value in (("weight_decay", self.optim.weight_decay), ("dropout", self.network.dropout)):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0: it is the {name} of the cells with it on (got {value})")
+        return self
 
     presets = {
         "quick": dict(widths=[512], optimizer="adam", lr=0.002, batch_size=128, epochs=250, n_train=1000,
@@ -97,18 +109,18 @@ class Regularization(Study):
                       "train_acc", "test_acc", "fit", "epochs")
 
     def estimate_seconds(self, spec: RegularizationSpec) -> float:
-        n = spec.n_train or 4000
-        return 40.0 * len(spec.seeds) * (n / 1000) * (spec.epochs / 100) * (sum(spec.widths) / 512)
+        n = spec.data.n_train or 4000
+        return 40.0 * len(spec.seeds) * (n / 1000) * (spec.optim.epochs / 100) * (sum(spec.network.widths) / 512)
 
     def units(self, spec: RegularizationSpec) -> list[str]:
         return list(UNITS)
 
     def run_unit(self, spec: RegularizationSpec, unit: str, ctx) -> UnitResult:
         dropout_on = UNITS.index(unit) == 1
-        data = load_dataset(spec.dataset, **spec.data_params())
-        probe = build_model(spec.model, data.input_shape, data.num_classes, widths=spec.widths, dropout=spec.dropout)
+        data = spec.data.load()
+        probe = spec.network.build(data, seed=0)
         if not _has_dropout(probe):
-            raise UserError(f"model {spec.model!r} has no dropout layers; use mlp or lenet for the regularization study")
+            raise UserError(f"model {spec.network.model!r} has no dropout layers; use mlp or lenet for the regularization study")
         shift = RandomShift(spec.max_shift, spec.shift_padding)
         jobs, info = [], []
         for seed in spec.seeds:
@@ -116,25 +128,22 @@ class Regularization(Study):
                                               derive_seed(seed, "regularization", "random-labels"))
             targets = {"true": data.y_train, "random": torch.from_numpy(random_labels)}
             for labels, wd, aug in itertools.product(LABELS, (False, True), (False, True)):
-                model = build_model(spec.model, data.input_shape, data.num_classes, init=spec.init, seed=seed,
-                                    widths=spec.widths, dropout=spec.dropout if dropout_on else 0.0)
+                model = spec.network.build(data, seed, dropout=spec.network.dropout if dropout_on else 0.0)
                 cell = cell_name(wd, dropout_on, aug)
                 jobs.append(ModelJob(f"{cell}|{labels}|seed{seed}", model, seed=seed, y_train=targets[labels],
-                                     weight_decay=spec.weight_decay if wd else 0.0, augment=shift if aug else None))
+                                     weight_decay=spec.optim.weight_decay if wd else 0.0, augment=shift if aug else None))
                 info.append({"cell": cell, "labels": labels, "seed": seed, "weight_decay_on": wd,
                              "dropout_on": dropout_on, "augmentation_on": aug})
-        config = TrainConfig(loss=spec.loss, optimizer=spec.optimizer, lr=spec.lr, momentum=spec.momentum,
-                             nesterov=spec.nesterov, weight_decay=0.0, batch_size=spec.batch_size,
-                             epochs=spec.epochs, schedule=spec.schedule, stop_train_acc=spec.stop_train_acc,
-                             eval_every=spec.eval_every, device=spec.device)
-        ctx.progress.start_unit(unit, spec.epochs, len(jobs))
+        config = spec.optim.train_config(spec.loss, weight_decay=0.0, stop_train_acc=spec.stop_train_acc,
+                                         eval_every=spec.eval_every, device=spec.device)
+        ctx.progress.start_unit(unit, config.epochs, len(jobs))
         outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
                                on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
         params = sum(p.numel() for p in jobs[0].module.parameters())
-        rows = [{**meta, "weight_decay": spec.weight_decay if meta["weight_decay_on"] else 0.0,
-                 "dropout": spec.dropout if dropout_on else 0.0,
+        rows = [{**meta, "weight_decay": spec.optim.weight_decay if meta["weight_decay_on"] else 0.0,
+                 "dropout": spec.network.dropout if dropout_on else 0.0,
                  "max_shift": spec.max_shift if meta["augmentation_on"] else 0,
-                 "dataset": spec.dataset, "num_classes": data.num_classes, "model": spec.model, "params": params,
+                 "dataset": spec.data.dataset, "num_classes": data.num_classes, "model": spec.network.model, "params": params,
                  "train_acc": o.train_acc, "test_acc": o.test_acc, "train_loss": o.train_loss,
                  "test_loss": o.test_loss, "fit": o.fit, "steps_to_fit": o.steps_to_fit,
                  "epochs_to_fit": o.epochs_to_fit, "epochs": o.epochs, "steps": o.steps,
@@ -182,8 +191,8 @@ class Regularization(Study):
         ax.set_ylim(0, 101)
         ax.set_title(f"(c) memorizing random labels (seed {seed})")
         ax.legend(fontsize=7, ncol=2, loc="lower right")
-        fig.suptitle(f"Explicit regularization: {spec.model} {spec.widths} on {spec.dataset} "
-                     f"(wd {spec.weight_decay:g}, dropout {spec.dropout:g}, shifts <= {spec.max_shift})")
+        fig.suptitle(f"Explicit regularization: {spec.network.model} {spec.network.widths} on {spec.data.dataset} "
+                     f"(wd {spec.optim.weight_decay:g}, dropout {spec.network.dropout:g}, shifts <= {spec.max_shift})")
         return [save(fig, out_dir, "regularization")]
 
     # ----- reading --------------------------------------------------------------------------
@@ -212,9 +221,9 @@ class Regularization(Study):
                    f"8 cells (no regularizer {base:.1%}); random labels: train accuracy >= "
                    f"{rand['train_acc'].min():.1%} in every cell")
         reading = (
-            f"The {spec.model} {spec.widths} ({int(results['params'].iloc[0]):,} parameters, {results['seed'].nunique()} "
-            f"seed(s), {spec.optimizer} lr {spec.lr:g}, {spec.n_train or 'all'} training examples of {spec.dataset}) was "
-            f"trained in all 8 cells of weight decay {spec.weight_decay:g} x dropout {spec.dropout:g} x random shifts "
+            f"The {spec.network.model} {spec.network.widths} ({int(results['params'].iloc[0]):,} parameters, {results['seed'].nunique()} "
+            f"seed(s), {spec.optim.optimizer} lr {spec.optim.lr:g}, {spec.data.n_train or 'all'} training examples of {spec.data.dataset}) was "
+            f"trained in all 8 cells of weight decay {spec.optim.weight_decay:g} x dropout {spec.network.dropout:g} x random shifts "
             f"of up to {spec.max_shift} on/off. On true labels the best cell is {best} ({true.loc[best, 'test_acc']:.1%} "
             f"test accuracy) and the worst {worst} ({true.loc[worst, 'test_acc']:.1%}), a spread of {spread * 100:.1f} "
             f"points around {base:.1%} without any regularizer. Average effect of switching a regularizer on "
@@ -248,7 +257,7 @@ def _speed(results: pd.DataFrame, spec) -> str:
         unfinished = int((~part["fit"].astype(bool)).sum())
         parts.append(f"{name} {part['epochs'].min():.0f}-{part['epochs'].max():.0f} epochs"
                      + (f" ({unfinished} of {len(part)} models still below {spec.stop_train_acc:.0%} at the "
-                        f"{spec.epochs}-epoch budget)" if unfinished else ""))
+                        f"{spec.optim.epochs}-epoch budget)" if unfinished else ""))
     return (f" Training on random labels ran (to {spec.stop_train_acc:.0%} train accuracy or the budget) "
             + " and ".join(parts) + ".") if parts else ""
 

@@ -1,0 +1,173 @@
+"""Model-wise double descent under label noise (Nakkiran, Kaplun, Bansal, Yang, Barak & Sutskever
+2019, with the MNIST-1D set-up of Greydanus 2020): its unit, figure and checks."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator
+
+from genlab.data import corrupt_labels
+from genlab.engine import InputGroup, ModelJob, train_models
+from genlab.models import build_model
+from genlab.plotting import COLORS, figure, save
+from genlab.seeding import derive_seed
+from genlab.spec import DataSpec, Group, OptimSpec
+from genlab.spec.fields import Init
+from genlab.studies.base import Summary, UnitResult
+from genlab.studies.double_descent.common import (
+    _band,
+    _log_x_with_plain_ticks,
+    _threshold_line,
+    classical_best_and_peak,
+    first_interpolating,
+    mean_curve,
+)
+from genlab.studies.double_descent.nn import parameter_norm, sorted_widths, trained_parameters
+
+
+class NoiseSweep(Group):
+    """The width sweep of MLPs 40-h-h-10 on labels of which a fraction is wrong, trained with cross-entropy."""
+
+    data: DataSpec = DataSpec(dataset="mnist1d", n_train=4000)
+    level: float = Field(0.15, ge=0.0, le=1.0, description="fraction of training labels replaced")
+    mode: Literal["other", "uniform"] = Field("other", description="other = a different class (Nakkiran: exactly "
+                                              "that fraction wrong); uniform = any class")
+    widths: list[int] = Field([8, 16, 24, 32, 48, 64, 96, 128], min_length=3, description="widths h of the MLP "
+                              "40-h-h-10")
+    init: Init = Field("default", description="weight initializer")
+    eval_every: int = Field(5, gt=0, description="epochs between evaluations (the epoch-wise curve)")
+    optim: OptimSpec = OptimSpec(optimizer="sgd", lr=0.05, batch_size=100, epochs=100, schedule="cosine")
+
+    @field_validator("widths")
+    @classmethod
+    def _widths_valid(cls, v: list[int]) -> list[int]:
+        return sorted_widths(v)
+
+
+def run_label_noise(spec, ctx) -> UnitResult:
+    """Nakkiran's label-noise width sweep on MNIST-1D: every width and seed in one engine call."""
+    data = spec.noise.data.load()
+    k, n = data.num_classes, len(data.y_train)
+    jobs, keys, wrong = [], [], {}
+    for s in spec.seeds:
+        noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise.level, k, derive_seed(s, "label-noise"), spec.noise.mode)
+        wrong[s] = float(np.mean(noisy != data.y_train.numpy()))
+        for h in spec.noise.widths:
+            model = build_model("mlp", data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
+                                widths=[h, h])
+            jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=derive_seed(s, "noise-order", h),
+                                 y_train=torch.from_numpy(noisy)))
+            keys.append((h, s))
+    config = spec.noise.optim.train_config("ce", eval_every=spec.noise.eval_every, device=spec.device)
+    ctx.progress.start_unit("label_noise", spec.noise.optim.epochs, len(jobs))
+    outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
+                           on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+    rows = []
+    for pos, ((h, s), o) in enumerate(zip(keys, outcome.outcomes)):
+        parameters = trained_parameters(outcome, pos)
+        rows.append({"mode": "label_noise", "dataset": spec.noise.data.dataset, "n": n, "features_or_width": h,
+                     "params": sum(t.numel() for t in parameters.values()), "threshold_params": None, "seed": s,
+                     "train_mse": None, "test_mse": None, "train_ce": o.train_loss, "test_ce": o.test_loss,
+                     "train_err": 1.0 - o.train_acc, "test_err": 1.0 - o.test_acc,
+                     "norm": parameter_norm(parameters), "scheme": spec.noise.init, "ridge": None, "epochs": o.epochs,
+                     "label_noise": spec.noise.level, "noise_mode": spec.noise.mode, "fraction_wrong": wrong[s],
+                     "diverged": o.diverged})
+    by_key = {f"h{h}-seed{s}": (h, s) for h, s in keys}
+    curves = [{"mode": "label_noise", "width": by_key[c["key"]][0], "seed": by_key[c["key"]][1],
+               "scheme": spec.noise.init, "epoch": c["epoch"], "step": c["step"],
+               "train_ce": c["train_loss"], "test_ce": c["test_loss"],
+               "train_err": 1.0 - c["train_acc"], "test_err": 1.0 - c["test_acc"]} for c in outcome.curves]
+    return UnitResult(rows, curves)
+
+
+def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> Path:
+    tolerance = spec.interpolation_tolerance
+    curve = mean_curve(rows, "features_or_width", ["train_err", "test_err"])
+    fig, axes = figure(2, width=5.0, height=3.8)
+    ax = axes[0, 0]
+    _band(ax, curve, "test_err", COLORS[3], "test error (clean test labels)")
+    _band(ax, curve, "train_err", COLORS[0], "train error (noisy labels)", ls=":")
+    fitted = first_interpolating(curve["train_err"], tolerance)
+    if fitted is not None:
+        _threshold_line(ax, fitted, f"first width with train error <= {tolerance:g}: h = {fitted:g}")
+    _, peak = classical_best_and_peak(curve["test_err"])
+    ax.plot([peak], [curve.loc[peak, "test_err"]], marker="*", ms=12, color=COLORS[3], ls="none",
+            label=f"test-error peak: h = {peak:g}")
+    _log_x_with_plain_ticks(ax, [float(w) for w in curve.index])
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("hidden width h of the MLP 40-h-h-10 (log scale)")
+    ax.set_ylabel("zero-one error")
+    ax.set_title("(a) model-wise double descent")
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    if len(curves):
+        widths = sorted(curves["width"].unique())
+        shown = [w for w in dict.fromkeys([widths[-1], peak]) if w in widths]
+        for i, w in enumerate(shown):
+            part = curves[(curves["width"] == w) & (curves["epoch"] > 0)]
+            epoch_curve = mean_curve(part, "epoch", ["test_err", "train_err"])
+            _band(ax, epoch_curve, "test_err", COLORS[(3 + i) % 10], f"test, h = {w:g}", marker="")
+            _band(ax, epoch_curve, "train_err", COLORS[(3 + i) % 10], f"train, h = {w:g}", marker="", ls=":")
+    _log_x_with_plain_ticks(ax)
+    ax.set_xlabel("epoch (log scale)")
+    ax.set_ylabel("zero-one error")
+    ax.set_title("(b) epoch-wise curves")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Label noise {spec.noise.level:.0%} ('{spec.noise.mode}': relabelled to "
+                 f"{'a different' if spec.noise.mode == 'other' else 'any'} class), {rows['dataset'].iloc[0]} "
+                 f"n = {int(rows['n'].iloc[0])}, {spec.noise.optim.optimizer} lr {spec.noise.optim.lr:g} ({spec.noise.optim.schedule}), "
+                 f"{spec.noise.optim.epochs} epochs, "
+                 f"{spec.noise.init} init - Nakkiran et al. 2019")
+    return save(fig, out_dir, "double_descent_label_noise")
+
+
+def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
+    tolerance = spec.interpolation_tolerance
+    curve = mean_curve(rows, "features_or_width", ["train_err", "test_err"])
+    fitted = first_interpolating(curve["train_err"], tolerance)
+    best, peak = classical_best_and_peak(curve["test_err"])
+    best_err, peak_err = float(curve.loc[best, "test_err"]), float(curve.loc[peak, "test_err"])
+    right = float(curve["test_err"].iloc[-1])
+    widest = curve.index[-1]
+    fitted_text = "none" if fitted is None else f"{fitted:g}"
+    checks = [(f"label_noise: test-error peak (h = {peak:g}) within a factor 2 of the first width with train error "
+               f"<= {tolerance:g} (h = {fitted_text})",
+               bool(fitted is not None and fitted / 2 <= peak <= fitted * 2)),
+              (f"label_noise: the peak ({peak_err:.1%}) is >= 2 points above the bottom of the classical U "
+               f"(h = {best:g}: {best_err:.1%}) and the widest (h = {widest:g}: {right:.1%})",
+               bool(peak > best and peak_err >= best_err + 0.02 and peak_err >= right + 0.02))]
+    epoch_text = ""
+    if len(curves):
+        big = curves[(curves["width"] == widest) & (curves["epoch"] > 0)].groupby("epoch")["test_err"].mean()
+        if len(big):
+            early = big[big.index < big.index[-1]]
+            low_epoch = int(early.idxmin()) if len(early) else int(big.index[-1])
+            after = big[big.index > low_epoch]
+            rise = (f"then up to {after.max():.1%} (epoch {int(after.idxmax())})" if len(after) and
+                    after.max() > big[low_epoch] + 0.005 else "no rise after it")
+            epoch_text = (f" Epoch-wise (h = {widest:g}): test error {big.iloc[0]:.1%} at epoch {int(big.index[0])}, "
+                          f"{big[low_epoch]:.1%} at epoch {low_epoch} (lowest before the end), {rise}, "
+                          f"{big.iloc[-1]:.1%} at the last epoch ({int(big.index[-1])}).")
+    noise = rows["fraction_wrong"].mean()
+    verdict = (f"label_noise: test error {best_err:.1%} (h = {best:g}) -> peak {peak_err:.1%} (h = {peak:g}) -> "
+               f"{right:.1%} (h = {widest:g}); train error first <= {tolerance:g} at h = {fitted_text}")
+    reading = (f"MLP 40-h-h-10 on {rows['dataset'].iloc[0]} (n = {int(rows['n'].iloc[0])}) with "
+               f"{spec.noise.level:.0%} label noise, convention '{spec.noise.mode}' "
+               f"({'each selected label moved to a different class' if spec.noise.mode == 'other' else 'each selected label redrawn from all classes'}; "
+               f"measured {noise:.1%} of training labels wrong), {spec.noise.optim.optimizer} lr {spec.noise.optim.lr:g} "
+               f"({spec.noise.optim.schedule} schedule), momentum "
+               f"{spec.noise.optim.momentum:g}, batch {spec.noise.optim.batch_size}, {spec.noise.optim.epochs} epochs, "
+               f"{rows['seed'].nunique()} seed(s). Test error by width: "
+               + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["test_err"].items())
+               + "; train error: " + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["train_err"].items()) + ". "
+               f"The peak is the largest test error at widths from the first local minimum of the test error "
+               f"(h = {best:g}) upward."
+               + epoch_text)
+    references = [("label_noise: test error best small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), 500 epochs",
+                   f"{best_err:.1%} (h={best:g}) / {peak_err:.1%} (h={peak:g}) / "
+                   f"{right:.1%} (h={widest:g}), {spec.noise.optim.epochs} epochs")]
+    return Summary(verdict, reading, references, checks)
