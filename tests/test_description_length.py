@@ -117,9 +117,9 @@ def test_true_labels_compress_and_random_labels_do_not(tmp_path):
                                                     "batch_size": 64, "lr": 0.002, "architectures": ["mlp-64"]})
     ctx = Context(tmp_path / "unit", NullProgress())
     ctx.unit_dir.mkdir()
-    rows = study.run_unit(spec, "mlp-64", ctx).rows
+    rows = study.run_unit(spec, study.unit(spec, "mlp-64"), ctx).rows
     totals = _totals(pd.DataFrame(rows)).set_index("labels")
     assert totals.loc["random", "ratio"] >= 0.95
     assert totals.loc["true", "ratio"] <= 0.75
     # a resumed unit reuses the finished blocks and gives the same rows
-    assert study.run_unit(spec, "mlp-64", ctx).rows == rows
+    assert study.run_unit(spec, study.unit(spec, "mlp-64"), ctx).rows == rows

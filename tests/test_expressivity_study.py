@@ -107,7 +107,7 @@ def test_units_are_pure(tiny_run) -> None:
     study, spec, store = tiny_run
     unit = "mnist1d-random-seed0"
     ctx = Context(unit_dir=store.path / "scratch", progress=NullProgress())
-    again = study.run_unit(spec, unit, ctx).rows
+    again = study.run_unit(spec, study.unit(spec, unit), ctx).rows
     stored = store.load_unit(unit)["rows"]
     strip = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in again]
     assert strip == [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in stored]

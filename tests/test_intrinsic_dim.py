@@ -272,7 +272,7 @@ def test_units_skip_models_that_do_not_fit_the_inputs():
     study = get_study("intrinsic-dim")
     spec = resolve_spec(study.Spec, "smoke", None, {"datasets": ["mnist5k", "mnist1d"],
                                                     "models": ["mlp", "lenet", "cnn1d"], "width_factors": [1, 2]})
-    assert study.units(spec) == ["mnist5k-mlp-16", "mnist5k-mlp-32", "mnist5k-lenet", "mnist1d-mlp-16",
+    assert [u.key for u in study.units(spec)] == ["mnist5k-mlp-16", "mnist5k-mlp-32", "mnist5k-lenet", "mnist1d-mlp-16",
                                  "mnist1d-mlp-32", "mnist1d-cnn1d"]
 
 

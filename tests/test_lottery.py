@@ -323,11 +323,11 @@ def test_an_interrupted_run_resumes_from_the_last_finished_round(tmp_path):
                                                     "widths": [16], "epochs": 2, "rounds": 2, "seeds": [0],
                                                     "batch_size": 50, "prune_rate": 0.5})
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    whole = study.run_unit(spec, "imp", Context(tmp_path / "a", _StopAtRound(99)))
+    whole = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "a", _StopAtRound(99)))
     with pytest.raises(KeyboardInterrupt):
-        study.run_unit(spec, "imp", Context(tmp_path / "b", _StopAtRound(2)))
+        study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "b", _StopAtRound(2)))
     resumed_progress = _StopAtRound(99)
-    resumed = study.run_unit(spec, "imp", Context(tmp_path / "b", resumed_progress))
+    resumed = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "b", resumed_progress))
     assert resumed_progress.started == 1  # only the last round was trained again
     assert pd.DataFrame(resumed.rows).equals(pd.DataFrame(whole.rows))
 
@@ -344,7 +344,7 @@ def test_small_tickets_match_dense_and_beat_random_reinit_when_sparse(tmp_path):
     study = get_study("lottery")
     spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "widths": [100, 50], "epochs": 30, "rounds": 6,
                                                     "val_size": 300, "lr": 0.005, "batch_size": 50})
-    unit = study.run_unit(spec, "imp", Context(tmp_path, NullProgress()))
+    unit = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path, NullProgress()))
     results = pd.DataFrame(unit.rows)
     controls = results[results["arm"] != "ticket"]
     assert controls["stopped_at_budget"].mean() <= 0.5

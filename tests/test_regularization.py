@@ -190,7 +190,7 @@ def test_spec_rejects_bad_values_and_models_without_dropout(tmp_path):
         resolve_spec(study.Spec, "smoke", None, {"dropout": 0.0})
     spec = resolve_spec(study.Spec, "smoke", None, {"model": "resnet"})
     with pytest.raises(UserError, match="no dropout layers"):
-        study.run_unit(spec, "dropout_off", Context(tmp_path, NullProgress()))
+        study.run_unit(spec, study.unit(spec, "dropout_off"), Context(tmp_path, NullProgress()))
 
 
 def test_end_to_end_tiny_run_memorizes_random_labels_in_every_cell(tmp_path):

@@ -1,8 +1,10 @@
 """Where units of work run: in this process (default) or as Ray tasks on a local instance or a cluster.
 
-Units are pure functions of (spec, unit id), so any executor gives the same rows; the driver
-alone writes the run store, as each unit's result arrives, so a killed driver resumes like a
-local run (finished units are on disk; unfinished ones are resubmitted).
+Two executors exist: the local loop of :func:`genlab.run.runner.run_study` (units one after the
+other in this process) and :func:`run_units_ray` here. Units are pure functions of (spec, unit),
+so either gives the same rows; the driver alone writes the run store, as each unit's result
+arrives, so a killed driver resumes like a local run (finished units are on disk; unfinished ones
+are resubmitted). A unit that needs others is submitted once their results are stored, with them.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from pathlib import Path
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.studies.base import Context, get_study
+from genlab.run.runner import stored_inputs
+from genlab.studies.base import Context, Unit, get_study
 
 
-def _run_unit_task(study_name: str, spec_json: dict, unit: str, unit_dir: str, threads: int):
+def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, threads: int, inputs: dict):
     """Body of one Ray task: rebuild the spec, run the unit, return its rows."""
     import torch
 
@@ -29,13 +32,13 @@ def _run_unit_task(study_name: str, spec_json: dict, unit: str, unit_dir: str, t
         probe.write_text("ok")
         probe.unlink()
     except OSError:  # a worker on another machine: keep its resume snapshot locally
-        folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit}-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit.key}-"))
     started = time.perf_counter()
-    result = study.run_unit(spec, unit, Context(unit_dir=folder, progress=NullProgress(), device=spec.device))
-    return unit, result.rows, result.curves, time.perf_counter() - started
+    result = study.run_unit(spec, unit, Context(folder, NullProgress(), inputs))
+    return unit.key, result.rows, result.curves, time.perf_counter() - started
 
 
-def run_units_ray(study, spec, units: list[str], store, progress, address: str | None = None) -> None:
+def run_units_ray(study, spec, units: list[Unit], store, progress, address: str | None = None) -> None:
     """Run ``units`` as Ray tasks; results are written by this (driver) process as they finish."""
     try:
         import ray
@@ -52,14 +55,23 @@ def run_units_ray(study, spec, units: list[str], store, progress, address: str |
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {exc}") from None
     remote = ray.remote(num_cpus=1)(_run_unit_task)
-    all_units = study.units(spec)
+    keys = [u.key for u in study.units(spec)]
     spec_json = spec.model_dump(mode="json")
     threads = torch.get_num_threads()
-    pending = [remote.remote(study.name, spec_json, u, str(store.unit_dir(u)), threads) for u in units]
+    waiting, pending = list(units), []
+
+    def submit_ready() -> None:
+        for unit in [u for u in waiting if all(store.unit_done(k) for k in u.needs)]:
+            waiting.remove(unit)
+            pending.append(remote.remote(study.name, spec_json, unit, str(store.unit_dir(unit.key)), threads,
+                                         stored_inputs(store, unit)))
+
+    submit_ready()
     progress.log(f"[{study.name}] {len(pending)} units submitted to Ray ({address or 'local instance'})")
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        unit, rows, curves, seconds = ray.get(done[0])
-        store.save_unit(unit, rows, curves, seconds)
-        store.rebuild_tables(all_units)
-        progress.end_unit(unit)
+        key, rows, curves, seconds = ray.get(done[0])
+        store.save_unit(key, rows, curves, seconds)
+        store.rebuild_tables(keys)
+        progress.end_unit(key)
+        submit_ready()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.spec import StudySpec
 from genlab.run.store import RunStore
-from genlab.studies.base import Context, Study, get_study
+from genlab.spec import StudySpec
+from genlab.studies.base import Context, Study, Unit, UnitResult, get_study
 
 
 def make_figures(study: Study, store: RunStore, spec: StudySpec) -> list[Path]:
@@ -27,12 +27,48 @@ def _record_end(store: RunStore, status: str, **fields) -> None:
         pass
 
 
+def check_units(study: Study, units: list[Unit]) -> None:
+    """Unit keys are unique and every need names an earlier-or-later unit of the list, without cycles."""
+    keys = [u.key for u in units]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{study.name}: unit keys repeat: {keys}")
+    for unit in units:
+        missing = [k for k in unit.needs if k not in keys or k == unit.key]
+        if missing:
+            raise ValueError(f"{study.name}: unit {unit.key!r} needs {missing}, which are not other units")
+    execution_order(units)
+
+
+def execution_order(units: list[Unit]) -> list[Unit]:
+    """The units in list order, except that a unit runs after the units it needs."""
+    done: set[str] = set()
+    order: list[Unit] = []
+    waiting = list(units)
+    while waiting:
+        ready = next((u for u in waiting if set(u.needs) <= done), None)
+        if ready is None:
+            raise ValueError(f"units {[u.key for u in waiting]} need each other (a cycle)")
+        waiting.remove(ready)
+        order.append(ready)
+        done.add(ready.key)
+    return order
+
+
+def stored_inputs(store: RunStore, unit: Unit) -> dict[str, UnitResult]:
+    """The stored results of the units ``unit`` needs."""
+    inputs = {}
+    for key in unit.needs:
+        data = store.load_unit(key)
+        inputs[key] = UnitResult(data["rows"], data["curves"])
+    return inputs
+
+
 def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=None,
               force_new: bool = False, executor: str = "local", address: str | None = None) -> RunStore:
     """Run every unfinished unit of ``study`` into ``out`` and draw its figures.
 
-    Finished units are skipped, an interrupted unit resumes from its snapshot. The manifest's
-    status is ``complete`` only when every unit finished and the figures were drawn.
+    Finished units are skipped, an interrupted unit resumes from its snapshot and cache. The
+    manifest's status is ``complete`` only when every unit finished and the figures were drawn.
     """
     study = get_study(study) if isinstance(study, str) else study
     progress = progress or NullProgress()
@@ -43,10 +79,12 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
     started = time.perf_counter()
     try:
         units = study.units(spec)
-        todo = [u for u in units if not store.unit_done(u)]
+        check_units(study, units)
+        keys = [u.key for u in units]
+        todo = [u for u in execution_order(units) if not store.unit_done(u.key)]
         for unit in units:
-            if unit not in todo:
-                progress.end_unit(unit, skipped=True)
+            if store.unit_done(unit.key):
+                progress.end_unit(unit.key, skipped=True)
         if executor == "ray":
             from genlab.run.executors import run_units_ray
 
@@ -54,14 +92,14 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
         else:
             for unit in todo:
                 unit_started = time.perf_counter()
-                ctx = Context(unit_dir=store.unit_dir(unit), progress=progress, device=spec.device)
+                ctx = Context(store.unit_dir(unit.key), progress, stored_inputs(store, unit))
                 if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
-                    progress.log(f"[{study.name}] unit {unit}: resuming from its snapshot")
+                    progress.log(f"[{study.name}] unit {unit.key}: resuming from its snapshot")
                 result = study.run_unit(spec, unit, ctx)
-                store.save_unit(unit, result.rows, result.curves, time.perf_counter() - unit_started)
-                store.rebuild_tables(units)
-                progress.end_unit(unit)
-        store.rebuild_tables(units)
+                store.save_unit(unit.key, result.rows, result.curves, time.perf_counter() - unit_started)
+                store.rebuild_tables(keys)
+                progress.end_unit(unit.key)
+        store.rebuild_tables(keys)
         figures = make_figures(study, store, spec)
         manifest = store.read_manifest() or {}
         store.set_status("complete", finished=datetime.now(timezone.utc).isoformat(),

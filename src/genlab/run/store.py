@@ -7,12 +7,14 @@ Layout of ``RUN_DIR``::
     results.csv         tidy results: one row per model x measurement (all finished units)
     curves.csv          per-epoch learning curves (all finished units)
     figures/            PNG (and SVG) figures, made from the CSV files only
-    units/<id>/         a unit's rows once finished (``done.json``) and its resume snapshot
+    units/<key>/        a unit's rows once finished (``done.json``); while it runs, its resume
+                        snapshots (``snapshot*.pt``) and its cached sub-results (``cache/``)
 
-A unit is finished exactly when ``units/<id>/done.json`` exists; it is written atomically
+A unit is finished exactly when ``units/<key>/done.json`` exists; it is written atomically
 (temp file + ``os.replace``), so a run killed at any point resumes without losing or redoing
-finished units. A second process on the same folder is refused by an ``flock`` on
-``RUN_DIR/.lock``, which the kernel releases when a process dies.
+finished units. Once it exists, the unit's snapshots and cache are deleted; temp files of writes
+a kill interrupted are deleted when the run folder is opened again. A second process on the same
+folder is refused by an ``flock`` on ``RUN_DIR/.lock``, which the kernel releases when a process dies.
 """
 from __future__ import annotations
 
@@ -49,6 +51,94 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_torch_save(path: Path, data: Any) -> None:
+    """``torch.save`` to ``path`` so readers see the old file or the new one, never a torn one."""
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _holds_tensors(value: Any) -> bool:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v) for v in value)
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as Python numbers and lists (tensors kept)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def cached_value(folder: Path, name: str, compute):
+    """The value stored under ``name`` in ``folder/cache``, or ``compute()`` stored there first.
+
+    Tensors and plain Python values only (numpy values become Python numbers): JSON when there is
+    no tensor, else ``torch.save``, read back with ``weights_only=True``. The value returned is
+    always the one read back from disk. A computation that trains through the engine names its
+    resume snapshot after itself (``snapshot-NAME.pt``): once the value is stored, it is deleted.
+    """
+    cache = folder / "cache"
+    as_json, as_torch = cache / f"{name}.json", cache / f"{name}.pt"
+    if not (as_json.exists() or as_torch.exists()):
+        value = _plain(compute())
+        cache.mkdir(parents=True, exist_ok=True)
+        if _holds_tensors(value):
+            atomic_torch_save(as_torch, value)
+        else:
+            atomic_write_text(as_json, json.dumps(value))
+        (folder / f"snapshot-{name}.pt").unlink(missing_ok=True)
+    if as_json.exists():
+        try:
+            return json.loads(as_json.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{as_json} is unreadable ({exc}); delete it to recompute it, or re-run with "
+                            f"--force-new") from None
+    return _load_tensors(as_torch)
+
+
+def _load_tensors(path: Path):
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is unreadable or not plain tensors ({reason}); delete it to recompute it, or "
+                        f"re-run with --force-new") from None
+
+
+def remove_leftovers(units_dir: Path) -> None:
+    """Delete temp files of writes a kill interrupted (``*.tmp`` anywhere below ``units_dir``)."""
+    if units_dir.is_dir():
+        for leftover in units_dir.rglob("*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def package_versions() -> dict[str, str]:
@@ -138,6 +228,7 @@ class RunStore:
                          "git_revision": git_revision(), "seeds": spec.get("seeds")})
         manifest.setdefault("attempts", []).append({"started": now, "pid": os.getpid()})
         self.write_manifest(manifest)
+        remove_leftovers(self.path / "units")
         return self
 
     def _move_aside(self) -> Path:
@@ -201,12 +292,6 @@ class RunStore:
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path, manifest)
 
-    def update_manifest(self, **fields: Any) -> dict:
-        manifest = self.read_manifest() or {}
-        manifest.update(fields)
-        self.write_manifest(manifest)
-        return manifest
-
     def set_status(self, status: str, **fields: Any) -> None:
         manifest = self.read_manifest() or {}
         manifest["status"] = status
@@ -228,9 +313,11 @@ class RunStore:
 
     def save_unit(self, unit: str, rows: list[dict], curves: list[dict], seconds: float) -> None:
         """Record a finished unit atomically, then refresh the run's tables."""
-        atomic_write_json(self.unit_dir(unit) / "done.json", {"rows": rows, "curves": curves, "seconds": seconds})
-        for leftover in self.unit_dir(unit).glob("snapshot*.pt"):
+        folder = self.unit_dir(unit)
+        atomic_write_json(folder / "done.json", {"rows": rows, "curves": curves, "seconds": seconds})
+        for leftover in folder.glob("snapshot*.pt"):
             leftover.unlink(missing_ok=True)
+        shutil.rmtree(folder / "cache", ignore_errors=True)
         manifest = self.read_manifest() or {}
         if unit not in manifest.setdefault("units_done", []):
             manifest["units_done"].append(unit)

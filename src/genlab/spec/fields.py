@@ -112,10 +112,10 @@ def choices(field) -> list[str]:
     return []
 
 
-def model_takes(model: str, dataset: str, **options) -> bool:
-    """Whether registered ``model`` can be built for ``dataset``'s inputs (LeNet needs images, the
-    1-D CNN signals), known without loading the data or allocating the network: the builder runs
-    on PyTorch's meta device with the registry's input shape."""
+def parameter_count(model: str, dataset: str, **options) -> int | None:
+    """Parameters of registered ``model`` built for ``dataset``'s inputs, or None when it cannot take
+    them (LeNet needs images, the 1-D CNN signals); known without loading the data or allocating the
+    network: the builder runs on PyTorch's meta device with the registry's input shape."""
     import torch
 
     from genlab.data import DATASETS
@@ -125,7 +125,12 @@ def model_takes(model: str, dataset: str, **options) -> bool:
     entry = DATASETS[dataset]
     try:
         with torch.device("meta"):
-            MODELS[model].builder(tuple(entry.input_shape), entry.num_classes, **options)
+            net = MODELS[model].builder(tuple(entry.input_shape), entry.num_classes, **options)
     except UserError:
-        return False
-    return True
+        return None
+    return sum(p.numel() for p in net.parameters())
+
+
+def model_takes(model: str, dataset: str, **options) -> bool:
+    """Whether registered ``model`` can be built for ``dataset``'s inputs (see :func:`parameter_count`)."""
+    return parameter_count(model, dataset, **options) is not None

@@ -22,7 +22,6 @@ network cannot predict costs about the uniform code instead of an overfitted mod
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -42,7 +41,7 @@ from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, OptimSpec, StudySpec, distinct
 from genlab.spec.fields import Init
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 BITS_PER_PARAMETER = 32
 LabelKind = Literal["true", "random"]
@@ -184,11 +183,12 @@ class DescriptionLength(Study):
         n = spec.data.n_train or 4000
         return 25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.optim.epochs / 16) * len(spec.architectures) / 3
 
-    def units(self, spec: DescriptionLengthSpec) -> list[str]:
-        return list(spec.architectures)
+    def units(self, spec: DescriptionLengthSpec) -> list[Unit]:
+        return [Unit(name, {"architecture": name}) for name in spec.architectures]
 
-    def run_unit(self, spec: DescriptionLengthSpec, unit: str, ctx) -> UnitResult:
-        family, widths = parse_architecture(unit)
+    def run_unit(self, spec: DescriptionLengthSpec, unit: Unit, ctx) -> UnitResult:
+        architecture = unit["architecture"]
+        family, widths = parse_architecture(architecture)
         data = spec.data.load()
         n, k = len(data.y_train), data.num_classes
         ends = block_boundaries(n, spec.first_block, spec.growth)
@@ -198,8 +198,8 @@ class DescriptionLength(Study):
         params = sum(p.numel() for p in template.parameters())
         coded: dict[tuple[str, int], list[dict]] = {key: [] for key in streams}
         for start, end in zip(ends[:-1], ends[1:]):
-            block = _cached_block(ctx.unit_dir, start, lambda: self._code_block(spec, unit, family, options, data,
-                                                                                streams, start, end, ctx))
+            block = ctx.cached(f"block-{start}", lambda: self._code_block(spec, architecture, family, options, data,
+                                                                         streams, start, end, ctx))
             for row in block:
                 coded[(row["labels"], row["seed"])].append(row)
         rows = []
@@ -210,7 +210,7 @@ class DescriptionLength(Study):
             for block in [first, *blocks]:
                 total += block["bits"]
                 size = block["block_end"] - block["block_start"]
-                rows.append({"model": unit, "family": family, "labels": labels, "seed": seed,
+                rows.append({"model": architecture, "family": family, "labels": labels, "seed": seed,
                              "block_start": block["block_start"], "block_end": block["block_end"], "block_size": size,
                              "bits": block["bits"], "bits_per_example": block["bits"] / size,
                              "cumulative_bits": total, "uniform_bits": uniform_code_bits(block["block_end"], k),
@@ -397,18 +397,6 @@ def _best_checkpoints(curves: list[dict], keys: list[str], candidates: tuple[int
         finite = {e: v for e, v in losses.items() if math.isfinite(v)}
         chosen.append(min(finite, key=lambda e: (finite[e], e)) if finite else 0)
     return chosen
-
-
-def _cached_block(unit_dir: Path, start: int, compute) -> list[dict]:
-    """A finished block's rows are kept in the unit folder, so a resumed unit skips it."""
-    path = unit_dir / f"block-{start}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    rows = compute()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows))
-    tmp.replace(path)
-    return rows
 
 
 def _totals(results: pd.DataFrame) -> pd.DataFrame:

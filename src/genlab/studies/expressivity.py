@@ -41,7 +41,7 @@ from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import StudySpec, distinct, registered_names
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 GENERATED_DATASETS = frozenset({"mnist1d"})  # generated to any size; the others have a fixed size
 TOY_UNIT = "toy"
@@ -253,9 +253,11 @@ def chance_band(chance: float, n_test: int) -> float:
 
 # ----- the study --------------------------------------------------------------------------------
 
-def unit_plan(spec: ExpressivitySpec) -> dict[str, tuple[str, str, int]]:
-    return {f"{dataset}-{kind}-seed{seed}": (dataset, kind, seed)
-            for dataset in spec.datasets for kind in spec.labels for seed in spec.seeds}
+def unit_plan(spec: ExpressivitySpec) -> list[Unit]:
+    """One unit per (dataset, labels, seed), after the toy construction."""
+    return [Unit(TOY_UNIT, {"toy": True})] + [
+        Unit(f"{dataset}-{kind}-seed{seed}", {"dataset": dataset, "labels": kind, "seed": seed})
+        for dataset in spec.datasets for kind in spec.labels for seed in spec.seeds]
 
 
 @register
@@ -268,23 +270,20 @@ class Expressivity(Study):
     result_columns = ("dataset", "labels", "n", "params", "mlp_params", "max_residual", "train_acc", "test_acc",
                       "seconds")  # shown by the CLI; results.csv holds every measured column
 
-    def units(self, spec: ExpressivitySpec) -> list[str]:
-        return [TOY_UNIT, *unit_plan(spec)]
+    def units(self, spec: ExpressivitySpec) -> list[Unit]:
+        return unit_plan(spec)
 
-    def run_unit(self, spec: ExpressivitySpec, unit: str, ctx) -> UnitResult:
-        if unit == TOY_UNIT:
+    def run_unit(self, spec: ExpressivitySpec, unit: Unit, ctx) -> UnitResult:
+        if unit.params.get("toy"):
             return UnitResult([], toy_curves(spec))
-        plan = unit_plan(spec)
-        if unit not in plan:
-            raise UserError(f"unknown unit {unit!r} of the expressivity study")
-        dataset, kind, seed = plan[unit]
+        dataset, kind, seed = unit["dataset"], unit["labels"], unit["seed"]
         pool = load_pool(spec, dataset)
         labels = training_labels(pool, kind, seed)
         mlp = mlp_reference(pool.input_shape, pool.num_classes)
         rows = []
         for n in sizes_for(spec, pool):
             row = measure_size(spec, pool, labels, kind, seed, n, mlp)
-            ctx.progress.log(f"[expressivity] {unit} n={n}: train {row['train_acc']:.1%}, test {row['test_acc']:.1%}, "
+            ctx.progress.log(f"[expressivity] {unit.key} n={n}: train {row['train_acc']:.1%}, test {row['test_acc']:.1%}, "
                              f"residual {row['max_residual']:.1e}, {row['seconds']:.2f} s")
             rows.append(row)
         return UnitResult(rows)

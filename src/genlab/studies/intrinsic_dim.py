@@ -20,17 +20,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genlab.data import DATASETS
 from genlab.engine import InputGroup
-from genlab.errors import UserError
 from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.spec import OptimSpec, StudySpec, SubsetSpec
-from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.spec.fields import (DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes,
+                                 parameter_count)
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426
@@ -72,6 +72,14 @@ class IntrinsicDimSpec(StudySpec):
                   "epochs": "epoch budget of every network, direct and subspace alike",
                   "weight_decay": "L2 weight decay on the trained tensor: theta (direct) or theta_d (subspace, i.e. "
                                   "toward theta_0)"}
+
+    @model_validator(mode="after")
+    def _a_model_fits_a_dataset(self) -> "IntrinsicDimSpec":
+        if not any(model_takes(m, d, widths=self.widths, dropout=self.dropout)
+                   for d in self.datasets for m in self.models):
+            raise ValueError(f"no model of models={self.models} fits the inputs of datasets={self.datasets} "
+                             "(lenet needs images, cnn1d 1-D signals)")
+        return self
 
     def search_settings(self) -> SearchSettings:
         return SearchSettings(threshold=self.threshold, mode=self.search, dims=tuple(self.dims),
@@ -115,8 +123,6 @@ def network_plan(spec: IntrinsicDimSpec) -> list[dict]:
                     arch = "mlp " + "-".join(map(str, layers))
                 plan.append({"unit": label, "dataset": dataset, "model": model, "arch": arch, "width_factor": factor,
                              "widths": _width_label(options.get("widths", [])), "options": options})
-    if not plan:
-        raise UserError(f"no model of models={spec.models} fits the inputs of datasets={spec.datasets}")
     return plan
 
 
@@ -171,18 +177,16 @@ class IntrinsicDim(Study):
         trainings = 1 + (len(spec.dims) if spec.search == "grid" else 7)
         total = 0.0
         for entry in network_plan(spec):
-            data = spec.data.load(entry["dataset"])
-            D = sum(p.numel() for p in build_model(entry["model"], data.input_shape, data.num_classes,
-                                                   **entry["options"]).parameters())
+            D = parameter_count(entry["model"], entry["dataset"], **entry["options"])
             per_epoch = 1.0 if entry["model"] == "lenet" else 0.02 + 1.0e-6 * D
             total += scale * per_epoch * trainings * len(spec.seeds) * spec.optim.epochs
         return total
 
-    def units(self, spec: IntrinsicDimSpec) -> list[str]:
-        return [entry["unit"] for entry in network_plan(spec)]
+    def units(self, spec: IntrinsicDimSpec) -> list[Unit]:
+        return [Unit(entry["unit"], {k: v for k, v in entry.items() if k != "unit"}) for entry in network_plan(spec)]
 
-    def run_unit(self, spec: IntrinsicDimSpec, unit: str, ctx) -> UnitResult:
-        entry = next(e for e in network_plan(spec) if e["unit"] == unit)
+    def run_unit(self, spec: IntrinsicDimSpec, unit: Unit, ctx) -> UnitResult:
+        entry = {"unit": unit.key, **unit.params}
         data = spec.data.load(entry["dataset"])
 
         def factory(seed: int):

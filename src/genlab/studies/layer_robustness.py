@@ -34,7 +34,7 @@ from genlab.plotting import COLORS, figure, save
 from genlab.probes.layer_robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
 from genlab.spec import DataSpec, Group, OptimSpec, Prefix, StudySpec, distinct
 from genlab.spec.fields import Init, Loss, model_takes
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 FCN_NAME = re.compile(r"^fcn(\d+)x(\d+)$")
 
@@ -205,18 +205,19 @@ class LayerRobustness(Study):
     result_columns = ("model", "layer", "operation", "checkpoint_epoch", "draw", "test_acc", "test_err",
                       "trained_test_acc", "verdict", "dist_l2", "dist_rel")
 
-    def units(self, spec: LayerRobustnessSpec) -> list[str]:
-        return list(spec.networks)
+    def units(self, spec: LayerRobustnessSpec) -> list[Unit]:
+        return [Unit(name, {"network": name}) for name in spec.networks]
 
     def estimate_seconds(self, spec: LayerRobustnessSpec) -> float | None:
         seconds_per_epoch = {"mlp": 0.35, "lenet": 1.3, "resnet": 0.65}  # one model, mnist5k / digits, incl. evaluation
         plans = [network_plan(spec, n) for n in spec.networks]
         return float(sum(seconds_per_epoch[p.family] * p.epochs * len(spec.seeds) for p in plans))
 
-    def run_unit(self, spec: LayerRobustnessSpec, unit: str, ctx) -> UnitResult:
-        plan = network_plan(spec, unit)
+    def run_unit(self, spec: LayerRobustnessSpec, unit: Unit, ctx) -> UnitResult:
+        network = unit["network"]
+        plan = network_plan(spec, network)
         data = spec.data.load(plan.dataset)
-        jobs = [ModelJob(f"{unit}-seed{seed}",
+        jobs = [ModelJob(f"{network}-seed{seed}",
                          build_model(plan.family, data.input_shape, data.num_classes, init=plan.init, seed=seed,
                                      **plan.options),
                          seed=seed, y_train=data.y_train)
@@ -225,9 +226,9 @@ class LayerRobustness(Study):
         saved = resolve_checkpoint_epochs(wanted or None, plan.epochs)
         config = spec.optim.train_config(spec.loss, lr=plan.lr, epochs=plan.epochs, eval_every=plan.epochs,
                                          checkpoint_epochs=tuple(saved), device=spec.device)
-        ctx.progress.start_unit(unit, plan.epochs, len(jobs))
+        ctx.progress.start_unit(network, plan.epochs, len(jobs))
         outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
-                               on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+                               on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
         architecture = jobs[0].module
         groups = layer_groups(architecture, plan.granularity)
         x_test, y_test = data.x_test.to(spec.device), data.y_test.to(spec.device)
@@ -235,20 +236,20 @@ class LayerRobustness(Study):
         for k, seed in enumerate(spec.seeds):
             result = outcome.outcomes[k]
             if result.diverged:
-                rows.append({"model": unit, "seed": seed, "dataset": plan.dataset, "diverged": True,
+                rows.append({"model": network, "seed": seed, "dataset": plan.dataset, "diverged": True,
                              "operation": None, "layer": None})
                 continue
             table = trained_model_table(outcome, k, architecture, x_test, y_test, groups=groups, init=plan.init,
                                         draws=spec.draws, threshold=spec.threshold, seed=seed, loss=spec.loss,
                                         models_per_pass=spec.models_per_pass)
-            info = {"model": unit, "seed": seed, "dataset": plan.dataset, "family": plan.family, "init": plan.init,
+            info = {"model": network, "seed": seed, "dataset": plan.dataset, "family": plan.family, "init": plan.init,
                     "lr": plan.lr, "epochs": plan.epochs, "final_epoch": plan.epochs,
                     "trained_train_acc": result.train_acc, "engine_test_acc": result.test_acc,
                     "total_params": sum(p.numel() for p in architecture.parameters()), "diverged": False}
             for key, value in reversed(list(info.items())):
                 table.insert(0, key, value)
             rows += _records(table)
-        curves = [{**c, "model": unit, "seed": spec.seeds[[j.key for j in jobs].index(c["key"])]}
+        curves = [{**c, "model": network, "seed": spec.seeds[[j.key for j in jobs].index(c["key"])]}
                   for c in outcome.curves]
         return UnitResult(rows, curves)
 

@@ -26,7 +26,6 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from pydantic import Field, model_validator
 
 from genlab.engine import InputGroup
-from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.errors import UserError
 from genlab.models import initialize
 from genlab.plotting import COLORS, figure, save
@@ -34,7 +33,7 @@ from genlab.seeding import derive_seed
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-init (same mask)",
               "random_prune": "random pruning (same sparsity)"}
@@ -142,22 +141,6 @@ def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tu
     return rows, curve_rows
 
 
-def _plain(value: object) -> object:
-    """``value`` with numpy scalars turned into Python numbers, so ``weights_only`` loading accepts it."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _save_atomic(state: dict, path: Path) -> None:
-    """Write the round state (tensors and plain Python values only) so a kill leaves the old one intact."""
-    save_snapshot(_plain(state), path)
-
-
 def _spread(results: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean, min and max of ``value`` over seeds, per arm and round."""
     return (results.groupby(["arm", "round"]).agg(remaining=("weights_remaining", "mean"), mean=(value, "mean"),
@@ -199,8 +182,11 @@ class Lottery(Study):
     result_columns = ("model", "round", "weights_remaining", "arm", "seed", "early_stop_iter",
                       "test_acc_at_early_stop", "final_test_acc")
 
-    def units(self, spec: LotterySpec) -> list[str]:
-        return ["imp"]
+    def units(self, spec: LotterySpec) -> list[Unit]:
+        """One unit: the rounds are sequential (each prunes the last), and every round trains all seeds
+        in one engine call (training the seeds in separate calls changes the last bits of 7 of 21
+        networks' numbers, measured), so seeds stay together; each round is cached as it finishes."""
+        return [Unit("imp")]
 
     def estimate_seconds(self, spec: LotterySpec) -> float | None:
         data = spec.data.load()
@@ -210,7 +196,7 @@ class Lottery(Study):
         models = len(spec.seeds) * (1 + spec.rounds * (1 + len(spec.controls)))
         return 10.0 + 1e-8 * params * steps * models  # ~10 ns per parameter and step (Adam, one core)
 
-    def run_unit(self, spec: LotterySpec, unit: str, ctx) -> UnitResult:
+    def run_unit(self, spec: LotterySpec, unit: Unit, ctx) -> UnitResult:
         data = spec.data.load()
         x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, spec.val_size,
                                                           derive_seed(spec.data.dataset, "validation"))
@@ -224,27 +210,25 @@ class Lottery(Study):
         imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
                                reinit=lambda m, s: initialize(copy.deepcopy(m), spec.network.init, s))
         total = Mask.dense(modules[0]).total()
-        state_path = ctx.unit_dir / "snapshot-imp.pt"  # the store deletes snapshot*.pt once the unit is done
+
+        def run_round() -> dict:
+            n_models = len(spec.seeds) * (1 if imp.round == 0 else 1 + len(spec.controls))
+            ctx.progress.start_unit(f"{unit.key} round {imp.round}/{spec.rounds}", spec.optim.epochs, n_models)
+            result = imp.run_round(on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot(f"round{imp.round}"))
+            rows, curves = round_rows(result, spec, total)
+            return {"imp": imp.state_dict(), "rows": rows, "curves": curves}
+
         rows: list[dict] = []
         curves: list[dict] = []
-        if state_path.exists():
-            saved = load_snapshot(state_path)
+        for number in range(spec.rounds + 1):  # a resumed unit reads the finished rounds back
+            done = ctx.cached(f"round{number}", run_round)
             try:
-                imp.load_state_dict(saved["imp"])
-                rows, curves = saved["rows"], saved["curves"]
+                imp.load_state_dict(done["imp"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise UserError(f"{state_path}: the pruning rounds' state does not fit this run ({exc}); "
-                                f"re-run with --force-new") from None
-        while imp.round <= spec.rounds:
-            snapshot = ctx.unit_dir / f"snapshot-round{imp.round}.pt"
-            n_models = len(spec.seeds) * (1 if imp.round == 0 else 1 + len(spec.controls))
-            ctx.progress.start_unit(f"{unit} round {imp.round}/{spec.rounds}", spec.optim.epochs, n_models)
-            result = imp.run_round(on_epoch=ctx.progress.epoch, snapshot=snapshot)
-            new_rows, new_curves = round_rows(result, spec, total)
-            rows += new_rows
-            curves += new_curves
-            _save_atomic({"imp": imp.state_dict(), "rows": rows, "curves": curves}, state_path)
-            snapshot.unlink(missing_ok=True)
+                raise UserError(f"{ctx.unit_dir}: the stored state of pruning round {number} does not fit this "
+                                f"run ({exc}); re-run with --force-new") from None
+            rows += done["rows"]
+            curves += done["curves"]
         return UnitResult(rows, curves)
 
     # ----- figures --------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import time
 import warnings
@@ -40,7 +39,7 @@ from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
 from genlab.spec.fields import Init, Loss, PositiveInts, Probabilities
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 HYPERPARAMETERS = ("width", "depth", "lr", "batch_size", "label_noise")
 MEASURES = (
@@ -51,7 +50,7 @@ MEASURES = (
 )
 """The measures ranked, each oriented so that larger should mean a larger gap (Jiang et al.)."""
 
-UNIT = "sweep"
+RANKING = "ranking"
 
 
 def _positive_rates(values: list[float]) -> list[float]:
@@ -127,33 +126,18 @@ class MeasuresStudy(Study):
         n = spec.data.n_train or 4000
         return 1.8 * models * len(spec.seeds) * (n / 1000) * (max(spec.sweep_widths) / 256) * (spec.optim.epochs / 100)
 
-    def units(self, spec: MeasuresSpec) -> list[str]:
-        return [UNIT]
+    def units(self, spec: MeasuresSpec) -> list[Unit]:
+        """One unit per (batch size, depth) engine call, and the ranking over all of their models
+        (listed first: it is what a reader looks for; it runs last)."""
+        groups = [Unit(f"group-bs{batch_size}-depth{depth}", {"batch_size": batch_size, "depth": depth})
+                  for batch_size, depth in sweep_groups(spec)]
+        return [Unit(RANKING, needs=tuple(g.key for g in groups)), *groups]
 
-    def run_unit(self, spec: MeasuresSpec, unit: str, ctx) -> UnitResult:
-        data = spec.data.load()
-        groups = sweep_groups(spec)
-        rows, curves = [], []
-        for batch_size, depth in groups:
-            path = ctx.unit_dir / f"group-bs{batch_size}-depth{depth}.json"
-            if path.exists():
-                done = json.loads(path.read_text())
-            else:
-                done = self._train_group(spec, data, batch_size, depth, ctx)
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(json.dumps(done))
-                tmp.replace(path)
-                (ctx.unit_dir / f"group-bs{batch_size}-depth{depth}.snapshot.pt").unlink(missing_ok=True)
-            rows += done["rows"]
-            curves += done["curves"]
-        table = numeric_measures(pd.DataFrame(rows))
-        fitted = table[table["fit"].astype(bool)]
-        ranked = rank_measures(fitted if len(fitted) >= 2 else table, "gen_gap", measures=list(MEASURES),
-                               hyperparameters=list(HYPERPARAMETERS))
-        rank_rows = [{"kind": "rank", "rank": i + 1, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                                        for k, v in r.items()}}
-                     for i, r in enumerate(ranked.to_dict("records"))]
-        return UnitResult(rank_rows + rows, curves)  # the ranking first: it is what a reader looks for
+    def run_unit(self, spec: MeasuresSpec, unit: Unit, ctx) -> UnitResult:
+        if unit.key == RANKING:
+            return UnitResult(ranking_rows([row for key in unit.needs for row in ctx.rows_of(key).rows]))
+        done = self._train_group(spec, spec.data.load(), unit["batch_size"], unit["depth"], ctx)
+        return UnitResult(done["rows"], done["curves"])
 
     def _train_group(self, spec: MeasuresSpec, data, batch_size: int, depth: int, ctx) -> dict:
         """One engine call: every width x lr x label noise x seed at this batch size and depth."""
@@ -171,13 +155,13 @@ class MeasuresStudy(Study):
             jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
             info.append({"width": width, "depth": depth, "lr": lr, "batch_size": batch_size, "label_noise": noise,
                          "seed": seed, "fraction_wrong": float((labels != y_clean.numpy()).mean())})
-        ctx.progress.start_unit(f"{UNIT}: batch size {batch_size}, depth {depth}", spec.optim.epochs, len(jobs))
+        ctx.progress.start_unit(f"batch size {batch_size}, depth {depth}", spec.optim.epochs, len(jobs))
         config = spec.optim.train_config(spec.loss, lr=spec.sweep_lrs[0], batch_size=batch_size,
                                          stop_train_acc=spec.stop_train_acc, eval_every=1, checkpoint_epochs=(0,),
                                          device=spec.device)
         outcome = train_models(jobs, [InputGroup(x_train, data.x_test, data.y_test)], config,
                                on_epoch=ctx.progress.epoch,
-                               snapshot=ctx.unit_dir / f"group-bs{batch_size}-depth{depth}.snapshot.pt")
+                               snapshot=ctx.snapshot())
         started = time.perf_counter()
         rows, curves = [], []
         for k, (job, meta, o) in enumerate(zip(jobs, info, outcome.outcomes)):
@@ -290,6 +274,18 @@ class MeasuresStudy(Study):
                   ("a sharpness or optimization-speed measure is among the top 3 by |tau| (Jiang et al.)",
                    bool(favoured & set(top3)))]
         return Summary(verdict, reading, refs, checks)
+
+
+def ranking_rows(rows: list[dict]) -> list[dict]:
+    """The measures ranked by Kendall tau with the generalization gap, over the fitted models of
+    ``rows`` (all of them when fewer than two fitted), as rows of kind ``rank``."""
+    table = numeric_measures(pd.DataFrame(rows))
+    fitted = table[table["fit"].astype(bool)]
+    ranked = rank_measures(fitted if len(fitted) >= 2 else table, "gen_gap", measures=list(MEASURES),
+                           hyperparameters=list(HYPERPARAMETERS))
+    return [{"kind": "rank", "rank": i + 1, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                               for k, v in r.items()}}
+            for i, r in enumerate(ranked.to_dict("records"))]
 
 
 def explained_share(table: pd.DataFrame, factor: str, column: str) -> float:

@@ -26,7 +26,7 @@ from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 PixelVariant = Literal["shuffled_pixels", "random_pixels", "gaussian"]
 
@@ -100,11 +100,11 @@ class Randomization(Study):
         return (80.0 * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.optim.epochs / 150)
                 * (sum(spec.network.widths) / 512))
 
-    def units(self, spec: RandomizationSpec) -> list[str]:
-        return [f"seed{s}" for s in spec.seeds]
+    def units(self, spec: RandomizationSpec) -> list[Unit]:
+        return [Unit(f"seed{s}", {"seed": s}) for s in spec.seeds]
 
-    def run_unit(self, spec: RandomizationSpec, unit: str, ctx) -> UnitResult:
-        seed = spec.seeds[[f"seed{s}" for s in spec.seeds].index(unit)]
+    def run_unit(self, spec: RandomizationSpec, unit: Unit, ctx) -> UnitResult:
+        seed = unit["seed"]
         data = spec.data.load()
         xtr, xte = data.x_train.numpy(), data.x_test.numpy()
         ytr, yte = data.y_train.numpy(), data.y_test.numpy()
@@ -130,8 +130,8 @@ class Randomization(Study):
                                  y_test=test_labels, inputs=kinds.index(v["inputs"])))
             info.append({**v, "fraction_wrong": float((labels != ytr).mean())})
         config = spec.optim.train_config(spec.loss, stop_train_acc=spec.stop_train_acc, device=spec.device)
-        ctx.progress.start_unit(unit, config.epochs, len(jobs))
-        outcome = train_models(jobs, groups, config, on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+        ctx.progress.start_unit(unit.key, config.epochs, len(jobs))
+        outcome = train_models(jobs, groups, config, on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
         rows = []
         for v, o in zip(info, outcome.outcomes):
             rows.append({"variant": v["variant"], "corruption": v["corruption"], "inputs": v["inputs"], "seed": seed,

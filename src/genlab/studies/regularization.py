@@ -34,7 +34,7 @@ from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 REGULARIZERS = ("wd", "dropout", "aug")
 UNITS = ("dropout_off", "dropout_on")
@@ -112,11 +112,11 @@ class Regularization(Study):
         n = spec.data.n_train or 4000
         return 40.0 * len(spec.seeds) * (n / 1000) * (spec.optim.epochs / 100) * (sum(spec.network.widths) / 512)
 
-    def units(self, spec: RegularizationSpec) -> list[str]:
-        return list(UNITS)
+    def units(self, spec: RegularizationSpec) -> list[Unit]:
+        return [Unit(key, {"dropout": on}) for key, on in zip(UNITS, (False, True))]
 
-    def run_unit(self, spec: RegularizationSpec, unit: str, ctx) -> UnitResult:
-        dropout_on = UNITS.index(unit) == 1
+    def run_unit(self, spec: RegularizationSpec, unit: Unit, ctx) -> UnitResult:
+        dropout_on = unit["dropout"]
         data = spec.data.load()
         probe = spec.network.build(data, seed=0)
         if not _has_dropout(probe):
@@ -136,9 +136,9 @@ class Regularization(Study):
                              "dropout_on": dropout_on, "augmentation_on": aug})
         config = spec.optim.train_config(spec.loss, weight_decay=0.0, stop_train_acc=spec.stop_train_acc,
                                          eval_every=spec.eval_every, device=spec.device)
-        ctx.progress.start_unit(unit, config.epochs, len(jobs))
+        ctx.progress.start_unit(unit.key, config.epochs, len(jobs))
         outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
-                               on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+                               on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
         params = sum(p.numel() for p in jobs[0].module.parameters())
         rows = [{**meta, "weight_decay": spec.optim.weight_decay if meta["weight_decay_on"] else 0.0,
                  "dropout": spec.network.dropout if dropout_on else 0.0,

@@ -46,7 +46,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from genlab.spec import Prefix, StudySpec, distinct
-from genlab.studies.base import Study, Summary, UnitResult, register
+from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.double_descent.common import (
     FLOPS,
     STEP_OVERHEAD,
@@ -138,24 +138,22 @@ class DoubleDescent(Study):
     result_columns = ("mode", "dataset", "n", "features_or_width", "params", "seed", "train_mse", "test_mse",
                       "train_err", "test_err", "norm", "scheme", "ridge", "epochs")
 
-    def units(self, spec: DoubleDescentSpec) -> list[str]:
-        units: list[str] = []
+    def units(self, spec: DoubleDescentSpec) -> list[Unit]:
+        units: list[Unit] = []
         if "rff" in spec.modes:
-            units += [f"rff-seed{s}" for s in spec.seeds]
+            units += [Unit(f"rff-seed{s}", {"mode": "rff", "seed": s}) for s in spec.seeds]
         if "nn" in spec.modes:
-            units.append("nn")
+            units.append(Unit("nn", {"mode": "nn"}))
         if "label_noise" in spec.modes:
-            units.append("label_noise")
+            units.append(Unit("label_noise", {"mode": "label_noise"}))
         return units
 
-    def run_unit(self, spec: DoubleDescentSpec, unit: str, ctx) -> UnitResult:
-        if unit.startswith("rff-seed"):
-            return run_rff(spec, int(unit.removeprefix("rff-seed")), ctx)
-        if unit == "nn":
+    def run_unit(self, spec: DoubleDescentSpec, unit: Unit, ctx) -> UnitResult:
+        if unit["mode"] == "rff":
+            return run_rff(spec, unit["seed"], ctx)
+        if unit["mode"] == "nn":
             return run_nn(spec, ctx)
-        if unit == "label_noise":
-            return run_label_noise(spec, ctx)
-        raise ValueError(f"unknown unit {unit!r}")
+        return run_label_noise(spec, ctx)
 
     def estimate_seconds(self, spec: DoubleDescentSpec) -> float | None:
         """Rough wall time on one idle core: floating-point work / FLOPS + a per-step overhead.

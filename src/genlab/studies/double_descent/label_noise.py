@@ -65,7 +65,7 @@ def run_label_noise(spec, ctx) -> UnitResult:
     config = spec.noise.optim.train_config("ce", eval_every=spec.noise.eval_every, device=spec.device)
     ctx.progress.start_unit("label_noise", spec.noise.optim.epochs, len(jobs))
     outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
-                           on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot)
+                           on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
     rows = []
     for pos, ((h, s), o) in enumerate(zip(keys, outcome.outcomes)):
         parameters = trained_parameters(outcome, pos)

@@ -178,7 +178,7 @@ def run_nn(spec, ctx) -> UnitResult:
                 for h, s in keys]
         ctx.progress.start_unit(f"nn {tag} h={group[0]}..{group[-1]}", spec.nn.optim.epochs, len(jobs))
         return train_models(jobs, inputs, config, on_epoch=ctx.progress.epoch,
-                            snapshot=ctx.unit_dir / f"snapshot-{tag}-h{group[0]}-{group[-1]}.pt")
+                            snapshot=ctx.snapshot(f"{tag}-h{group[0]}-{group[-1]}"))
 
     rows, curves = [], []
     previous: dict[int, nn.Module] = {}
