@@ -137,6 +137,7 @@ class DoubleDescent(Study):
     Spec = DoubleDescentSpec
     result_columns = ("mode", "dataset", "n", "features_or_width", "params", "seed", "train_mse", "test_mse",
                       "train_err", "test_err", "norm", "scheme", "ridge", "epochs")
+    timing_columns = ("seconds",)
 
     def units(self, spec: DoubleDescentSpec) -> list[Unit]:
         units: list[Unit] = []
