@@ -15,18 +15,17 @@ from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
 from genlab.studies.base import Context
-from genlab.studies.description_length import (
-    _best_checkpoints,
-    _totals,
+from genlab.probes.description_length import (
+    best_checkpoints,
     block_boundaries,
     checkpoint_epochs,
     code_length_bits,
     parameter_code_bits,
-    parse_architecture,
     prequential_bits,
     uniform_code_bits,
     validation_split,
 )
+from genlab.studies.description_length import _totals, parse_architecture
 
 
 def test_uniform_prediction_costs_exactly_log2_k_bits_per_label():
@@ -80,7 +79,7 @@ def test_candidate_epochs_and_validation_split():
 def test_best_checkpoint_uses_only_candidate_epochs_and_prefers_the_earliest_tie():
     curves = [{"key": "a", "epoch": e, "test_loss": v} for e, v in [(0, 2.3), (1, 1.0), (2, 0.5), (3, 0.1), (4, 0.5)]]
     curves += [{"key": "b", "epoch": e, "test_loss": v} for e, v in [(0, 2.3), (1, 0.7), (2, 0.7), (4, float("nan"))]]
-    assert _best_checkpoints(curves, ["a", "b"], (0, 1, 2, 4)) == [2, 1]
+    assert best_checkpoints(curves, ["a", "b"], (0, 1, 2, 4)) == [2, 1]
 
 
 def test_architecture_names_and_spec_validation():

@@ -9,8 +9,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from genlab.errors import UserError
+from genlab.probes.min_norm import solve_psd
 from genlab.probes.random_features import (
-    _solve_psd,
     default_sigma,
     fourier_features,
     fourier_frequencies,
@@ -66,7 +66,7 @@ def test_psd_solver_paths():
     B = rng.standard_normal((30, 2))
     well_conditioned = rng.standard_normal((30, 60))
     G = well_conditioned @ well_conditioned.T
-    fast = _solve_psd(G, B, 0.0, None)
+    fast = solve_psd(G, B, 0.0, None)
     assert fast.solver == "cholesky"
     np.testing.assert_allclose(fast.X, np.linalg.solve(G, B), rtol=1e-9)
 
@@ -74,13 +74,13 @@ def test_psd_solver_paths():
     basis = np.linalg.qr(rng.standard_normal((30, 30)))[0]
     eigenvalues = np.logspace(0, -12, 30)
     ill = (basis * eigenvalues) @ basis.T
-    truncated = _solve_psd(ill, B, 0.0, 1e-8, "truncate")
+    truncated = solve_psd(ill, B, 0.0, 1e-8, "truncate")
     assert truncated.solver == "eigh"
     kept = eigenvalues > 1e-8
     expected = basis[:, kept] @ ((basis[:, kept].T @ B) / eigenvalues[kept, None])
     np.testing.assert_allclose(truncated.X, expected, rtol=1e-6)
 
-    floored = _solve_psd(ill, B, 0.0, 1e-8, "floor")
+    floored = solve_psd(ill, B, 0.0, 1e-8, "floor")
     assert floored.solver == "cholesky+floor" and floored.floor == 1e-8
     delta = 1e-8 * np.abs(ill).sum(axis=0).max()
     expected = basis @ ((basis.T @ B) / (eigenvalues + delta)[:, None])

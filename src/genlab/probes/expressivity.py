@@ -2,7 +2,8 @@
 
 Zhang, Bengio, Hardt, Recht & Vinyals (2017), "Understanding deep learning requires rethinking
 generalization", Theorem 1: there is a two-layer ReLU network with 2n + d weights that
-represents any function on a sample of n distinct points in R^d. The construction:
+represents any function on a sample of n distinct points in R^d. The construction (its linear
+algebra is :mod:`genlab.probes.ramp_system`):
 
 1. choose one direction w in R^d shared by all n hidden units, such that the projections
    a_i = <x_i, w> are pairwise distinct, and sort the points so that a_1 < a_2 < ... < a_n;
@@ -46,6 +47,13 @@ import torch
 from torch import nn
 
 from genlab.errors import UserError
+from genlab.probes.ramp_system import (
+    check_bias_fraction,
+    interleaved_biases,
+    ramp_condition_number,
+    ramp_matrix,
+    solve_ramp_system,
+)
 
 __all__ = [
     "ConstructionReport",
@@ -235,7 +243,7 @@ def interpolating_network(
     X_all, Y_all, vector_output = _validated_data(X, y)
     n_all, d = X_all.shape
     _check_options(tries, seed)
-    _check_bias_fraction(bias_fraction)
+    check_bias_fraction(bias_fraction)
     keep = _unique_point_indices(X_all, Y_all, merge_duplicates)
     X_used, Y_used = X_all[keep], Y_all[keep]
     direction, w_tries = _choose_direction(X_used, keep, w, seed, tries)
@@ -270,92 +278,6 @@ def interpolating_network(
         w_tries=w_tries,
     )
     return net
-
-
-def interleaved_biases(a_sorted: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Biases b_1 < a_1 < b_2 < a_2 < ... < b_n < a_n for strictly increasing projections a.
-
-    b_j = a_{j-1} + fraction * (a_j - a_{j-1}) for j >= 2 and b_1 = a_1 - (1 - fraction)(a_2 - a_1)
-    (b_1 = a_1 - 1 if n = 1), so M_jj = a_j - b_j = (1 - fraction) times the gap below a_j
-    (for j = 1, the gap above). fraction = 0.5 gives midpoints.
-    """
-    a_sorted = np.asarray(a_sorted, dtype=np.float64)
-    _check_bias_fraction(fraction)
-    if a_sorted.size == 1:
-        return a_sorted - 1.0
-    gaps = np.diff(a_sorted)
-    b = np.empty_like(a_sorted)
-    b[1:] = a_sorted[:-1] + fraction * gaps
-    b[0] = a_sorted[0] - (1.0 - fraction) * gaps[0]
-    return b
-
-
-def ramp_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The dense n x n matrix M_ij = max(a_i - b_j, 0); O(n^2) memory, for checks on small n."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.maximum(a[:, None] - b[None, :], 0.0)
-
-
-def solve_ramp_system(a_sorted: np.ndarray, b: np.ndarray, y_sorted: np.ndarray) -> np.ndarray:
-    """Solve M v = y, M_ij = relu(a_i - b_j), by forward substitution with prefix sums.
-
-    Requires interleaved b_1 < a_1 <= b_2 < a_2 <= ... (then M is lower triangular with positive
-    diagonal). Row i reads sum_{j<=i} v_j (a_i - b_j) = a_i S1_i - S2_i with S1 = cumsum(v) and
-    S2 = cumsum(v b), hence v_i = (y_i - a_i S1_{i-1} + S2_{i-1}) / (a_i - b_i): O(n) steps,
-    each vectorised over the k columns of y. Projections and biases are shifted by the median
-    projection first (M only depends on differences), which keeps a_i S1 - S2 free of the
-    cancellation a large common offset would cause. Returns v with the shape of y_sorted.
-    """
-    a_sorted = np.asarray(a_sorted, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    y = np.asarray(y_sorted, dtype=np.float64)
-    if a_sorted.ndim != 1 or b.shape != a_sorted.shape or y.shape[:1] != a_sorted.shape:
-        raise UserError(
-            f"solve_ramp_system needs a [n], b [n], y [n] or [n, k]; got "
-            f"{a_sorted.shape}, {b.shape}, {y.shape}"
-        )
-    _check_interleaved(a_sorted, b)
-    Y = y.reshape(len(a_sorted), -1)
-    diagonal = a_sorted - b
-    shift = a_sorted[len(a_sorted) // 2] if len(a_sorted) else 0.0
-    a_shifted, b_shifted = a_sorted - shift, b - shift
-    V = np.empty_like(Y)
-    s1 = np.zeros(Y.shape[1])
-    s2 = np.zeros(Y.shape[1])
-    for i in range(len(a_sorted)):
-        v_i = (Y[i] - a_shifted[i] * s1 + s2) / diagonal[i]
-        V[i] = v_i
-        s1 += v_i
-        s2 += v_i * b_shifted[i]
-    return V.reshape(y.shape)
-
-
-def ramp_condition_number(a_sorted: np.ndarray, b: np.ndarray) -> float:
-    """Exact infinity-norm condition number ||M||_inf ||M^-1||_inf of M_ij = relu(a_i - b_j), O(n).
-
-    For interleaved biases, ||M||_inf is the last row sum, sum_j (a_n - b_j) (row sums grow with i).
-    For M^-1 write q_i = a_i - b_i, p_i = b_i - a_{i-1} and r_i = p_i / q_i: the slopes of f satisfy
-    s_i = (y_i - y_{i-1}) / q_i - r_i s_{i-1}, so M^-1 = D T Q^-1 D with D the first-difference
-    matrix, Q = diag(q) and T_im = prod_{l=m+1..i} (-r_l). Its row i has absolute sum
-    2/q_i + (1 + r_i)(1/q_{i-1} + H_i), H_2 = 0, H_{i+1} = r_i H_i + r_i/q_{i-1} + 1/q_i
-    (1/q_1 for row 1), and ||M^-1||_inf is the largest of these. Float64 loses about
-    log10 of this number in digits of relative accuracy, in the worst case.
-    """
-    a_sorted = np.asarray(a_sorted, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    _check_interleaved(a_sorted, b)
-    q = (a_sorted - b).tolist()
-    norm_m = float(np.sum(a_sorted[-1] - b))
-    p = [0.0] + (b[1:] - a_sorted[:-1]).tolist()
-    largest_row = 1.0 / q[0]
-    tail = 0.0  # H_i of the docstring, for the current row i (0-based here)
-    for i in range(1, len(q)):
-        r = p[i] / q[i]
-        row = 2.0 / q[i] + (1.0 + r) * (1.0 / q[i - 1] + tail)
-        largest_row = max(largest_row, row)
-        tail = r * tail + r / q[i - 1] + 1.0 / q[i]
-    return norm_m * largest_row
 
 
 def construction_toy_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -430,11 +352,6 @@ def _check_options(tries: int, seed: int) -> None:
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def _check_bias_fraction(fraction: float) -> None:
-    if not 0.0 < fraction < 1.0:
-        raise UserError(f"bias_fraction must lie strictly between 0 and 1, got {fraction!r}")
-
-
 def _validated_direction(w: Any, d: int) -> np.ndarray:
     direction = _as_float64(w, "w")
     if direction.shape != (d,):
@@ -442,17 +359,6 @@ def _validated_direction(w: Any, d: int) -> np.ndarray:
     if not np.any(direction):
         raise UserError("w is the zero vector; it cannot separate any points")
     return direction
-
-
-def _check_interleaved(a_sorted: np.ndarray, b: np.ndarray) -> None:
-    below = b < a_sorted
-    above_previous = b[1:] >= a_sorted[:-1]
-    if not (np.all(below) and np.all(above_previous)):
-        bad = np.flatnonzero(~below).tolist() + (np.flatnonzero(~above_previous) + 1).tolist()
-        raise UserError(
-            "biases must interleave the sorted projections, b_1 < a_1 <= b_2 < a_2 <= ...; "
-            f"violated at positions {sorted(set(bad))[:_MAX_PAIRS_IN_MESSAGE]}"
-        )
 
 
 # --- duplicates -------------------------------------------------------------------------------

@@ -277,7 +277,7 @@ def _evaluate_sharing_prefixes(template: nn.Sequential, buffers: Params, param_s
         by_start.setdefault(first_changed(params), []).append(index)
     losses, accs = np.zeros(len(param_sets)), np.zeros(len(param_sets))
     for start, members in by_start.items():
-        model, inputs, own = template, x, list(children)
+        model, inputs = template, x
         if start > 0:
             prefix = nn.Sequential(OrderedDict(children[:start])).eval()
             names = {n for n in reference if position[n.split(".", 1)[0]] < start}

@@ -7,7 +7,8 @@ over thousands of trained networks; the norm- and margin-based ones come from Ne
 2015 ("Norm-based capacity control", path norm) and 2017 ("Exploring generalization in deep
 learning"; "A PAC-Bayesian approach to spectrally-normalized margin bounds"), Bartlett et al.
 2017, and the sharpness ones from Keskar et al. 2017 and the PAC-Bayes view of Dziugaite & Roy
-2017 / Neyshabur et al. 2017.
+2017 / Neyshabur et al. 2017. The sharpness search is :mod:`genlab.probes.sharpness`, the
+ranking of measures by Kendall's tau :mod:`genlab.probes.ranking` (both importable from here).
 
 Conventions used by every function here:
 
@@ -25,30 +26,28 @@ Conventions used by every function here:
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import nn
 
 from genlab.errors import UserError
-from genlab.seeding import spawn_seeds
+from genlab.probes.ranking import rank_measures
+from genlab.probes.sharpness import LossFn, eval_copy, predict, sharpness_sigma
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+__all__ = [
+    "MARGIN_PERCENTILE", "compute_measures", "frobenius_product", "margin", "output_margins", "path_norm",
+    "rank_measures", "sharpness_sigma", "spectral_product", "weight_matrices", "zero_one_error",
+]
+
 """A loss of (outputs, targets) returning the mean over the examples as a 0-d tensor."""
 
 MARGIN_PERCENTILE = 10.0
 """Jiang et al. take the 10th percentile of the training margins, a robust stand-in for the min."""
-
-_BRACKET_FACTOR = 4.0
-_MAX_BRACKET_STEPS = 15
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cp
     activations) the value is the squared network's output on ones, as in Jiang et al., not an
     exact path sum.
     """
-    squared = _eval_copy(model, device).to(torch.float64)
+    squared = eval_copy(model, device).to(torch.float64)
     with torch.no_grad():
         for parameter in squared.parameters():
             parameter.pow_(2)
@@ -138,69 +137,6 @@ def margin(outputs: torch.Tensor, targets: torch.Tensor, percentile: float = MAR
     """
     margins = output_margins(outputs, targets).to(torch.float64)
     return float(torch.quantile(margins, percentile / 100.0))
-
-
-def sharpness_sigma(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-    *,
-    target_increase: float,
-    magnitude_aware: bool = False,
-    magnitude_eps: float = 1e-3,
-    draws: int = 4,
-    steps: int = 6,
-    sigma_init: float = 0.1,
-    seed: int = 0,
-    device: str = "cpu",
-    batch_size: int = 1024,
-) -> float:
-    """Largest noise scale sigma whose mean loss increase stays within ``target_increase``.
-
-    The perturbation-robustness search behind the PAC-Bayes flatness measures of Jiang et al. 2019
-    (sec. on sharpness/PAC-Bayes; cf. Keskar et al. 2017, Neyshabur et al. 2017). Every trainable
-    parameter theta_i is replaced by theta_i + u_i with
-
-    * isotropic noise:        u_i = sigma * z_i,
-    * magnitude-aware noise:  u_i = sigma * (|theta_i| + eps) * z_i,   z_i ~ N(0, 1) i.i.d.
-
-    (Jiang et al.'s magnitude-aware variant uses variance sigma^2 theta_i^2 + eps^2; here the std is
-    proportional to |theta_i| + eps so that sigma is a pure scale, with eps = ``magnitude_eps``).
-
-    Returns the largest sigma with  mean_{j=1..draws} L(theta + u_j(sigma)) - L(theta) <= target,
-    L = ``loss_fn`` on (x, y). The draws use common random numbers: draw j always uses the same
-    z_j (seeded from ``seed``), only scaled by sigma, so the Monte-Carlo estimate is a smooth,
-    deterministic function of sigma and the bisection is well defined. Search: from
-    ``sigma_init`` multiply or divide by 4 until the target is bracketed, then ``steps`` bisections
-    in log sigma; the result is the geometric midpoint of the final bracket, so its relative
-    precision is 4 ** (2 ** -(steps + 1)) (about 1% for steps = 6). Cost: about
-    (steps + 3) * draws forward passes over x. A NaN loss counts as exceeding the target.
-    """
-    if not target_increase > 0:
-        raise UserError(f"target_increase: must be > 0, got {target_increase}")
-    if draws < 1:
-        raise UserError(f"draws: must be >= 1, got {draws}")
-    if steps < 0:
-        raise UserError(f"steps: must be >= 0, got {steps}")
-    if not sigma_init > 0:
-        raise UserError(f"sigma_init: must be > 0, got {sigma_init}")
-    work = _eval_copy(model, device)
-    x, y = x.to(device), y.to(device)
-    parameters = [p for p in work.parameters() if p.requires_grad]
-    centers = [p.detach().clone() for p in parameters]
-    scales = [c.abs() + magnitude_eps if magnitude_aware else None for c in centers]
-    draw_seeds = spawn_seeds(seed, draws)
-    base_loss = float(loss_fn(_predict(work, x, batch_size), y))
-
-    def mean_increase(sigma: float) -> float:
-        total = 0.0
-        for draw_seed in draw_seeds:
-            _set_perturbed(parameters, centers, scales, sigma, draw_seed, device)
-            total += float(loss_fn(_predict(work, x, batch_size), y))
-        return total / draws - base_loss
-
-    return _largest_sigma_within(mean_increase, target_increase, sigma_init, steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,9 +203,9 @@ def compute_measures(
     ``sharpness=False`` skips the search (the four sharpness keys are then NaN).
     """
     x, y = _check_data(data)
-    work = _eval_copy(model, device)
+    work = eval_copy(model, device)
     x, y = x.to(device), y.to(device)
-    outputs = _predict(work, x, batch_size)
+    outputs = predict(work, x, batch_size)
     _check_outputs(outputs, y)
 
     measures: dict[str, float] = {
@@ -401,120 +337,8 @@ def _subsample(
 
 
 # --------------------------------------------------------------------------------------------
-# rank_measures
-# --------------------------------------------------------------------------------------------
-
-
-def rank_measures(
-    table: pd.DataFrame,
-    gap_column: str = "gen_gap",
-    *,
-    measures: Sequence[str] | None = None,
-    hyperparameters: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Kendall's tau of each measure with the generalization gap, sorted by |tau| descending.
-
-    One row per model in ``table``. ``measures`` defaults to every numeric column other than
-    ``gap_column`` and ``hyperparameters``. Returns columns ``measure, tau, p_value, n`` where tau
-    is scipy's Kendall tau-b over the rows where both values are finite (n of them) and p_value
-    its two-sided p-value; NaN when n < 2 or either column is constant there.
-
-    With ``hyperparameters`` (columns of the table that were varied on a grid), also Jiang et al.
-    2019's granulated Kendall coefficient (their eq. 4): for each hyperparameter h, ``tau_<h>``
-    is the mean, over all settings of the other hyperparameters, of the tau computed among the
-    models that differ only in h; ``granulated_tau`` is the mean of the ``tau_<h>``. It asks
-    whether a measure tracks the gap when one thing changes at a time.
-    """
-    hyperparameters = list(hyperparameters or [])
-    _check_table(table, gap_column, hyperparameters)
-    columns = _measure_columns(table, gap_column, measures, hyperparameters)
-    rows = []
-    for column in columns:
-        tau, p_value, n = _kendall(table[column], table[gap_column])
-        row: dict[str, object] = {"measure": column, "tau": tau, "p_value": p_value, "n": n}
-        if hyperparameters:
-            row.update(_granulated(table, column, gap_column, hyperparameters))
-        rows.append(row)
-    result = pd.DataFrame(rows, columns=None if rows else ["measure", "tau", "p_value", "n"])
-    order = result["tau"].abs().sort_values(ascending=False, na_position="last", kind="stable").index
-    return result.loc[order].reset_index(drop=True)
-
-
-def _check_table(table: pd.DataFrame, gap_column: str, hyperparameters: list[str]) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise UserError(f"table: expected a pandas DataFrame, got {type(table).__name__}")
-    if gap_column not in table.columns:
-        raise UserError(f"gap_column: column {gap_column!r} is not in the table (columns: {list(table.columns)})")
-    if not pd.api.types.is_numeric_dtype(table[gap_column]):
-        raise UserError(f"gap_column: column {gap_column!r} is not numeric")
-    if len(table) < 2:
-        raise UserError(f"table: needs at least 2 rows (models) to rank measures, got {len(table)}")
-    for name in hyperparameters:
-        if name not in table.columns:
-            raise UserError(f"hyperparameters: column {name!r} is not in the table")
-
-
-def _measure_columns(
-    table: pd.DataFrame, gap_column: str, measures: Sequence[str] | None, hyperparameters: list[str]
-) -> list[str]:
-    if measures is None:
-        excluded = {gap_column, *hyperparameters}
-        return [
-            c for c in table.columns
-            if c not in excluded and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
-        ]
-    for name in measures:
-        if name not in table.columns:
-            raise UserError(f"measures: column {name!r} is not in the table")
-        if not pd.api.types.is_numeric_dtype(table[name]):
-            raise UserError(f"measures: column {name!r} is not numeric")
-    return list(measures)
-
-
-def _kendall(values: pd.Series, gaps: pd.Series) -> tuple[float, float, int]:
-    a = values.to_numpy(dtype=np.float64)
-    b = gaps.to_numpy(dtype=np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    a, b = a[finite], b[finite]
-    n = int(finite.sum())
-    if n < 2 or np.unique(a).size < 2 or np.unique(b).size < 2:
-        return math.nan, math.nan, n
-    result = stats.kendalltau(a, b)
-    return float(result.statistic), float(result.pvalue), n
-
-
-def _granulated(
-    table: pd.DataFrame, column: str, gap_column: str, hyperparameters: list[str]
-) -> dict[str, float]:
-    per_axis = {}
-    for varied in hyperparameters:
-        fixed = [h for h in hyperparameters if h != varied]
-        groups = [table] if not fixed else [g for _, g in table.groupby(fixed, dropna=False)]
-        taus = [_kendall(g[column], g[gap_column])[0] for g in groups]
-        taus = [t for t in taus if not math.isnan(t)]
-        per_axis[f"tau_{varied}"] = float(np.mean(taus)) if taus else math.nan
-    values = [t for t in per_axis.values() if not math.isnan(t)]
-    per_axis["granulated_tau"] = float(np.mean(values)) if values else math.nan
-    return per_axis
-
-
-# --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _eval_copy(model: nn.Module, device: str) -> nn.Module:
-    """A deep copy on ``device`` in eval mode; the caller's model is never touched."""
-    if not isinstance(model, nn.Module):
-        raise UserError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    work = copy.deepcopy(model).to(device)
-    work.eval()
-    return work
-
-
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def _check_data(data: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -540,57 +364,3 @@ def _check_outputs(outputs: object, y: torch.Tensor) -> None:
         raise UserError(f"data: y_train has label {int(y.max())} but the model outputs {outputs.shape[1]} classes")
 
 
-def _set_perturbed(
-    parameters: list[nn.Parameter],
-    centers: list[torch.Tensor],
-    scales: list[torch.Tensor | None],
-    sigma: float,
-    draw_seed: int,
-    device: str,
-) -> None:
-    """theta <- theta_0 + sigma * scale * z, with z drawn from a generator seeded by draw_seed."""
-    generator = torch.Generator(device=device).manual_seed(draw_seed)
-    with torch.no_grad():
-        for parameter, center, scale in zip(parameters, centers, scales):
-            noise = torch.randn(center.shape, generator=generator, dtype=center.dtype, device=device)
-            noise.mul_(sigma if scale is None else sigma * scale)
-            parameter.copy_(center + noise)
-
-
-def _largest_sigma_within(
-    increase: Callable[[float], float], target: float, sigma_init: float, steps: int
-) -> float:
-    """Bracket by factors of 4 from sigma_init, then bisect in log sigma for ``steps`` steps."""
-
-    def within(sigma: float) -> bool:
-        return increase(sigma) <= target  # False for NaN
-
-    if within(sigma_init):
-        low, high = sigma_init, None
-        for _ in range(_MAX_BRACKET_STEPS):
-            candidate = low * _BRACKET_FACTOR
-            if not within(candidate):
-                high = candidate
-                break
-            low = candidate
-        if high is None:
-            warnings.warn(f"sharpness: loss stays within target up to sigma={low:.3g}; reporting that", stacklevel=3)
-            return low
-    else:
-        low, high = None, sigma_init
-        for _ in range(_MAX_BRACKET_STEPS):
-            candidate = high / _BRACKET_FACTOR
-            if within(candidate):
-                low = candidate
-                break
-            high = candidate
-        if low is None:
-            warnings.warn(f"sharpness: target exceeded even at sigma={high:.3g}; reporting that", stacklevel=3)
-            return high
-    for _ in range(steps):
-        middle = math.sqrt(low * high)
-        if within(middle):
-            low = middle
-        else:
-            high = middle
-    return math.sqrt(low * high)

@@ -22,7 +22,8 @@ norm of the predictor).
 
 Fit. W = Phi^+ Y (minimum Frobenius norm among least-squares solutions), or with ridge
 lambda > 0 the ridge solution (Phi^T Phi + lambda I)^-1 Phi^T Y = Phi^T (Phi Phi^T + lambda
-I)^-1 Y, always through the smaller of the two Gram matrices, in float64.
+I)^-1 Y, always through the smaller of the two Gram matrices, in float64
+(:mod:`genlab.probes.min_norm`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.linalg
 import torch
-from scipy.linalg import blas, lapack
+from scipy.linalg import blas
 
 from genlab.errors import UserError
+from genlab.probes.arguments import (as_feature_counts, as_generator, as_labels, as_matrix, as_ridges, as_targets,
+                                     require_choice, require_positive_finite, require_positive_int, require_rcond)
+from genlab.probes.min_norm import PSDSolution, min_norm_solve, solve_psd, symmetric_gram, symmetrize_upper
 
 __all__ = [
     "InterpolationThreshold",
@@ -50,7 +53,6 @@ __all__ = [
     "rff_sweep",
 ]
 
-_CHOLESKY_SAFETY = 10.0
 _CHUNK_COLUMNS = 2048
 
 
@@ -78,8 +80,8 @@ def interpolation_threshold(n_train: int, n_outputs: int = 1) -> InterpolationTh
     in real form each frequency contributes a cos and a sin column, and the least-squares
     system Phi W = Y (Phi: n x features) becomes square at features = n.
     """
-    _require_positive_int(n_train, "n_train")
-    _require_positive_int(n_outputs, "n_outputs")
+    require_positive_int(n_train, "n_train")
+    require_positive_int(n_outputs, "n_outputs")
     return InterpolationThreshold(
         real_columns=n_train, frequencies=n_train / 2.0, total_params=n_train * n_outputs
     )
@@ -101,10 +103,10 @@ def fourier_frequencies(
     destroys the Gaussian-kernel limit. Columns are drawn one after another, so the first m
     columns for a seed are the same whatever n_features is (prefixes are nested).
     """
-    _require_positive_int(d, "d")
-    _require_positive_int(n_features, "n_features")
-    _require_positive_finite(sigma, "sigma")
-    rng = _generator(seed)
+    require_positive_int(d, "d")
+    require_positive_int(n_features, "n_features")
+    require_positive_finite(sigma, "sigma")
+    rng = as_generator(seed)
     return rng.standard_normal((n_features, d)).T / sigma
 
 
@@ -115,8 +117,8 @@ def fourier_features(X: Any, V: Any) -> np.ndarray:
     estimate of the Gaussian kernel exp(-|x - x'|^2 / (2 sigma^2)) when v_k ~ N(0, sigma^-2 I).
     The 2m columns are the model's features (params per output), m its frequencies.
     """
-    X = _as_matrix(X, "X")
-    V = _as_matrix(V, "V")
+    X = as_matrix(X, "X")
+    V = as_matrix(V, "V")
     if X.shape[1] != V.shape[0]:
         raise UserError(
             f"X has {X.shape[1]} input dimensions but the frequencies V have {V.shape[0]} rows"
@@ -138,8 +140,8 @@ def default_sigma(X: Any, subsample: int = 1000, seed: int = 0) -> float:
     kernel neither sees every pair as identical nor as unrelated. On MNIST scaled to [0, 1]
     it is about 10.
     """
-    X = _as_matrix(X, "X")
-    _require_positive_int(subsample, "subsample")
+    X = as_matrix(X, "X")
+    require_positive_int(subsample, "subsample")
     if X.shape[0] < 2:
         raise UserError(f"default_sigma needs at least 2 rows in X, got {X.shape[0]}")
     rng = np.random.default_rng(seed)
@@ -157,174 +159,6 @@ def default_sigma(X: Any, subsample: int = 1000, seed: int = 0) -> float:
 # ----------------------------------------------------------------------------- solver
 
 
-def min_norm_solve(
-    Phi: Any,
-    Y: Any,
-    ridge: float = 0.0,
-    rcond: float | None = None,
-    ill_conditioned: str = "truncate",
-) -> np.ndarray:
-    """Minimum-norm least squares W = Phi^+ Y, or ridge (Phi^T Phi + ridge I)^-1 Phi^T Y, float64.
-
-    Uses the smaller Gram matrix: G = Phi^T Phi when Phi has no more columns than rows
-    (W = (G + ridge I)^+ Phi^T Y), else G = Phi Phi^T (W = Phi^T (G + ridge I)^+ Y); both are
-    exact identities for the pseudo-inverse. The pseudo-inverse of the symmetric G + ridge I
-    keeps the eigenvalues lambda_i > rcond * lambda_max and drops the rest (treats them as
-    zero), with rcond = size(G) * machine epsilon by default: below that, float64 Gram
-    eigenvalues are round-off (a Gram cutoff rcond is a singular-value cutoff sqrt(rcond)).
-    When LAPACK's condition estimate shows that no eigenvalue can fall below the cutoff, the
-    same solution is computed by Cholesky instead (much cheaper than the eigendecomposition).
-    ill_conditioned="floor" replaces the eigendecomposition, when it would be needed, by a
-    Cholesky solve of G + ridge I + delta I with delta = rcond * |G + ridge I|_1 (>= rcond *
-    lambda_max): a Tikhonov filter at the same round-off level instead of a hard step.
-
-    Y may be [n] or [n, K]; W has shape [columns] or [columns, K] accordingly.
-    """
-    Phi = _as_matrix(Phi, "Phi")
-    Y_matrix, was_vector = _as_targets(Y, Phi.shape[0], "Y")
-    _require_nonnegative_finite(ridge, "ridge")
-    _require_choice(ill_conditioned, "ill_conditioned", ("truncate", "floor"))
-    n_rows, n_columns = Phi.shape
-    if n_columns <= n_rows:
-        gram = _symmetric_gram(Phi, rows=False)
-        W = _solve_psd(gram, Phi.T @ Y_matrix, ridge, rcond, ill_conditioned).X
-    else:
-        gram = _symmetric_gram(Phi, rows=True)
-        alpha = _solve_psd(gram, Y_matrix, ridge, rcond, ill_conditioned).X
-        W = Phi.T @ alpha
-    return W[:, 0] if was_vector else W
-
-
-@dataclass(frozen=True)
-class _Solution:
-    """Result of a positive semi-definite solve: X, how it was computed, and any floor added."""
-
-    X: np.ndarray
-    solver: str  # "cholesky", "eigh" (hard cutoff) or "cholesky+floor"
-    floor: float  # relative floor delta / |A|_1 added to the diagonal (0 when none)
-
-
-def _solve_psd(
-    gram: np.ndarray,
-    B: np.ndarray,
-    ridge: float,
-    rcond: float | None,
-    ill_conditioned: str = "truncate",
-) -> _Solution:
-    """(gram + ridge I)^+ B for symmetric positive semi-definite gram.
-
-    Well-conditioned (no eigenvalue can be below the cutoff): Cholesky, exact. Otherwise
-    ill_conditioned="truncate" drops eigenvalues <= cutoff * lambda_max (eigh, O(10 n^3)),
-    "floor" solves (A + delta I)^-1 B by Cholesky with delta = cutoff * |A|_1 >= cutoff *
-    lambda_max (raised tenfold until the factorization succeeds): Tikhonov filtering
-    lambda / (lambda + delta) instead of a step at the same round-off level.
-    """
-    size = gram.shape[0]
-    _require_rcond(rcond)
-    cutoff = size * np.finfo(np.float64).eps if rcond is None else float(rcond)
-    shifted = _add_to_diagonal(gram, ridge) if ridge > 0.0 else gram
-    anorm = _one_norm(shifted)
-    if anorm == 0.0:
-        return _Solution(np.zeros((size, B.shape[1])), "cholesky", 0.0)
-    solution = _cholesky_solve_if_well_conditioned(shifted, B, anorm, cutoff)
-    if solution is not None:
-        return _Solution(solution, "cholesky", 0.0)
-    if ill_conditioned == "truncate":
-        return _Solution(_eigen_solve(shifted, B, cutoff), "eigh", 0.0)
-    return _floored_cholesky_solve(shifted, B, anorm, max(cutoff, np.finfo(np.float64).eps))
-
-
-def _cholesky_solve_if_well_conditioned(
-    A: np.ndarray, B: np.ndarray, anorm: float, cutoff: float
-) -> np.ndarray | None:
-    """Cholesky solve of A X = B, or None if an eigenvalue of A may lie below cutoff * lambda_max.
-
-    For symmetric A, cond_2(A) <= cond_1(A); LAPACK's dpocon estimate of cond_1 is a lower
-    bound that is rarely off by more than a small factor, so we demand a 10x margin.
-    """
-    factor = _cholesky_lower(A)
-    if factor is None:
-        return None
-    rcond_estimate, info = lapack.dpocon(factor, anorm, uplo="L")
-    if info != 0 or not rcond_estimate > _CHOLESKY_SAFETY * cutoff:
-        return None
-    X, info = lapack.dpotrs(factor, B, lower=1)
-    return X if info == 0 else None
-
-
-def _floored_cholesky_solve(
-    A: np.ndarray, B: np.ndarray, anorm: float, relative: float
-) -> _Solution:
-    """(A + delta I)^-1 B by Cholesky, delta = relative * |A|_1, raised tenfold on failure."""
-    for _ in range(8):
-        factor = _cholesky_lower(_add_to_diagonal(A, relative * anorm))
-        if factor is not None:
-            X, info = lapack.dpotrs(factor, B, lower=1)
-            if info == 0:
-                return _Solution(X, "cholesky+floor", relative)
-        relative *= 10.0
-    raise ArithmeticError(
-        f"Cholesky failed even with a floor of {relative / 10:.0e} |A|_1: the Gram is not PSD"
-    )
-
-
-def _cholesky_lower(A: np.ndarray) -> np.ndarray | None:
-    """Lower Cholesky factor L (A = L L^T) in Fortran order for LAPACK, or None if A is not PD.
-
-    Factorized by torch (MKL): OpenBLAS's threaded dpotrf ran 6x slower than single-threaded
-    on a loaded two-core machine, MKL's did not. torch returns L column-major already.
-    """
-    factor, info = torch.linalg.cholesky_ex(torch.from_numpy(A), upper=False)
-    if int(info) != 0:
-        return None
-    return np.asfortranarray(factor.numpy())
-
-
-def _add_to_diagonal(A: np.ndarray, value: float) -> np.ndarray:
-    shifted = A.copy()
-    diagonal = np.arange(A.shape[0])
-    shifted[diagonal, diagonal] += value
-    return shifted
-
-
-def _one_norm(A: np.ndarray, block: int = 512) -> float:
-    """max_j sum_i |A_ij| (column blocks keep the temporary small)."""
-    return max(
-        float(np.abs(A[:, start : start + block]).sum(axis=0).max())
-        for start in range(0, A.shape[1], block)
-    )
-
-
-def _eigen_solve(A: np.ndarray, B: np.ndarray, cutoff: float) -> np.ndarray:
-    """Truncated pseudo-inverse U diag(1 / lambda_i) U^T B over lambda_i > cutoff * lambda_max."""
-    eigenvalues, eigenvectors = scipy.linalg.eigh(A, driver="evd", check_finite=False)
-    largest = float(eigenvalues[-1])
-    if largest <= 0.0:
-        return np.zeros((A.shape[0], B.shape[1]))
-    kept = eigenvalues > cutoff * largest
-    basis = eigenvectors[:, kept]
-    return basis @ ((basis.T @ B) / eigenvalues[kept][:, None])
-
-
-def _symmetric_gram(Phi: np.ndarray, rows: bool) -> np.ndarray:
-    """Phi Phi^T (rows=True) or Phi^T Phi, computed with a symmetric rank-k update (dsyrk)."""
-    size = Phi.shape[0] if rows else Phi.shape[1]
-    upper = np.zeros((size, size), order="F")
-    # Phi is C-ordered, so Phi.T is the Fortran-ordered view BLAS reads without a copy.
-    upper = blas.dsyrk(
-        1.0, np.ascontiguousarray(Phi).T, beta=0.0, c=upper, trans=1 if rows else 0, overwrite_c=1
-    )
-    return _symmetrize_upper(upper)
-
-
-def _symmetrize_upper(upper: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Full symmetric matrix from one whose strictly lower triangle is ZERO (dsyrk leaves it so)."""
-    full = np.add(upper, upper.T, out=out)
-    diagonal = np.arange(full.shape[0])
-    full[diagonal, diagonal] *= 0.5
-    return full
-
-
 # ----------------------------------------------------------------------------- grid
 
 
@@ -338,11 +172,11 @@ def log_grid_dense_near(
     [lo n, hi n] outside that window; n itself is always included. More base points are
     added until at least `count` distinct integers exist (or the integer range runs out).
     """
-    _require_positive_int(n, "n")
-    _require_positive_int(count, "count")
-    _require_positive_finite(lo, "lo")
-    _require_positive_finite(hi, "hi")
-    _require_positive_finite(dense_width, "dense_width")
+    require_positive_int(n, "n")
+    require_positive_int(count, "count")
+    require_positive_finite(lo, "lo")
+    require_positive_finite(hi, "hi")
+    require_positive_finite(dense_width, "dense_width")
     if not lo < 1.0 < hi:
         raise UserError(f"log_grid_dense_near needs lo < 1 < hi, got lo={lo}, hi={hi}")
     low, high = max(1, math.ceil(lo * n)), max(1, math.floor(hi * n))
@@ -407,21 +241,21 @@ def rff_sweep(
       seconds: wall time since the previous row (shared work is charged to the row that
         first needed it, so the seconds add up to the sweep's total time).
     """
-    X_train = _as_matrix(X_train, "X_train")
-    X_test = _as_matrix(X_test, "X_test")
-    Y_train, _ = _as_targets(Y_train_onehot, X_train.shape[0], "Y_train_onehot")
+    X_train = as_matrix(X_train, "X_train")
+    X_test = as_matrix(X_test, "X_test")
+    Y_train, _ = as_targets(Y_train_onehot, X_train.shape[0], "Y_train_onehot")
     if Y_train.shape[1] < 2:
         raise UserError("Y_train_onehot must be one-hot with at least 2 columns (classes)")
-    test_labels = _as_labels(y_test, X_test.shape[0], Y_train.shape[1])
+    test_labels = as_labels(y_test, X_test.shape[0], Y_train.shape[1])
     if X_test.shape[1] != X_train.shape[1]:
         raise UserError(
             f"X_test has {X_test.shape[1]} columns but X_train has {X_train.shape[1]}"
         )
-    counts = _as_feature_counts(feature_counts)
-    _require_positive_finite(sigma, "sigma")
-    ridges = _as_ridges(ridge)
-    _require_choice(ill_conditioned, "ill_conditioned", ("truncate", "floor"))
-    _require_rcond(rcond)
+    counts = as_feature_counts(feature_counts)
+    require_positive_finite(sigma, "sigma")
+    ridges = as_ridges(ridge)
+    require_choice(ill_conditioned, "ill_conditioned", ("truncate", "floor"))
+    require_rcond(rcond)
 
     started = time.perf_counter()
     n_train = X_train.shape[0]
@@ -483,13 +317,13 @@ def _sweep_column_gram(
     """Models with p <= n: W = (c G_p + ridge I)^+ sqrt(c) Phi_p^T Y, G_p a leading block."""
     n = problem.n_train
     train, test = columns[:n], columns[n:]
-    gram = _symmetric_gram(train, rows=False)
+    gram = symmetric_gram(train, rows=False)
     projected_targets = train.T @ problem.Y_train
     rows = []
     for p in counts:
         scale = 2.0 / p
         for ridge in problem.ridges:
-            solution = _solve_psd(
+            solution = solve_psd(
                 scale * gram[:p, :p],
                 math.sqrt(scale) * projected_targets[:p],
                 ridge,
@@ -531,10 +365,10 @@ def _sweep_row_gram(
             stacked_gram = _accumulate_gram(stacked_gram, _feature_columns(problem, done, stop))
             done = stop
         scale = 2.0 / p
-        _symmetrize_upper(stacked_gram[:n, :n], out=kernel)
+        symmetrize_upper(stacked_gram[:n, :n], out=kernel)
         kernel *= scale
         for ridge in problem.ridges:
-            solution = _solve_psd(
+            solution = solve_psd(
                 kernel, problem.Y_train, ridge, problem.rcond, problem.ill_conditioned
             )
             alpha = solution.X
@@ -559,7 +393,7 @@ def _row(
     train_predictions: np.ndarray,
     test_predictions: np.ndarray,
     norm: float,
-    solution: _Solution,
+    solution: PSDSolution,
     clock: list[float],
 ) -> dict[str, Any]:
     test_targets = np.eye(problem.Y_train.shape[1])[problem.test_labels]
@@ -590,102 +424,3 @@ def _summed_squared_error(predictions: np.ndarray, targets: np.ndarray) -> float
 # ----------------------------------------------------------------------------- validation
 
 
-def _as_matrix(values: Any, name: str) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    try:
-        matrix = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"{name} must be a numeric matrix: {error}") from None
-    if matrix.ndim != 2 or min(matrix.shape) == 0:
-        raise UserError(f"{name} must be a non-empty 2-D matrix, got shape {matrix.shape}")
-    if not np.all(np.isfinite(matrix)):
-        raise UserError(f"{name} contains NaN or infinite values")
-    return np.ascontiguousarray(matrix)
-
-
-def _as_targets(values: Any, n_rows: int, name: str) -> tuple[np.ndarray, bool]:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    targets = np.asarray(values, dtype=np.float64)
-    was_vector = targets.ndim == 1
-    if was_vector:
-        targets = targets[:, None]
-    if targets.ndim != 2 or targets.shape[0] != n_rows:
-        raise UserError(
-            f"{name} must have {n_rows} rows (one per example), got shape {targets.shape}"
-        )
-    if not np.all(np.isfinite(targets)):
-        raise UserError(f"{name} contains NaN or infinite values")
-    return targets, was_vector
-
-
-def _as_labels(values: Any, n_rows: int, n_classes: int) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    labels = np.asarray(values)
-    if labels.shape != (n_rows,) or not np.issubdtype(labels.dtype, np.integer):
-        raise UserError(
-            f"y_test must be {n_rows} integer labels, got shape {labels.shape} {labels.dtype}"
-        )
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise UserError(
-            f"y_test labels must lie in [0, {n_classes}), got {labels.min()}..{labels.max()}"
-        )
-    return labels.astype(np.int64)
-
-
-def _as_ridges(values: Any) -> tuple[float, ...]:
-    ridges = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if len(ridges) == 0:
-        raise UserError("ridge must be a number or a non-empty list of numbers")
-    for value in ridges:
-        _require_nonnegative_finite(value, "ridge")
-    return tuple(float(value) for value in ridges)
-
-
-def _as_feature_counts(values: Any) -> list[int]:
-    counts = np.asarray(values).ravel()
-    if counts.size == 0:
-        raise UserError("feature_counts is empty")
-    if not np.issubdtype(counts.dtype, np.integer) and not np.all(counts == np.round(counts)):
-        raise UserError(f"feature_counts must be integers, got {counts.tolist()}")
-    counts = counts.astype(np.int64)
-    if counts.min() < 1:
-        raise UserError(f"feature_counts must be positive, got {int(counts.min())}")
-    return sorted({int(count) for count in counts})
-
-
-def _generator(seed: int | np.random.Generator) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
-        return np.random.default_rng(int(seed))
-    raise UserError(f"seed must be a non-negative int or numpy Generator, got {seed!r}")
-
-
-def _require_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _require_positive_finite(value: Any, name: str) -> None:
-    if not isinstance(value, (int, float, np.number)) or not (math.isfinite(value) and value > 0):
-        raise UserError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def _require_rcond(rcond: float | None) -> None:
-    if rcond is not None and not (
-        isinstance(rcond, (int, float, np.number)) and 0.0 <= float(rcond) < 1.0
-    ):
-        raise UserError(f"rcond must be None or a number in [0, 1), got {rcond!r}")
-
-
-def _require_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _require_nonnegative_finite(value: Any, name: str) -> None:
-    if not isinstance(value, (int, float, np.number)) or not (math.isfinite(value) and value >= 0):
-        raise UserError(f"{name} must be a non-negative finite number, got {value!r}")

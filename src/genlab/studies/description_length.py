@@ -29,84 +29,27 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from matplotlib.ticker import NullFormatter
 from pydantic import Field, field_validator
 
 from genlab.data import corrupt_labels
-from genlab.engine import InputGroup, ModelJob, stacked_forward, train_models
-from genlab.errors import UserError
+from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.models import MODELS, build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.probes.description_length import (
+    block_boundaries,
+    checkpoint_epochs,
+    code_block,
+    parameter_code_bits,
+    uniform_code_bits,
+    validation_split,
+)
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, OptimSpec, StudySpec, distinct
 from genlab.spec.fields import Init
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
-BITS_PER_PARAMETER = 32
 LabelKind = Literal["true", "random"]
-
-
-# --------------------------------------------------------------------------------------------
-# Code-length accounting (pure functions, tested on their own)
-# --------------------------------------------------------------------------------------------
-
-
-def code_length_bits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example code length -log2 p(y | x) in bits, p = softmax(logits), in float64.
-
-    ``logits`` is ``[..., N, K]`` and ``labels`` ``[..., N]`` (integer classes); returns ``[..., N]``.
-    A model predicting uniformly costs exactly log2 K bits per label.
-    """
-    log_p = F.log_softmax(logits.to(torch.float64), dim=-1)
-    return -log_p.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1) / math.log(2.0)
-
-
-def uniform_code_bits(n: int, num_classes: int) -> float:
-    """n log2 K: the labels of n examples sent with the uniform code."""
-    return n * math.log2(num_classes)
-
-
-def parameter_code_bits(params: int, bits_per_parameter: int = BITS_PER_PARAMETER) -> float:
-    """The naive model cost: every parameter sent as a ``bits_per_parameter``-bit float."""
-    return float(params * bits_per_parameter)
-
-
-def block_boundaries(n: int, first_block: int, growth: float = 2.0) -> list[int]:
-    """Block ends t_1 < t_2 < ... < t_S = n with t_1 = ``first_block`` and t_{s+1} = round(growth t_s).
-
-    Blier & Ollivier's timesteps roughly double; the last block ends at n (it may be shorter).
-    """
-    if first_block >= n:
-        raise UserError(f"first_block={first_block} must be smaller than the number of training examples {n}")
-    if growth <= 1.0:
-        raise UserError(f"growth={growth} must be > 1")
-    ends = [first_block]
-    while ends[-1] < n:
-        ends.append(min(n, max(ends[-1] + 1, round(ends[-1] * growth))))
-    return ends
-
-
-def prequential_bits(first_block: int, num_classes: int, block_bits: list[float]) -> float:
-    """Total prequential code length: the first block uniformly, then the blocks' model bits."""
-    return uniform_code_bits(first_block, num_classes) + float(sum(block_bits))
-
-
-def checkpoint_epochs(budget: int) -> tuple[int, ...]:
-    """Candidate stopping epochs 0, 1, 2, 4, ... (powers of two) and the last epoch."""
-    epochs = {0, budget}
-    e = 1
-    while e < budget:
-        epochs.add(e)
-        e *= 2
-    return tuple(sorted(epochs))
-
-
-def validation_split(t: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, validation) of the first t examples; a seeded random ``fraction`` is held out."""
-    n_val = min(t - 1, max(1, round(fraction * t)))
-    order = np.random.default_rng(seed).permutation(t)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def parse_architecture(name: str) -> tuple[str, list[int] | None]:
@@ -240,15 +183,9 @@ class DescriptionLength(Study):
                                          checkpoint_epochs=candidates, device=spec.device)
         outcome = train_models(jobs, [g for g, _ in groups], config,
                                on_epoch=ctx.progress.epoch)
-        chosen = _best_checkpoints(outcome.curves, [j.key for j in jobs], candidates)
-        params = {name: torch.stack([outcome.checkpoints[e][name][i] for i, e in enumerate(chosen)])
-                  for name in outcome.checkpoints[0]}
-        x_next = torch.stack([data.x_train[streams[key][0][start:end]] for key in keys]).to(spec.device)
-        y_next = torch.stack([streams[key][1][start:end] for key in keys]).to(spec.device)
-        outcome.stack.template.eval()
-        with torch.no_grad():
-            logits = stacked_forward(outcome.stack, {n_: p.to(spec.device) for n_, p in params.items()}, x_next)
-        bits = code_length_bits(logits, y_next).sum(dim=1)
+        x_next = torch.stack([data.x_train[streams[key][0][start:end]] for key in keys])
+        y_next = torch.stack([streams[key][1][start:end] for key in keys])
+        bits, chosen = code_block(outcome, [j.key for j in jobs], candidates, x_next, y_next, spec.device)
         val_loss = {(c["key"], c["epoch"]): c["test_loss"] for c in outcome.curves}
         return [{"labels": labels, "seed": seed, "block_start": start, "block_end": end, "bits": float(bits[i]),
                  "coded_with": "model", "chosen_epoch": int(chosen[i]),
@@ -387,16 +324,6 @@ def _group_for_seed(groups: list, seed: int, make) -> int:
             return i
     groups.append((make(), seed))
     return len(groups) - 1
-
-
-def _best_checkpoints(curves: list[dict], keys: list[str], candidates: tuple[int, ...]) -> list[int]:
-    """Per model, the candidate epoch with the lowest validation loss (ties: the earliest)."""
-    chosen = []
-    for key in keys:
-        losses = {c["epoch"]: c["test_loss"] for c in curves if c["key"] == key and c["epoch"] in candidates}
-        finite = {e: v for e, v in losses.items() if math.isfinite(v)}
-        chosen.append(min(finite, key=lambda e: (finite[e], e)) if finite else 0)
-    return chosen
 
 
 def _totals(results: pd.DataFrame) -> pd.DataFrame:

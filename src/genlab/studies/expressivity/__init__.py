@@ -16,6 +16,7 @@ first n distinct inputs of the dataset's training set (so sizes nest), the rando
 once per (dataset, seed) for the whole pool, and the shared direction w depends on
 (seed, dataset, n) only, so true and random labels at the same n use the same projection. One
 extra unit, ``toy``, builds the network on a 1-D toy set and stores its ramps for the figure.
+The figures are in ``figures.py``, the power-law fits of time against n in ``fitting.py``.
 """
 from __future__ import annotations
 
@@ -38,15 +39,18 @@ from genlab.probes.expressivity import (
     ramp_components,
 )
 from genlab.models import build_model
-from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import StudySpec, distinct, registered_names
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.expressivity.figures import plot_scaling, plot_toy
+from genlab.studies.expressivity.fitting import chance_band, fit_range, power_law, time_exponent
+
+__all__ = ["Expressivity", "ExpressivitySpec", "chance_band", "fit_range", "mlp_reference", "power_law",
+           "time_exponent", "toy_curves"]
 
 GENERATED_DATASETS = frozenset({"mnist1d"})  # generated to any size; the others have a fixed size
 TOY_UNIT = "toy"
 TOY_GRID_POINTS = 241
-CHANCE_BAND_SIGMAS = 4.0
 TIME_BUDGET_SECONDS = 60.0
 RESIDUAL_TOLERANCE = 1e-4  # measured: 8e-8 at n = 20,000 and 1.4e-6 at n = 100,000 (mnist1d)
 LARGEST_FIXED_TRAIN_SET = 60_000  # mnist and fashion-mnist; only used to estimate the run time
@@ -218,39 +222,6 @@ def toy_curves(spec: ExpressivitySpec) -> list[dict]:
     return curves
 
 
-def power_law(n: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """Least-squares fit of log t = log c + e log n; returns (e, c). NaN if fewer than 2 sizes."""
-    n, seconds = np.asarray(n, dtype=float), np.asarray(seconds, dtype=float)
-    ok = (n > 0) & (seconds > 0) & np.isfinite(seconds)
-    if len(np.unique(n[ok])) < 2:
-        return float("nan"), float("nan")
-    exponent, log_c = np.polyfit(np.log(n[ok]), np.log(seconds[ok]), 1)
-    return float(exponent), float(np.exp(log_c))
-
-
-def fit_range(n: pd.Series) -> tuple[int, int]:
-    """The sizes a time fit uses: the upper half of the distinct sizes (at least two, when there are).
-
-    At small n the times are a few milliseconds of fixed overhead (and noisy on a shared CPU), which
-    would flatten the fitted exponent; the upper half shows the growth.
-    """
-    sizes = np.unique(n.to_numpy())
-    first = min(len(sizes) // 2, max(len(sizes) - 2, 0))
-    return int(sizes[first]), int(sizes[-1])
-
-
-def time_exponent(rows: pd.DataFrame, column: str) -> tuple[float, float, tuple[int, int]]:
-    """Power-law fit (exponent, prefactor) of ``column`` against n over `fit_range`, and that range."""
-    low, high = fit_range(rows["n"])
-    used = rows[(rows["n"] >= low) & (rows["n"] <= high)]
-    return (*power_law(used["n"], used[column]), (low, high))
-
-
-def chance_band(chance: float, n_test: int) -> float:
-    """Half-width of the band around chance accuracy: CHANCE_BAND_SIGMAS binomial standard errors."""
-    return CHANCE_BAND_SIGMAS * float(np.sqrt(chance * (1 - chance) / n_test))
-
-
 # ----- the study --------------------------------------------------------------------------------
 
 def unit_plan(spec: ExpressivitySpec) -> list[Unit]:
@@ -301,137 +272,11 @@ class Expressivity(Study):
 
     # ----- figures ------------------------------------------------------------------------------
     def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec: ExpressivitySpec, out_dir: Path) -> list[Path]:
-        paths = [self._plot_scaling(results, spec, out_dir)]
+        paths = [plot_scaling(results, spec, out_dir)]
         if len(curves) and "kind" in curves:
-            paths.append(self._plot_toy(curves, out_dir))
+            paths.append(plot_toy(curves, out_dir))
         return paths
 
-    def _plot_scaling(self, results: pd.DataFrame, spec: ExpressivitySpec, out_dir: Path) -> Path:
-        fig, axes = figure(2, 2, width=5.4, height=3.9)
-        mean = results.groupby(["dataset", "labels", "n"], sort=False).mean(numeric_only=True).reset_index()
-        datasets = list(dict.fromkeys(results["dataset"]))
-        color = {name: COLORS[i % 10] for i, name in enumerate(datasets)}
-        marker = {"true": "o", "random": "s"}
-        style = {"true": "-", "random": "--"}
-
-        ax = axes[0, 0]
-        for (name, kind), g in mean.groupby(["dataset", "labels"], sort=False):
-            ax.plot(g["n"], g["max_residual"], style[kind], marker=marker[kind], color=color[name], ms=4,
-                    label=f"{name}, {kind} labels")
-        for name, g in mean.groupby("dataset", sort=False):
-            by_n = g.groupby("n")["condition_estimate"].mean()
-            ax.plot(by_n.index, by_n.values * np.finfo(float).eps, ":", color=color[name], lw=1.2,
-                    label=f"{name}: eps x cond(M), worst case")
-        ax.axhline(0.5, color="gray", lw=1, ls="-.", label="0.5: argmax still exact below")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training points n")
-        ax.set_ylabel("max |f(x_i) - y_i| on one-hot targets")
-        ax.set_title("(a) exact fit: largest residual (float64)")
-        ax.legend(fontsize=7, loc="upper left")
-
-        ax = axes[0, 1]
-        for name, g in mean.groupby("dataset", sort=False):
-            for column, face, what in (("seconds", color[name], "construction"),
-                                       ("predict_seconds", "white", "forward pass on the n points")):
-                ax.plot(g["n"], g[column], "o", ms=4, color=color[name], mfc=face, ls="none")
-                exponent, c, (low, high) = time_exponent(g, column)
-                if np.isfinite(exponent):
-                    ns = np.geomspace(low, high, 50)
-                    ax.plot(ns, c * ns ** exponent, "-" if column == "seconds" else "--", color=color[name], lw=1.2,
-                            label=f"{name} {what}: t ~ n^{exponent:.2f} (fit n >= {low:,})")
-        n_min, n_max = mean["n"].min(), mean["n"].max()
-        anchor = mean.loc[mean["n"] == n_min, "seconds"].median()
-        ns = np.geomspace(n_min, n_max, 50)
-        ax.plot(ns, anchor * (ns / n_min) ** 2, color="gray", lw=1.2, ls=":",
-                label="O(n^2) reference (dense triangular solve), from the smallest n")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training points n")
-        ax.set_ylabel("wall time (s)")
-        ax.set_title("(b) cost vs n (filled: construction; hollow: forward pass)", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
-
-        ax = axes[1, 0]
-        for (name, kind), g in mean.groupby(["dataset", "labels"], sort=False):
-            ax.plot(g["n"], g["train_acc"], style[kind], marker=marker[kind], color=color[name], ms=4, lw=1,
-                    alpha=0.5)
-            ax.plot(g["n"], g["test_acc"], style[kind], marker=marker[kind], color=color[name], ms=4, mfc="white",
-                    label=f"{name}, {kind} labels")
-        chance = float(results["chance"].iloc[0])
-        ax.axhline(chance, color="gray", lw=1, ls="-.", label=f"chance ({chance:.0%})")
-        ax.set_xscale("log")
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel("training points n")
-        ax.set_ylabel("accuracy")
-        ax.set_title("(c) train (faint, all 100%) and test accuracy (hollow)", fontsize=10)
-        ax.legend(fontsize=7, loc="center right")
-
-        ax = axes[1, 1]
-        architecture = results.groupby("dataset")["mlp_architecture"].first()
-        for name, g in mean[mean["labels"] == mean["labels"].iloc[0]].groupby("dataset", sort=False):
-            d = int(g["d"].iloc[0])
-            ax.plot(g["n"], g["params"], "-o", ms=4, color=color[name],
-                    label=f"{name}: interpolant, n(k+1)+d, k={int(g['k'].iloc[0])}, d={d}")
-            ax.plot(g["n"], g["params_scalar"], ":", color=color[name], label=f"{name}: 2n+d (one output)")
-            ax.axhline(g["mlp_params"].iloc[0], color=color[name], ls="--", lw=1,
-                       label=f"{name}: MLP {architecture[name]} of the randomization quick preset "
-                             f"({int(g['mlp_params'].iloc[0]):,})")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        top = max(mean["params"].max(), mean["mlp_params"].max())
-        ax.set_ylim(top=top * 8)
-        ax.set_xlabel("training points n")
-        ax.set_ylabel("parameters")
-        ax.set_title("(d) parameter count")
-        ax.legend(fontsize=7, loc="upper left")
-        fig.suptitle("2n+d ReLU interpolation (Zhang et al. 2017, Thm. 1): "
-                     f"{', '.join(datasets)}, {results['seed'].nunique()} seed(s)")
-        return save(fig, out_dir, "expressivity")
-
-    def _plot_toy(self, curves: pd.DataFrame, out_dir: Path) -> Path:
-        points = curves[curves["kind"] == "toy_point"].sort_values("x")
-        ramps = curves[curves["kind"] == "toy_ramp"]
-        fit = curves[curves["kind"] == "toy_fit"].sort_values("x")
-        fig, axes = figure(2, 1, width=5.4, height=3.9)
-        ax = axes[0, 0]
-        order = sorted(ramps["ramp"].unique())
-        partial = None
-        for j in order:
-            r = ramps[ramps["ramp"] == j].sort_values("x")
-            partial = r["value"].to_numpy() if partial is None else partial + r["value"].to_numpy()
-            if j < order[-1]:
-                ax.plot(r["x"], partial, color=COLORS[int(j) % 10], lw=0.9, alpha=0.55)
-        ax.plot(fit["x"], fit["value"], color="black", lw=1.8, label="f = sum of all ramps")
-        ax.plot(points["x"], points["y"], "o", color="crimson", ms=6, zorder=5, label="training points (x_i, y_i)")
-        ax.plot([], [], color="gray", lw=0.9, alpha=0.6, label="partial sums of the first j ramps")
-        biases = ramps.groupby("ramp")["bias"].first()
-        for b in biases:
-            ax.axvline(b, color="gray", lw=0.6, ls=":")
-        span = points["y"].max() - points["y"].min()
-        ax.set_ylim(points["y"].min() - 0.6 * span, points["y"].max() + 0.6 * span)
-        ax.set_xlabel("x  (w = 1: the projection is x itself)")
-        ax.set_ylabel("f(x)")
-        residual = float(np.max(np.abs(points["value"] - points["y"])))
-        ax.set_title(f"(a) {len(points)} points fitted exactly (max residual {residual:.0e})", fontsize=10)
-        ax.legend(fontsize=7, loc="lower left")
-
-        ax = axes[0, 1]
-        for j in order:
-            r = ramps[ramps["ramp"] == j].sort_values("x")
-            ax.plot(r["x"], r["value"], color=COLORS[int(j) % 10], lw=1.3,
-                    label=f"v_{int(j) + 1} relu(x - b_{int(j) + 1}), v = {r['weight'].iloc[0]:.3g}")
-        for b in biases:
-            ax.axvline(b, color="gray", lw=0.6, ls=":")
-        ax.axhline(0.0, color="black", lw=0.6)
-        ax.set_xlabel("x  (dotted: biases b_j, each in the gap below x_j)")
-        ax.set_ylabel("ramp value v_j relu(x - b_j)")
-        ax.set_title("(b) the ramps: each bends f at its own point", fontsize=10)
-        ax.legend(fontsize=6, ncol=2, loc="upper left")
-        fig.suptitle("The construction of Theorem 1 on a 1-D toy set")
-        return save(fig, out_dir, "expressivity_toy")
-
-    # ----- reading --------------------------------------------------------------------------------
     def summarize(self, results: pd.DataFrame, curves: pd.DataFrame, spec: ExpressivitySpec) -> Summary:
         chance = float(results["chance"].iloc[0])
         largest = results.loc[results.groupby(["dataset", "labels", "seed"], sort=False)["n"].idxmax()]
