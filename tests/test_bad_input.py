@@ -55,7 +55,8 @@ TABLE = [
     (["run", "expressivity", "--sizes", "-5"], "sizes"),
     (["run", "expressivity", "--labels", "shuffled"], "labels"),
     (["run", "intrinsic-dim", "--projection", "hadamard"], "'projection'"),
-    (["run", "intrinsic-dim", "--preset", "smoke", "--search", "grid", "--dims", "100000000"], "exceeds the model's D="),
+    (["run", "intrinsic-dim", "--preset", "smoke", "--search", "grid", "--dims", "100000000"], "exceeds the model's "
+     "D="),
     (["run", "lottery", "--prune-rate", "1.0"], "'prune_rate'"),
     (["run", "lottery", "--prune-rate", "0"], "'prune_rate'"),
     (["run", "double-descent", "--modes", "sideways"], "'modes"),
@@ -160,7 +161,8 @@ def test_atomic_write_turns_os_errors_into_one_line(tmp_path, monkeypatch):
 
 
 values = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6), st.floats(allow_nan=True),
-                   st.text(max_size=12), st.lists(st.one_of(st.integers(-5, 600), st.floats(-2, 2), st.text(max_size=5)),
+                   st.text(max_size=12), st.lists(st.one_of(st.integers(-5, 600), st.floats(-2, 2),
+                                                            st.text(max_size=5)),
                                                   max_size=4))
 
 

@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from genlab.cli import main
+from genlab.errors import UserError
 from genlab.spec import resolve_spec
 from genlab.studies import get_study
-from genlab.errors import UserError
 
 TINY = ["--dataset", "digits", "--n-train", "200", "--n-test", "100", "--widths", "32", "--epochs", "2",
         "--corruptions", "1.0", "--pixel-variants", "gaussian", "--quiet"]

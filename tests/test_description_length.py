@@ -10,11 +10,6 @@ import pytest
 import torch
 
 from genlab.errors import UserError
-from genlab.progress import NullProgress
-from genlab.run.runner import run_study
-from genlab.spec import resolve_spec
-from genlab.studies import get_study
-from genlab.studies.base import Context
 from genlab.probes.description_length import (
     best_checkpoints,
     block_boundaries,
@@ -25,6 +20,11 @@ from genlab.probes.description_length import (
     uniform_code_bits,
     validation_split,
 )
+from genlab.progress import NullProgress
+from genlab.run.runner import run_study
+from genlab.spec import resolve_spec
+from genlab.studies import get_study
+from genlab.studies.base import Context
 from genlab.studies.description_length import _totals, parse_architecture
 
 

@@ -10,10 +10,10 @@ import torch
 from sklearn.datasets import load_digits
 
 from genlab.errors import UserError
-from genlab.progress import NullProgress
 from genlab.models import build_model
 from genlab.models.grow import copy_into_leading_units
 from genlab.probes.random_features import default_sigma, rff_sweep
+from genlab.progress import NullProgress
 from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
 from genlab.studies import get_study

@@ -20,4 +20,5 @@ def test_ray_sweep_matches_local_sweep(tmp_path):
     remote = pd.read_csv(tmp_path / "ray" / "results.csv")
     assert len(local) == 3 * 6
     pd.testing.assert_frame_equal(local, remote)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / "curves.csv"), pd.read_csv(tmp_path / "ray" / "curves.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / "curves.csv"),
+                                  pd.read_csv(tmp_path / "ray" / "curves.csv"))

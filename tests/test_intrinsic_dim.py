@@ -11,6 +11,7 @@ from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, stack_modules, stacked_forward, train_models
 from genlab.errors import UserError
+from genlab.models import build_model
 from genlab.probes.intrinsic_dim import (
     Crossing,
     SearchSettings,
@@ -21,9 +22,8 @@ from genlab.probes.intrinsic_dim import (
     search_dimension,
     subspace_model,
 )
-from genlab.models import build_model
-from genlab.spec import resolve_spec
 from genlab.probes.subspace import IdentityProjection, SubspaceModel
+from genlab.spec import resolve_spec
 
 
 def toy_data(n=120, dim=10, classes=3, seed=0):

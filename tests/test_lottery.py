@@ -12,8 +12,16 @@ import genlab.probes.lottery as pruning
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.errors import UserError
 from genlab.models import initialize
-from genlab.probes.lottery import (IterativePruning, Mask, PruningPlan, layer_rates, magnitude_prune, prunable_weights,
-                            random_prune, reset_weights)
+from genlab.probes.lottery import (
+    IterativePruning,
+    Mask,
+    PruningPlan,
+    layer_rates,
+    magnitude_prune,
+    prunable_weights,
+    random_prune,
+    reset_weights,
+)
 
 torch.set_num_threads(1)
 
@@ -39,7 +47,8 @@ def _half_mask(model: nn.Module, seed: int) -> Mask:
 
 
 # ----- the mask under training ---------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer,momentum,weight_decay", [("sgd", 0.9, 1e-2), ("adam", 0.0, 1e-2), ("adamw", 0.0, 1e-2)])
+@pytest.mark.parametrize("optimizer,momentum,weight_decay", [("sgd", 0.9, 1e-2), ("adam", 0.0, 1e-2), ("adamw", 0.0,
+                                                                                                       1e-2)])
 def test_pruned_weights_stay_exactly_zero_under_training(optimizer, momentum, weight_decay):
     x, y = _blobs(96)
     xt, yt = _blobs(32, seed=1)

@@ -141,7 +141,8 @@ def _least_squares_fit(d: int, k: int, n: int, seed: int = 0) -> tuple[nn.Linear
     orthogonal to the inputs, so weight noise changes the loss only through its quadratic term."""
     g = _generator(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, d, dtype=torch.float64)
-    targets = x @ torch.randn(d, k, generator=g, dtype=torch.float64) + 0.3 * torch.randn(n, k, generator=g, dtype=torch.float64)
+    targets = x @ torch.randn(d, k, generator=g, dtype=torch.float64) + 0.3 * torch.randn(n, k, generator=g,
+                                                                                          dtype=torch.float64)
     design = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
     solution = torch.linalg.lstsq(design, targets).solution
     layer = nn.Linear(d, k).double()
@@ -157,7 +158,8 @@ def test_isotropic_sharpness_matches_closed_form_for_linear_regression():
     layer, x, targets = _least_squares_fit(d=5, k=3, n=200)
     delta = 0.5
     analytic = math.sqrt(delta / (3 * (float(x.pow(2).sum(dim=1).mean()) + 1.0)))
-    found = sharpness_sigma(layer, x, targets, _sum_of_squared_errors, target_increase=delta, draws=200, steps=8, seed=1)
+    found = sharpness_sigma(layer, x, targets, _sum_of_squared_errors, target_increase=delta, draws=200, steps=8,
+                            seed=1)
     assert found == pytest.approx(analytic, rel=0.05)
 
 
@@ -190,7 +192,8 @@ def test_magnitude_aware_sharpness_is_invariant_to_relu_layer_rescaling_but_isot
     settings = dict(target_increase=0.2, draws=3, steps=6, seed=0)
 
     def sigmas(model: nn.Module, magnitude_aware: bool) -> float:
-        return sharpness_sigma(model, x, y, cross_entropy, magnitude_aware=magnitude_aware, magnitude_eps=0.0, **settings)
+        return sharpness_sigma(model, x, y, cross_entropy, magnitude_aware=magnitude_aware, magnitude_eps=0.0,
+                               **settings)
 
     assert sigmas(rescaled, True) == pytest.approx(sigmas(net, True), rel=1e-3)
     assert abs(math.log(sigmas(rescaled, False) / sigmas(net, False))) > 0.1
@@ -286,7 +289,8 @@ def test_init_model_of_another_architecture_is_a_user_error():
 def test_rank_measures_gives_tau_one_for_the_gap_and_minus_one_for_its_negation():
     gap = np.array([0.05, 0.30, 0.12, 0.50, 0.21, 0.02, 0.40])
     noise = np.random.default_rng(0).normal(size=gap.size)
-    table = pd.DataFrame({"noise": noise, "same": np.exp(gap), "negated": -gap, "gen_gap": gap, "name": list("abcdefg")})
+    table = pd.DataFrame({"noise": noise, "same": np.exp(gap), "negated": -gap, "gen_gap": gap,
+                          "name": list("abcdefg")})
     ranked = rank_measures(table)
     assert list(ranked.columns) == ["measure", "tau", "p_value", "n"]
     assert set(ranked["measure"][:2]) == {"same", "negated"}

@@ -1,6 +1,5 @@
 """The randomization study end to end at small size, and the phenomenon it must show."""
 import pandas as pd
-import pytest
 
 from genlab.run.runner import run_study
 from genlab.spec import resolve_spec
@@ -47,7 +46,8 @@ def test_same_spec_gives_the_same_numbers(tmp_path):
     study, spec = small_spec(epochs=3, corruptions=[1.0], pixel_variants=["gaussian"])
     run_study(study, spec, tmp_path / "a")
     run_study(study, spec, tmp_path / "b")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"), pd.read_csv(tmp_path / "b" / "results.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"),
+                                  pd.read_csv(tmp_path / "b" / "results.csv"))
     study, other = small_spec(epochs=3, corruptions=[1.0], pixel_variants=["gaussian"], seeds=[5])
     run_study(study, other, tmp_path / "c")
     assert not pd.read_csv(tmp_path / "a" / "results.csv")["train_loss"].equals(

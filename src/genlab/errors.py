@@ -2,4 +2,5 @@
 
 
 class UserError(Exception):
-    """An error the user caused (bad spec, missing file, bad value); the CLI prints its message as one line and exits 2."""
+    """An error the user caused (bad spec, missing file, bad value); the CLI prints its message as one line
+    and exits with code 2."""

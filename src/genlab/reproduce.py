@@ -10,9 +10,9 @@ from genlab.errors import UserError
 from genlab.progress import make_progress
 from genlab.report import build_report
 from genlab.run.runner import run_study
+from genlab.run.store import RunStore
 from genlab.spec import resolve_spec
 from genlab.studies import STUDIES
-from genlab.run.store import RunStore
 
 # rough quick-preset minutes on a 2-core CPU, for the time-left estimate before a study has run
 QUICK_SECONDS_GUESS = 60.0
@@ -47,7 +47,7 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
         console.print(f"[bold]genlab reproduce --preset paper[/]: {len(plan)} studies, expected about "
                       f"{total_estimate / 3600:.1f} hours on a 2-core CPU (re-run the same command to continue).")
     started = time.perf_counter()
-    for i, ((study, spec), estimate) in enumerate(zip(plan, estimates)):
+    for i, (study, spec) in enumerate(plan):
         elapsed = time.perf_counter() - started
         left = sum(estimates[i:])
         console.rule(f"[{i + 1}/{len(plan)}] {study.name}  |  {i} done, {len(plan) - i} left  |  "

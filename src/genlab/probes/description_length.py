@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from genlab.engine import TrainOutcome, stacked_forward
 from genlab.errors import UserError
 
-
 BITS_PER_PARAMETER = 32
 
 

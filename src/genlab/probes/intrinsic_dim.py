@@ -45,11 +45,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from genlab.engine import InputGroup, ModelJob, ModelOutcome, TrainConfig, train_models
 from genlab.data.tensors import as_labelled_tensors
+from genlab.engine import InputGroup, ModelJob, ModelOutcome, TrainConfig, train_models
 from genlab.errors import UserError
-from genlab.progress import NullProgress
 from genlab.probes.subspace import PROJECTION_NAMES, SubspaceModel
+from genlab.progress import NullProgress
 from genlab.seeding import derive_seed
 
 __all__ = [

@@ -39,8 +39,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, evaluate_stacked, train_models
 from genlab.data.tensors import as_labelled_tensors
+from genlab.engine import InputGroup, ModelJob, StackedModels, TrainConfig, evaluate_stacked, train_models
 from genlab.errors import UserError
 from genlab.models import INITIALIZERS, init_layer
 from genlab.seeding import seeded_generator

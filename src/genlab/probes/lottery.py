@@ -239,7 +239,8 @@ def random_prune(mask: Mask, generator: torch.Generator) -> Mask:
     return Mask(out)
 
 
-def reset_weights(trained: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor], mask: Mask) -> dict[str, torch.Tensor]:
+def reset_weights(trained: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor],
+                  mask: Mask) -> dict[str, torch.Tensor]:
     """The ticket's weights: every parameter of ``trained`` set back to its value in ``start``
     (initialization, or the rewind point), pruned entries exactly zero."""
     missing = [n for n in trained if n not in start]
@@ -363,7 +364,8 @@ class IterativePruning:
         self.round = 0
 
     # ----- one round ------------------------------------------------------------------------
-    def _job(self, arm: str, lineage: _Lineage, module: nn.Module, weights: dict, mask: Mask) -> tuple[ModelJob, ArmInfo]:
+    def _job(self, arm: str, lineage: _Lineage, module: nn.Module, weights: dict,
+             mask: Mask) -> tuple[ModelJob, ArmInfo]:
         key = f"r{self.round}/{arm}/s{lineage.seed}"
         job = ModelJob(key, module_with(module, mask.apply(weights)), seed=lineage.seed, y_train=self.y_train,
                        mask=mask.as_dict())
@@ -417,7 +419,8 @@ class IterativePruning:
     def state_dict(self) -> dict:
         """What the next round needs: its number, each seed's mask and starting weights."""
         return {"round": self.round,
-                "lineages": [{"seed": lin.seed, "mask": lin.mask.as_dict(), "start": lin.start} for lin in self.lineages]}
+                "lineages": [{"seed": lin.seed, "mask": lin.mask.as_dict(),
+                              "start": lin.start} for lin in self.lineages]}
 
     def load_state_dict(self, state: dict) -> None:
         seeds = [entry["seed"] for entry in state["lineages"]]

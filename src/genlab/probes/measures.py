@@ -348,7 +348,8 @@ def _check_data(data: object) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
         raise UserError("data: x_train and y_train must both be torch tensors")
     if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise UserError(f"data: y_train must be a 1-D tensor of integer class labels, got dtype {y.dtype} shape {tuple(y.shape)}")
+        raise UserError(f"data: y_train must be a 1-D tensor of integer class labels, got dtype {y.dtype} shape "
+                        f"{tuple(y.shape)}")
     if len(x) != len(y) or len(y) == 0:
         raise UserError(f"data: x_train has {len(x)} rows and y_train {len(y)}; need the same number, > 0")
     if int(y.min()) < 0:

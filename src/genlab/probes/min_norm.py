@@ -16,9 +16,7 @@ import scipy.linalg
 import torch
 from scipy.linalg import blas, lapack
 
-from genlab.probes.arguments import (as_matrix, as_targets, require_choice, require_nonnegative_finite,
-                                     require_rcond)
-
+from genlab.probes.arguments import as_matrix, as_targets, require_choice, require_nonnegative_finite, require_rcond
 
 _CHOLESKY_SAFETY = 10.0
 

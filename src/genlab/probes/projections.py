@@ -14,7 +14,6 @@ from torch import nn
 from genlab.errors import UserError
 from genlab.probes.hadamard import hadamard_passes, next_power_of_two
 
-
 PROJECTION_NAMES = ("dense", "sparse", "fastfood")
 
 

@@ -38,8 +38,18 @@ import torch
 from scipy.linalg import blas
 
 from genlab.errors import UserError
-from genlab.probes.arguments import (as_feature_counts, as_generator, as_labels, as_matrix, as_ridges, as_targets,
-                                     require_choice, require_positive_finite, require_positive_int, require_rcond)
+from genlab.probes.arguments import (
+    as_feature_counts,
+    as_generator,
+    as_labels,
+    as_matrix,
+    as_ridges,
+    as_targets,
+    require_choice,
+    require_positive_finite,
+    require_positive_int,
+    require_rcond,
+)
 from genlab.probes.min_norm import PSDSolution, min_norm_solve, solve_psd, symmetric_gram, symmetrize_upper
 
 __all__ = [

@@ -68,8 +68,8 @@ def _measure_columns(
     if measures is None:
         excluded = {gap_column, *hyperparameters}
         return [
-            c for c in table.columns
-            if c not in excluded and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+            c for c in table.columns if c not in excluded
+            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
         ]
     for name in measures:
         if name not in table.columns:

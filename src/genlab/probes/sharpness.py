@@ -14,7 +14,6 @@ from torch import nn
 from genlab.errors import UserError
 from genlab.seeding import spawn_seeds
 
-
 _BRACKET_FACTOR = 4.0
 
 

@@ -53,7 +53,8 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
             else:
                 ray.init(num_cpus=max(1, torch.get_num_threads()), include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: {exc}") from None
+            raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
+                            f"{exc}") from None
     remote = ray.remote(num_cpus=1)(_run_unit_task)
     keys = [u.key for u in study.units(spec)]
     spec_json = spec.model_dump(mode="json")

@@ -1,5 +1,7 @@
-"""The studies, registered by name on import."""
-from genlab.studies.base import STUDIES, Study, Summary, UnitResult, get_study, register
+"""The studies, registered by name on import, in the order the report presents them."""
+from genlab.studies.base import STUDIES, Context, Study, Summary, Unit, UnitResult, get_study, register
+
+# isort: off
 from genlab.studies import randomization  # noqa: F401
 from genlab.studies import double_descent  # noqa: F401
 from genlab.studies import lottery  # noqa: F401
@@ -9,5 +11,6 @@ from genlab.studies import description_length  # noqa: F401
 from genlab.studies import measures  # noqa: F401
 from genlab.studies import layer_robustness  # noqa: F401
 from genlab.studies import intrinsic_dim  # noqa: F401
+# isort: on
 
-__all__ = ["STUDIES", "Study", "Summary", "UnitResult", "get_study", "register"]
+__all__ = ["STUDIES", "Context", "Study", "Summary", "Unit", "UnitResult", "get_study", "register"]

@@ -22,6 +22,7 @@ network cannot predict costs about the uniform code instead of an overfitted mod
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Literal
@@ -78,12 +79,16 @@ class DescriptionLengthSpec(StudySpec):
     optim: OptimSpec = OptimSpec()
     init: Init = Field("default", description="weight initializer")
     architectures: list[str] = Field(["mlp-64", "mlp-512-512", "lenet"], min_length=1,
-                                     description="models that code the labels: family[-width-...], e.g. mlp-64, mlp-512-512, lenet")
-    labels: list[LabelKind] = Field(["true", "random"], min_length=1, description="label sets to code: true and/or uniformly random labels")
+                                     description="models that code the labels: family[-width-...], e.g. mlp-64, "
+                                     "mlp-512-512, lenet")
+    labels: list[LabelKind] = Field(["true", "random"], min_length=1, description="label sets to code: true and/or "
+                                    "uniformly random labels")
     first_block: int = Field(64, ge=2, description="examples in the first block, sent with the uniform code")
     growth: float = Field(2.0, gt=1.0, le=16.0, description="each block boundary is this factor times the previous one")
-    val_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="fraction of the data already sent held out to choose the stopping epoch")
-    min_steps: int = Field(100, ge=1, description="at least this many optimizer steps per block (small blocks get more epochs)")
+    val_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="fraction of the data already sent held out to choose "
+                                "the stopping epoch")
+    min_steps: int = Field(100, ge=1, description="at least this many optimizer steps per block (small blocks get more "
+                           "epochs)")
 
     @field_validator("architectures")
     @classmethod
@@ -116,7 +121,8 @@ def _epoch_budget(spec: DescriptionLengthSpec, n_fit: int) -> int:
 class DescriptionLength(Study):
     name = "description-length"
     title = "Description length: how many bits a network needs to send the training labels"
-    question = "Do networks compress their training labels below the uniform code and the parameter count - and can they compress random labels?"
+    question = ("Do networks compress their training labels below the uniform code and the parameter count - and "
+                "can they compress random labels?")
     citation = "Blier & Ollivier 2018, The description length of deep learning models (prequential code)"
     Spec = DescriptionLengthSpec
     result_columns = ("model", "labels", "seed", "block_start", "block_end", "bits", "cumulative_bits",
@@ -124,7 +130,8 @@ class DescriptionLength(Study):
 
     def estimate_seconds(self, spec: DescriptionLengthSpec) -> float:
         n = spec.data.n_train or 4000
-        return 25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.optim.epochs / 16) * len(spec.architectures) / 3
+        return (25.0 * len(spec.seeds) * len(spec.labels) / 2 * (n / 2048) * (spec.optim.epochs / 16)
+                * len(spec.architectures) / 3)
 
     def units(self, spec: DescriptionLengthSpec) -> list[Unit]:
         return [Unit(name, {"architecture": name}) for name in spec.architectures]
@@ -141,8 +148,8 @@ class DescriptionLength(Study):
         params = sum(p.numel() for p in template.parameters())
         coded: dict[tuple[str, int], list[dict]] = {key: [] for key in streams}
         for start, end in zip(ends[:-1], ends[1:]):
-            block = ctx.cached(f"block-{start}", lambda: self._code_block(spec, architecture, family, options, data,
-                                                                         streams, start, end, ctx))
+            block = ctx.cached(f"block-{start}", functools.partial(self._code_block, spec, architecture, family,
+                                                                   options, data, streams, start, end, ctx))
             for row in block:
                 coded[(row["labels"], row["seed"])].append(row)
         rows = []
@@ -165,12 +172,17 @@ class DescriptionLength(Study):
 
     def _code_block(self, spec, unit, family, options, data, streams, start: int, end: int, ctx) -> list[dict]:
         """Train on [0, start) (minus its validation split) and code [start, end); one engine call."""
-        groups, jobs, keys = [], [], list(streams)
+        groups: list[InputGroup] = []
+        group_of_seed: dict[int, int] = {}  # the examples in one seed's order are shared by its label sets
+        jobs, keys = [], list(streams)
         for labels, seed in keys:
             order, y = streams[(labels, seed)]
             fit, val = validation_split(start, spec.val_fraction, derive_seed(seed, "mdl-val", start))
-            group_index = _group_for_seed(groups, seed, lambda: InputGroup(
-                data.x_train[order[fit]], data.x_train[order[val]], data.y_train[order[val]]))
+            if seed not in group_of_seed:
+                group_of_seed[seed] = len(groups)
+                groups.append(InputGroup(data.x_train[order[fit]], data.x_train[order[val]],
+                                         data.y_train[order[val]]))
+            group_index = group_of_seed[seed]
             model = build_model(family, data.input_shape, data.num_classes, init=spec.init,
                                 seed=derive_seed(seed, unit, "init"), **options)
             jobs.append(ModelJob(f"{labels}|seed{seed}|t{start}", model, seed=derive_seed(seed, "mdl-order", start),
@@ -181,8 +193,7 @@ class DescriptionLength(Study):
         ctx.progress.start_unit(f"{unit}: code [{start}, {end})", budget, len(jobs))
         config = spec.optim.train_config("ce", epochs=budget, eval_every=1, eval_train=False,
                                          checkpoint_epochs=candidates, device=spec.device)
-        outcome = train_models(jobs, [g for g, _ in groups], config,
-                               on_epoch=ctx.progress.epoch)
+        outcome = train_models(jobs, groups, config, on_epoch=ctx.progress.epoch)
         x_next = torch.stack([data.x_train[streams[key][0][start:end]] for key in keys])
         y_next = torch.stack([streams[key][1][start:end] for key in keys])
         bits, chosen = code_block(outcome, [j.key for j in jobs], candidates, x_next, y_next, spec.device)
@@ -234,9 +245,11 @@ class DescriptionLength(Study):
         width = 0.8 / (len(label_sets) + 1)
         for j, labels in enumerate(label_sets):
             part = totals[totals["labels"] == labels].set_index("model").reindex(models)
-            ax.bar(x + j * width, part["total_bits"] / 1000, width, color=COLORS[j + 3], label=f"prequential, {labels} labels")
+            ax.bar(x + j * width, part["total_bits"] / 1000, width, color=COLORS[j + 3], label=f"prequential, {labels} "
+                   "labels")
         first = totals.drop_duplicates("model").set_index("model").reindex(models)
-        ax.bar(x + len(label_sets) * width, first["param_bits"] / 1000, width, color="gray", label="32 bits x parameters")
+        ax.bar(x + len(label_sets) * width, first["param_bits"] / 1000, width, color="gray", label="32 bits x "
+               "parameters")
         ax.axhline(first["uniform_total"].iloc[0] / 1000, color="black", ls=":", lw=1, label="uniform code")
         ax.set_xticks(x + width * len(label_sets) / 2, models)
         ax.set_yscale("log")
@@ -257,19 +270,26 @@ class DescriptionLength(Study):
         uniform = float(by["uniform"].iloc[0])
         parts = []
         for model in dict.fromkeys(by["model"]):
-            line = f"{model} ({int(totals.loc[totals.model == model, 'params'].iloc[0]):,} parameters, naive code {by.loc[by.model == model, 'param_bits'].iloc[0] / 1000:,.0f} kbits)"
+            params = int(totals.loc[totals.model == model, "params"].iloc[0])
+            naive = by.loc[by.model == model, "param_bits"].iloc[0] / 1000
+            line = f"{model} ({params:,} parameters, naive code {naive:,.0f} kbits)"
             for _, row in by[by["model"] == model].iterrows():
                 line += f": {row['labels']} labels {row['total'] / 1000:.2f} kbits = {row['ratio']:.1%} of uniform"
             parts.append(line)
         best = true.loc[true["ratio"].idxmin()] if len(true) else None
-        verdict = ((f"true labels coded in {best['ratio']:.1%} of the uniform code at best ({best['model']})" if best is not None else "no true-label run")
-                   + (f"; random labels need {rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of it" if len(rand) else ""))
+        verdict = ((f"true labels coded in {best['ratio']:.1%} of the uniform code at best "
+                    f"({best['model']})" if best is not None else "no true-label run")
+                   + (f"; random labels need {rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of "
+                      "it" if len(rand) else ""))
         beats_params = bool(len(true)) and bool((true["total"] < true["param_bits"]).all())
         reading = (f"Labels of {n} {spec.data.dataset} training examples, sent block by block (first block of "
-                   f"{spec.first_block} uniformly, boundaries x{spec.growth:g}), cost {uniform / 1000:.2f} kbits with the uniform code. "
+                   f"{spec.first_block} uniformly, boundaries x{spec.growth:g}), cost {uniform / 1000:.2f} kbits with "
+                   "the uniform code. "
                    "Prequential code per model: " + "; ".join(parts) + ". "
-                   + (f"On true labels every model's code is {'below' if beats_params else 'NOT below'} its own naive parameter code, "
-                      "so counting parameters overstates what the network needs to describe the data. " if len(true) else "")
+                   + (f"On true labels every model's code is {'below' if beats_params else 'NOT below'} its own naive "
+                      "parameter code, "
+                      "so counting parameters overstates what the network needs to describe the "
+                      "data. " if len(true) else "")
                    + _random_reading(rand))
         refs = [("prequential code, true labels", "far below uniform and parameter codes (MNIST, CIFAR-10)",
                  f"{true['ratio'].min():.1%}..{true['ratio'].max():.1%} of uniform" if len(true) else "n/a"),
@@ -277,10 +297,13 @@ class DescriptionLength(Study):
                  f"{rand['ratio'].min():.1%}..{rand['ratio'].max():.1%} of uniform" if len(rand) else "n/a")]
         checks = []
         if len(true):
-            checks.append(("true labels: every model codes them in at most half the uniform code", bool((true["ratio"] <= 0.5).all())))
-            checks.append(("true labels: every model's prequential code is below its 32-bit parameter code", beats_params))
+            checks.append(("true labels: every model codes them in at most half the uniform code",
+                           bool((true["ratio"] <= 0.5).all())))
+            checks.append(("true labels: every model's prequential code is below its 32-bit parameter code",
+                           beats_params))
         if len(rand):
-            checks.append(("random labels: every model needs >= 95% of the uniform code", bool((rand["ratio"] >= 0.95).all())))
+            checks.append(("random labels: every model needs >= 95% of the uniform code",
+                           bool((rand["ratio"] >= 0.95).all())))
         return Summary(verdict, reading, refs, checks)
 
 
@@ -312,18 +335,10 @@ def _label_streams(spec: DescriptionLengthSpec, data) -> dict[tuple[str, int], t
         for labels in spec.labels:
             y = data.y_train
             if labels == "random":
-                y = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, data.num_classes, derive_seed(seed, "mdl-random"))[0])
+                y = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, data.num_classes,
+                                                    derive_seed(seed, "mdl-random"))[0])
             streams[(labels, seed)] = (order, y[order])
     return streams
-
-
-def _group_for_seed(groups: list, seed: int, make) -> int:
-    """Index of the input group of ``seed`` (examples in that seed's order), made on first use."""
-    for i, (_, s) in enumerate(groups):
-        if s == seed:
-            return i
-    groups.append((make(), seed))
-    return len(groups) - 1
 
 
 def _totals(results: pd.DataFrame) -> pd.DataFrame:

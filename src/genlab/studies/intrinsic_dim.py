@@ -24,12 +24,11 @@ from pydantic import Field, model_validator
 
 from genlab.data import DATASETS
 from genlab.engine import InputGroup
-from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
 from genlab.spec import OptimSpec, StudySpec, SubsetSpec
-from genlab.spec.fields import (DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes,
-                                 parameter_count)
+from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes, parameter_count
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
@@ -241,7 +240,8 @@ class IntrinsicDim(Study):
             f" Per-seed crossings for {_arch(r)} ranged {r['seed_d_int90_min']:.0f}-{r['seed_d_int90_max']:.0f}."
             for _, r in found.iterrows() if pd.notna(r["seed_d_int90_min"]))
         reading = (f"Every network was trained directly and in random {spec.projection} subspaces with the same "
-                   f"{spec.optim.optimizer} optimizer, {spec.optim.epochs} epochs and batch size {spec.optim.batch_size} (direct lr "
+                   f"{spec.optim.optimizer} optimizer, {spec.optim.epochs} epochs and batch size "
+                   f"{spec.optim.batch_size} (direct lr "
                    f"{spec.optim.lr:g}, subspace lr {_subspace_lr_text(spec, sub)}), {len(spec.seeds)} seed(s) per d, "
                    f"{sub['d'].nunique()} distinct d values in all ({spec.search} search). "
                    + " ".join(parts) + " " + width_text + spread + reference_text)

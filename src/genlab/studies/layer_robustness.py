@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-import typing
 from typing import Annotated, Literal
 
 import numpy as np
@@ -148,7 +148,8 @@ def network_plan(spec: LayerRobustnessSpec, name: str) -> NetworkPlan:
         return NetworkPlan(name, "mlp", spec.data.dataset, {"widths": widths, "dropout": spec.dropout}, spec.init,
                            spec.optim.lr, spec.optim.epochs, "layer")
     if name == "lenet":
-        return NetworkPlan(name, "lenet", spec.data.dataset, {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
+        return NetworkPlan(name, "lenet", spec.data.dataset,
+                           {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
                            spec.init, spec.optim.lr, spec.optim.epochs, "layer")
     return NetworkPlan(name, "resnet", spec.resnet.dataset,
                        {"channels": spec.resnet.channels, "blocks": spec.resnet.blocks},

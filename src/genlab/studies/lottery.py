@@ -29,8 +29,8 @@ from genlab.engine import InputGroup
 from genlab.errors import UserError
 from genlab.models import initialize
 from genlab.plotting import COLORS, figure, save
-from genlab.seeding import derive_seed
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
+from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
@@ -47,13 +47,22 @@ class LotterySpec(StudySpec):
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     rounds: int = Field(10, ge=1, le=60, description="pruning rounds after the dense round 0")
     prune_rate: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of the remaining weights pruned per round")
-    output_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for the output layer (default: half of prune-rate, as in the paper)")
-    conv_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for convolution kernels (default: half of prune-rate when layerwise, as the paper's Conv-2; prune-rate when global)")
-    pruning: Literal["layerwise", "global"] = Field("layerwise", description="prune each layer at its rate, or rank the weights of all layers at prune-rate together (layers with another rate are pruned on their own)")
-    rewind_epoch: int = Field(0, ge=0, description="reset survivors to initialization (0) or rewind them to the dense run's weights after this many epochs")
-    controls: list[Literal["reinit", "random_prune"]] = Field(["reinit", "random_prune"], description="control arms trained alongside the ticket each round")
-    val_size: int = Field(500, gt=0, description="examples carved from the training set for validation (early stopping)")
-    early_stop_metric: Literal["val_loss", "val_acc"] = Field("val_loss", description="early-stopping criterion on the validation split (paper: minimum validation loss)")
+    output_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for the output layer (default: "
+                                            "half of prune-rate, as in the paper)")
+    conv_prune_rate: float | None = Field(None, ge=0.0, lt=1.0, description="rate for convolution kernels (default: "
+                                          "half of prune-rate when layerwise, as the paper's Conv-2; prune-rate when "
+                                          "global)")
+    pruning: Literal["layerwise", "global"] = Field("layerwise", description="prune each layer at its rate, or rank "
+                                                    "the weights of all layers at prune-rate together (layers with "
+                                                    "another rate are pruned on their own)")
+    rewind_epoch: int = Field(0, ge=0, description="reset survivors to initialization (0) or rewind them to the dense "
+                              "run's weights after this many epochs")
+    controls: list[Literal["reinit", "random_prune"]] = Field(["reinit", "random_prune"], description="control arms "
+                                                              "trained alongside the ticket each round")
+    val_size: int = Field(500, gt=0, description="examples carved from the training set for validation (early "
+                          "stopping)")
+    early_stop_metric: Literal["val_loss", "val_acc"] = Field("val_loss", description="early-stopping criterion on the "
+                                                              "validation split (paper: minimum validation loss)")
 
     help_texts = {"widths": "hidden layer widths (LeNet-300-100 by default)", "optimizer": "optimizer (paper: Adam)",
                   "lr": "learning rate (paper: 1.2e-3 with Adam)", "batch_size": "minibatch size (paper: 60)",
@@ -245,7 +254,8 @@ class Lottery(Study):
                 color = ARM_COLORS[arm]
                 ax.plot(part["remaining"], part["mean"] * scale, marker="o", ms=3.5, color=color, lw=1.6,
                         label=ARM_LABELS[arm])
-                ax.fill_between(part["remaining"], part["lo"] * scale, part["hi"] * scale, color=color, alpha=0.18, lw=0)
+                ax.fill_between(part["remaining"], part["lo"] * scale, part["hi"] * scale, color=color, alpha=0.18,
+                                lw=0)
             dense = results[(results["arm"] == "ticket") & (results["round"] == 0)][value].mean() * scale
             ax.axhline(dense, color="black", ls=":", lw=1, label="dense network")
             if value == "early_stop_iter":
@@ -285,7 +295,8 @@ class Lottery(Study):
                 stats = c.groupby("step")["test_acc"].agg(["mean", "min", "max"]).reset_index()
                 ax.plot(stats["step"], stats["mean"] * 100, color=COLORS[i % 10], lw=1.5,
                         label=f"{remaining[r]:.1f}% remaining")
-                ax.fill_between(stats["step"], stats["min"] * 100, stats["max"] * 100, color=COLORS[i % 10], alpha=0.15, lw=0)
+                ax.fill_between(stats["step"], stats["min"] * 100, stats["max"] * 100, color=COLORS[i % 10], alpha=0.15,
+                                lw=0)
                 stops = results[(results["round"] == r) & (results["arm"] == arm_here)]
                 ax.plot(stops["early_stop_iter"], stops["test_acc_at_early_stop"] * 100, ls="none", marker="v",
                         ms=5, color=COLORS[i % 10])
@@ -297,8 +308,10 @@ class Lottery(Study):
                          & (curves["epoch"] >= max(2, spec.optim.epochs // 4))]
         if len(settled):  # zoom on the part of training where the arms differ, as the paper's Fig. 3
             means = settled.groupby(["round", "arm", "epoch"])["test_acc"].mean() * 100
-            axes[0, 0].set_ylim(max(0.0, float(means.min()) - 1.0), min(100.0, float(settled["test_acc"].max()) * 100 + 0.5))
-        fig.suptitle("Learning curves (mean over seeds, band = min-max; triangles: early-stop points chosen on validation)")
+            axes[0, 0].set_ylim(max(0.0, float(means.min()) - 1.0),
+                                min(100.0, float(settled["test_acc"].max()) * 100 + 0.5))
+        fig.suptitle("Learning curves (mean over seeds, band = min-max; triangles: early-stop points chosen on "
+                     "validation)")
         return save(fig, out_dir, "lottery_curves")
 
     # ----- reading --------------------------------------------------------------------------
@@ -317,16 +330,19 @@ class Lottery(Study):
                    + f"; ticket minus random re-init at <= 10% of weights: {sparse_gap * 100:+.1f} points")
         reading = " ".join([_setting(spec, n_seeds), _accuracy_lines(per_round), _gaps(mid, sparse, dense),
                             _speed(results), _budget(results, spec),
-                            f"The best ticket ({ticket.max():.1%}) is at {per_round.loc[best, 'remaining']:.1f}% of the weights."])
+                            f"The best ticket ({ticket.max():.1%}) is at {per_round.loc[best, 'remaining']:.1f}% of "
+                            "the weights."])
         sparsest = per_round["remaining"].idxmin()
-        refs = [("dense LeNet-300-100 test accuracy", "~98% (full MNIST, 50K iterations)", f"{dense:.1%} ({spec.data.dataset})"),
+        refs = [("dense LeNet-300-100 test accuracy", "~98% (full MNIST, 50K iterations)", f"{dense:.1%} "
+                 f"({spec.data.dataset})"),
                 ("ticket at ~51% / ~21% of weights", "learns faster, higher accuracy than dense",
                  f"{_near(per_round, 51):.1%} / {_near(per_round, 21):.1%} (dense {dense:.1%})"),
                 ("ticket at ~3.6% of weights", "back to about the dense accuracy",
                  f"{ticket[sparsest]:.1%} at {per_round.loc[sparsest, 'remaining']:.1f}%"),
                 ("random re-init", "degrades much earlier than the ticket",
                  f"ticket - reinit: {sparse_gap * 100:+.1f} points at <= 10% of weights")]
-        checks = [("tickets at 20-50% of weights remaining are within 0.5 points of the dense test accuracy or above", mid_ok),
+        checks = [("tickets at 20-50% of weights remaining are within 0.5 points of the dense test accuracy or above",
+                   mid_ok),
                   ("at <= 10% of weights remaining the ticket beats random re-init by >= 1 point "
                    "(mean over those rounds and >= 3 seeds)", sparse_ok)]
         return Summary(verdict, reading, refs, checks)
@@ -334,7 +350,8 @@ class Lottery(Study):
 
 def _setting(spec: LotterySpec, n_seeds: int) -> str:
     start = "reset to initialization" if spec.rewind_epoch == 0 else f"rewound to epoch {spec.rewind_epoch}"
-    return (f"{architecture(spec)} on {spec.data.dataset} ({n_seeds} seeds, {spec.optim.epochs} epochs for every network, "
+    return (f"{architecture(spec)} on {spec.data.dataset} ({n_seeds} seeds, {spec.optim.epochs} epochs for every "
+            "network, "
             f"{spec.pruning} pruning of {spec.prune_rate:.0%} of the remaining weights per round, survivors {start}; "
             f"stopping point chosen by {spec.early_stop_metric} on {spec.val_size} held-out training examples).")
 
@@ -365,7 +382,8 @@ def _gaps(mid: pd.DataFrame, sparse: pd.DataFrame, dense: float) -> str:
 def _speed(results: pd.DataFrame) -> str:
     stop = results.groupby(["arm", "round"])["early_stop_iter"].mean()
     last = int(results["round"].max())
-    text = f"Early-stop iteration: dense {stop.get(('ticket', 0), np.nan):.0f}, sparsest ticket {stop.get(('ticket', last), np.nan):.0f}"
+    text = (f"Early-stop iteration: dense {stop.get(('ticket', 0), np.nan):.0f}, "
+            f"sparsest ticket {stop.get(('ticket', last), np.nan):.0f}")
     if ("reinit", last) in stop:
         text += f", its random re-init {stop[('reinit', last)]:.0f}"
     return text + "."

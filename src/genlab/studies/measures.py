@@ -33,9 +33,9 @@ from torch import nn
 
 from genlab.data import corrupt_labels
 from genlab.engine import InputGroup, ModelJob, StackedModels, train_models
-from genlab.probes.measures import compute_measures, rank_measures
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
+from genlab.probes.measures import compute_measures, rank_measures
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
 from genlab.spec.fields import Init, Loss, PositiveInts, Probabilities
@@ -65,17 +65,24 @@ class MeasuresSpec(StudySpec):
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     init: Init = Field("default", description="weight initializer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
-    sweep_widths: PositiveInts = Field([64, 256], description="hidden widths swept (all hidden layers of a model share the width)")
+    sweep_widths: PositiveInts = Field([64, 256], description="hidden widths swept (all hidden layers of a model share "
+                                       "the width)")
     sweep_depths: PositiveInts = Field([1, 3], description="numbers of hidden layers swept")
     sweep_lrs: Annotated[list[float], Field(min_length=1), AfterValidator(_positive_rates)] = Field(
         [0.03, 0.1], description="learning rates swept")
-    sweep_batch_sizes: PositiveInts = Field([64, 256], description="minibatch sizes swept (one engine call per batch size and depth)")
-    sweep_label_noise: Probabilities = Field([0.0, 0.1], description="label corruption probabilities swept (uniform redraw, as Zhang et al.)")
-    stop_train_acc: float = Field(0.99, gt=0.0, le=1.0, description="stop rule: a model stops once its training accuracy (on its own labels) reaches this")
-    speed_loss: float = Field(0.1, gt=0.0, description="optimization-speed measure: steps until the training cross-entropy first falls to this")
-    sharpness_points: int = Field(500, ge=10, description="training points (a seeded subsample) used by the sharpness searches")
+    sweep_batch_sizes: PositiveInts = Field([64, 256], description="minibatch sizes swept (one engine call per batch "
+                                            "size and depth)")
+    sweep_label_noise: Probabilities = Field([0.0, 0.1], description="label corruption probabilities swept (uniform "
+                                             "redraw, as Zhang et al.)")
+    stop_train_acc: float = Field(0.99, gt=0.0, le=1.0, description="stop rule: a model stops once its training "
+                                  "accuracy (on its own labels) reaches this")
+    speed_loss: float = Field(0.1, gt=0.0, description="optimization-speed measure: steps until the training "
+                              "cross-entropy first falls to this")
+    sharpness_points: int = Field(500, ge=10, description="training points (a seeded subsample) used by the sharpness "
+                                  "searches")
     sharpness_draws: int = Field(4, ge=1, description="Gaussian noise draws per sharpness evaluation")
-    sharpness_target: float = Field(0.1, gt=0.0, lt=1.0, description="sharpness: the training error may rise by this much")
+    sharpness_target: float = Field(0.1, gt=0.0, lt=1.0, description="sharpness: the training error may rise by this "
+                                    "much")
 
     aliases = {"widths": "sweep_widths", "depths": "sweep_depths", "lr": "sweep_lrs", "batch_size": "sweep_batch_sizes",
                "label_noise": "sweep_label_noise"}
@@ -116,13 +123,15 @@ def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, lik
 class MeasuresStudy(Study):
     name = "measures"
     title = "Generalization measures: which complexity measure ranks models by their generalization gap?"
-    question = "Across a sweep of trained networks, which measures (norms, margins, sharpness, speed) track the generalization gap?"
+    question = ("Across a sweep of trained networks, which measures (norms, margins, sharpness, speed) track the "
+                "generalization gap?")
     citation = "Jiang et al. 2019, Fantastic generalization measures and where to find them (Kendall tau ranking)"
     Spec = MeasuresSpec
     result_columns = ("kind", "rank", "measure", "tau", "granulated_tau", "model_id", "gen_gap", "test_acc")
 
     def estimate_seconds(self, spec: MeasuresSpec) -> float:
-        models = len(spec.sweep_widths) * len(spec.sweep_depths) * len(spec.sweep_lrs) * len(spec.sweep_batch_sizes) * len(spec.sweep_label_noise)
+        models = (len(spec.sweep_widths) * len(spec.sweep_depths) * len(spec.sweep_lrs) * len(spec.sweep_batch_sizes)
+                  * len(spec.sweep_label_noise))
         n = spec.data.n_train or 4000
         return 1.8 * models * len(spec.seeds) * (n / 1000) * (max(spec.sweep_widths) / 256) * (spec.optim.epochs / 100)
 
@@ -143,7 +152,8 @@ class MeasuresStudy(Study):
         """One engine call: every width x lr x label noise x seed at this batch size and depth."""
         x_train, y_clean = data.x_train, data.y_train
         jobs, info = [], []
-        for width, lr, noise, seed in itertools.product(spec.sweep_widths, spec.sweep_lrs, spec.sweep_label_noise, spec.seeds):
+        for width, lr, noise, seed in itertools.product(spec.sweep_widths, spec.sweep_lrs, spec.sweep_label_noise,
+                                                        spec.seeds):
             labels = y_clean.numpy()
             if noise > 0:
                 labels = corrupt_labels(labels, noise, data.num_classes, derive_seed(seed, "measures-noise", noise))[0]
@@ -152,7 +162,8 @@ class MeasuresStudy(Study):
                                 dropout=spec.dropout)
             key = f"w{width}-d{depth}-lr{lr:g}-bs{batch_size}-noise{noise:g}-seed{seed}"
             # one data order per replicate: the models of a call then share each batch (a faster forward)
-            jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels), lr=lr))
+            jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels),
+                                 lr=lr))
             info.append({"width": width, "depth": depth, "lr": lr, "batch_size": batch_size, "label_noise": noise,
                          "seed": seed, "fraction_wrong": float((labels != y_clean.numpy()).mean())})
         ctx.progress.start_unit(f"batch size {batch_size}, depth {depth}", spec.optim.epochs, len(jobs))
@@ -184,13 +195,15 @@ class MeasuresStudy(Study):
             row = {"kind": "model", "model_id": job.key, **meta, "train_acc": o.train_acc, "test_acc": o.test_acc,
                    "train_loss": o.train_loss, "test_loss": o.test_loss, "gen_gap": o.train_acc - o.test_acc,
                    "loss_gap": o.test_loss - o.train_loss, "fit": o.fit, "steps_to_fit": o.steps_to_fit,
-                   "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged, "dataset": spec.data.dataset, **measures}
+                   "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged, "dataset": spec.data.dataset,
+                   **measures}
             rows.append({k_: (None if isinstance(v, float) and not math.isfinite(v) else v) for k_, v in row.items()})
             curves += [{**c, **{h: meta[h] for h in HYPERPARAMETERS}, "seed": meta["seed"]} for c in own_curve]
         flagged = sum(1 for r in rows if r.get("measure_warnings"))
         ctx.progress.log(f"measures: batch size {batch_size}, depth {depth}: {len(jobs)} models trained in "
                          f"{outcome.seconds:.1f} s, measures computed in {time.perf_counter() - started:.1f} s"
-                         + (f" ({flagged} with a sharpness search at its limit: see measure_warnings)" if flagged else ""))
+                         + (f" ({flagged} with a sharpness search at its limit: see "
+                            "measure_warnings)" if flagged else ""))
         return {"rows": rows, "curves": curves}
 
     # ----- figures --------------------------------------------------------------------------
@@ -256,13 +269,17 @@ class MeasuresStudy(Study):
             f"{len(models)} MLPs on {spec.data.n_train or 'all'} {spec.data.dataset} examples ({fitted} reached "
             f"{spec.stop_train_acc:.0%} training accuracy within {spec.optim.epochs} epochs; the ranking uses "
             f"{'those' if fitted >= 2 else 'all'}). The generalization gap (train minus test accuracy) ranges from "
-            f"{models['gen_gap'].min() * 100:.1f} to {models['gen_gap'].max() * 100:.1f} points. Kendall tau with the gap: "
+            f"{models['gen_gap'].min() * 100:.1f} to {models['gen_gap'].max() * 100:.1f} points. Kendall tau with the "
+                   "gap: "
             f"{listing}. "
             + (f"Granulated (one hyperparameter at a time) the strongest is {gran_best.measure} "
                f"({gran_best.granulated_tau:+.2f}). " if gran_best is not None else "")
-            + f"Top three by |tau|: {', '.join(top3)}. Jiang et al. found sharpness/PAC-Bayes measures (magnitude-aware "
-            "in particular) and optimization speed the most predictive and norm products weak or negatively correlated; "
-            + (f"here {', '.join(sorted(favoured & set(top3)))} {'is' if len(favoured & set(top3)) == 1 else 'are'} in the "
+            + f"Top three by |tau|: {', '.join(top3)}. Jiang et al. found sharpness/PAC-Bayes measures "
+                   "(magnitude-aware "
+            "in particular) and optimization speed the most predictive and norm products weak or negatively "
+                   "correlated; "
+            + (f"here {', '.join(sorted(favoured & set(top3)))} {'is' if len(favoured & set(top3)) == 1 else 'are'} in "
+               "the "
                "top three, as there" if favoured & set(top3) else "here none of those is in the top three")
             + (f", and the norm products have tau {products}." if products else ".")
             + _noise_sentence(explained_share(models, "label_noise", "gen_gap")))
@@ -311,6 +328,7 @@ def _noise_sentence(share: float) -> str:
     if not math.isfinite(share):
         return ""
     weight = "mostly" if share >= 0.5 else "partly"
-    return (f" Label noise alone accounts for {share:.0%} of the gap's variance (between-level share), so the overall tau "
+    return (f" Label noise alone accounts for {share:.0%} of the gap's variance (between-level share), so the overall "
+            "tau "
             f"{weight} rewards measures that track fitting noisy labels; the granulated tau asks the question one "
             "hyperparameter at a time.")

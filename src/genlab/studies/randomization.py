@@ -36,11 +36,15 @@ class RandomizationSpec(StudySpec):
     network: ModelSpec = ModelSpec()
     optim: OptimSpec = OptimSpec()
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
-    corruptions: list[float] = Field([0.2, 0.4, 0.6, 0.8, 1.0], description="label corruption levels p (true labels, p=0, are always included)")
-    pixel_variants: list[PixelVariant] = Field(["shuffled_pixels", "random_pixels", "gaussian"], description="input corruptions, each trained with true labels")
-    label_noise: Literal["uniform", "other"] = Field("uniform", description="uniform: redraw from all classes (Zhang); other: a different class (Nakkiran)")
+    corruptions: list[float] = Field([0.2, 0.4, 0.6, 0.8, 1.0], description="label corruption levels p (true labels, "
+                                     "p=0, are always included)")
+    pixel_variants: list[PixelVariant] = Field(["shuffled_pixels", "random_pixels", "gaussian"], description="input "
+                                               "corruptions, each trained with true labels")
+    label_noise: Literal["uniform", "other"] = Field("uniform", description="uniform: redraw from all classes (Zhang); "
+                                                     "other: a different class (Nakkiran)")
     corrupt_test_labels: bool = Field(False, description="corrupt the test labels too (default: clean test labels)")
-    stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its training accuracy reaches this (the 'fit' criterion)")
+    stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its training accuracy reaches "
+                                  "this (the 'fit' criterion)")
 
     @field_validator("corruptions")
     @classmethod
@@ -78,7 +82,9 @@ def corrupted_inputs(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: i
         s = derive_seed(seed, "shuffle")
         return shuffled_pixels(x_train, s), shuffled_pixels(x_test, s)
     if kind == "random_pixels":
-        return random_pixels(x_train, derive_seed(seed, "random", "train")), random_pixels(x_test, derive_seed(seed, "random", "test"))
+        return random_pixels(x_train, derive_seed(seed, "random", "train")), random_pixels(x_test,
+                                                                                           derive_seed(seed, "random",
+                                                                                                       "test"))
     if kind == "gaussian":
         return (gaussian_inputs(x_train, derive_seed(seed, "gauss", "train")),
                 gaussian_inputs(x_test, derive_seed(seed, "gauss", "test"), like=x_train))
@@ -113,14 +119,16 @@ class Randomization(Study):
         groups = []
         for kind in kinds:
             a, b = corrupted_inputs(kind, xtr, xte, seed)
-            groups.append(InputGroup(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b)),
+            groups.append(InputGroup(torch.from_numpy(np.ascontiguousarray(a)),
+                                     torch.from_numpy(np.ascontiguousarray(b)),
                                      data.y_test))
         jobs, info = [], []
         for v in plan:
             labels, wrong_test = ytr, yte
             test_labels = None
             if v["corruption"] > 0:
-                labels, _ = corrupt_labels(ytr, v["corruption"], data.num_classes, derive_seed(seed, "labels", v["corruption"]), spec.label_noise)
+                labels, _ = corrupt_labels(ytr, v["corruption"], data.num_classes,
+                                           derive_seed(seed, "labels", v["corruption"]), spec.label_noise)
                 if spec.corrupt_test_labels:
                     wrong_test, _ = corrupt_labels(yte, v["corruption"], data.num_classes,
                                                    derive_seed(seed, "test-labels", v["corruption"]), spec.label_noise)
@@ -135,7 +143,8 @@ class Randomization(Study):
         rows = []
         for v, o in zip(info, outcome.outcomes):
             rows.append({"variant": v["variant"], "corruption": v["corruption"], "inputs": v["inputs"], "seed": seed,
-                         "dataset": spec.data.dataset, "model": spec.network.model, "params": sum(p.numel() for p in jobs[0].module.parameters()),
+                         "dataset": spec.data.dataset, "model": spec.network.model,
+                         "params": sum(p.numel() for p in jobs[0].module.parameters()),
                          "label_noise": spec.label_noise, "fraction_wrong": v["fraction_wrong"],
                          "test_labels": "corrupted" if spec.corrupt_test_labels else "clean",
                          "train_acc": o.train_acc, "test_acc": o.test_acc, "train_loss": o.train_loss,
@@ -183,14 +192,16 @@ class Randomization(Study):
         ax.set_title("(b) convergence slowdown")
 
         ax = axes[0, 2]
-        ax.errorbar(stats["corruption"], stats["err"], yerr=stats["err_sd"].fillna(0), marker="o", color=COLORS[3], capsize=3,
+        ax.errorbar(stats["corruption"], stats["err"], yerr=stats["err_sd"].fillna(0), marker="o", color=COLORS[3],
+                    capsize=3,
                     label="test error")
         ax.axhline(0.9, ls="--", color="gray", lw=1, label="chance (10 classes)")
         ax.set_ylim(0, 1)
         ax.set_xlabel("label corruption p")
         ax.set_ylabel("test error")
         ax.set_title("(c) generalization error growth")
-        ax.text(0.02, 0.95, f"{'clean' if not spec.corrupt_test_labels else 'corrupted'} test labels", transform=ax.transAxes,
+        ax.text(0.02, 0.95, f"{'clean' if not spec.corrupt_test_labels else 'corrupted'} test labels",
+                transform=ax.transAxes,
                 fontsize=8, va="top")
         ax.legend(loc="lower right")
         fig.suptitle(f"Randomization tests: {spec.network.model} {spec.network.widths} on {spec.data.dataset}")
@@ -207,7 +218,8 @@ class Randomization(Study):
         slow = steps.get(1.0, np.nan) / steps.get(0.0, np.nan) if 0.0 in steps and 1.0 in steps else np.nan
         all_fit = bool(results["fit"].all())
         fitted = (f"every variant fitted to {spec.stop_train_acc:.0%} train accuracy" if all_fit else
-                  f"{int(results['fit'].sum())}/{len(results)} variants fitted; lowest train accuracy {min_train:.1%} ({worst})")
+                  f"{int(results['fit'].sum())}/{len(results)} variants fitted; lowest train accuracy {min_train:.1%} "
+                  f"({worst})")
         verdict = (f"{fitted}; test accuracy {test.get(0.0, np.nan):.1%} on true labels, "
                    f"{test.get(1.0, np.nan):.1%} on random labels")
         slowdown = (f"Fitting random labels took {slow:.1f}x the steps of true labels. " if np.isfinite(slow) else

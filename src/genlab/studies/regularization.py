@@ -26,8 +26,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from genlab.data.augment import RandomShift
 from genlab.data import corrupt_labels
+from genlab.data.augment import RandomShift
 from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.errors import UserError
 from genlab.plotting import COLORS, figure, save
@@ -57,10 +57,14 @@ class RegularizationSpec(StudySpec):
     network: ModelSpec = ModelSpec(dropout=0.2)
     optim: OptimSpec = OptimSpec(weight_decay=5e-4)
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
-    max_shift: int = Field(1, ge=1, le=8, description="augmentation: largest random shift in pixels (samples for 1-D signals), per axis")
-    shift_padding: Literal["replicate", "zeros"] = Field("replicate", description="augmentation: how the border uncovered by a shift is filled")
-    stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its (un-augmented) training accuracy reaches this")
-    eval_every: int = Field(1, ge=1, description="epochs between evaluations of train/test accuracy (the stop rule is checked then)")
+    max_shift: int = Field(1, ge=1, le=8, description="augmentation: largest random shift in pixels (samples for 1-D "
+                           "signals), per axis")
+    shift_padding: Literal["replicate", "zeros"] = Field("replicate", description="augmentation: how the border "
+                                                         "uncovered by a shift is filled")
+    stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its (un-augmented) training "
+                                  "accuracy reaches this")
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations of train/test accuracy (the stop rule is "
+                            "checked then)")
 
     help_texts = {"weight_decay": "L2 weight decay of the cells with weight decay on (0 in the others)",
                   "dropout": "dropout probability after each hidden layer in the cells with dropout on"}
@@ -120,7 +124,8 @@ class Regularization(Study):
         data = spec.data.load()
         probe = spec.network.build(data, seed=0)
         if not _has_dropout(probe):
-            raise UserError(f"model {spec.network.model!r} has no dropout layers; use mlp or lenet for the regularization study")
+            raise UserError(f"model {spec.network.model!r} has no dropout layers; use mlp or lenet for the "
+                            "regularization study")
         shift = RandomShift(spec.max_shift, spec.shift_padding)
         jobs, info = [], []
         for seed in spec.seeds:
@@ -131,7 +136,8 @@ class Regularization(Study):
                 model = spec.network.build(data, seed, dropout=spec.network.dropout if dropout_on else 0.0)
                 cell = cell_name(wd, dropout_on, aug)
                 jobs.append(ModelJob(f"{cell}|{labels}|seed{seed}", model, seed=seed, y_train=targets[labels],
-                                     weight_decay=spec.optim.weight_decay if wd else 0.0, augment=shift if aug else None))
+                                     weight_decay=spec.optim.weight_decay if wd else 0.0,
+                                     augment=shift if aug else None))
                 info.append({"cell": cell, "labels": labels, "seed": seed, "weight_decay_on": wd,
                              "dropout_on": dropout_on, "augmentation_on": aug})
         config = spec.optim.train_config(spec.loss, weight_decay=0.0, stop_train_acc=spec.stop_train_acc,
@@ -143,7 +149,8 @@ class Regularization(Study):
         rows = [{**meta, "weight_decay": spec.optim.weight_decay if meta["weight_decay_on"] else 0.0,
                  "dropout": spec.network.dropout if dropout_on else 0.0,
                  "max_shift": spec.max_shift if meta["augmentation_on"] else 0,
-                 "dataset": spec.data.dataset, "num_classes": data.num_classes, "model": spec.network.model, "params": params,
+                 "dataset": spec.data.dataset, "num_classes": data.num_classes, "model": spec.network.model,
+                 "params": params,
                  "train_acc": o.train_acc, "test_acc": o.test_acc, "train_loss": o.train_loss,
                  "test_loss": o.test_loss, "fit": o.fit, "steps_to_fit": o.steps_to_fit,
                  "epochs_to_fit": o.epochs_to_fit, "epochs": o.epochs, "steps": o.steps,
@@ -212,7 +219,8 @@ class Regularization(Study):
                 + (f" (train accuracy changed {rising[cell] * 100:+.1f} points over the last evaluation interval)"
                    if cell in rising else "")
                 for cell, row in short.iterrows())
-            memo = f"Random labels were NOT memorized (< {MEMORIZED:.0%}) in {len(short)}/{len(rand)} cells within the budget: {gaps}."
+            memo = (f"Random labels were NOT memorized (< {MEMORIZED:.0%}) in {len(short)}/{len(rand)} cells within "
+                    f"the budget: {gaps}.")
         else:
             memo = (f"Random labels were memorized in every cell: train accuracy {rand['train_acc'].min():.1%} "
                     f"to {rand['train_acc'].max():.1%}, test accuracy {rand['test_acc'].min():.1%} to "
@@ -221,17 +229,22 @@ class Regularization(Study):
                    f"8 cells (no regularizer {base:.1%}); random labels: train accuracy >= "
                    f"{rand['train_acc'].min():.1%} in every cell")
         reading = (
-            f"The {spec.network.model} {spec.network.widths} ({int(results['params'].iloc[0]):,} parameters, {results['seed'].nunique()} "
-            f"seed(s), {spec.optim.optimizer} lr {spec.optim.lr:g}, {spec.data.n_train or 'all'} training examples of {spec.data.dataset}) was "
-            f"trained in all 8 cells of weight decay {spec.optim.weight_decay:g} x dropout {spec.network.dropout:g} x random shifts "
-            f"of up to {spec.max_shift} on/off. On true labels the best cell is {best} ({true.loc[best, 'test_acc']:.1%} "
+            f"The {spec.network.model} {spec.network.widths} ({int(results['params'].iloc[0]):,} parameters, "
+                   f"{results['seed'].nunique()} "
+            f"seed(s), {spec.optim.optimizer} lr {spec.optim.lr:g}, {spec.data.n_train or 'all'} training examples of "
+                   f"{spec.data.dataset}) was "
+            f"trained in all 8 cells of weight decay {spec.optim.weight_decay:g} x dropout {spec.network.dropout:g} x "
+                   "random shifts "
+            f"of up to {spec.max_shift} on/off. On true labels the best cell is {best} "
+                   f"({true.loc[best, 'test_acc']:.1%} "
             f"test accuracy) and the worst {worst} ({true.loc[worst, 'test_acc']:.1%}), a spread of {spread * 100:.1f} "
             f"points around {base:.1%} without any regularizer. Average effect of switching a regularizer on "
             "(test accuracy, points): " + ", ".join(f"{k} {v * 100:+.1f}" for k, v in effects.items()) + ". "
             + memo + _speed(results, spec) + _conclusion(spread, short.index.tolist()))
         refs = [(f"Table 1: {what} (train / test)", paper, "") for what, paper in PAPER_TABLE1]
         refs += [("ours: no regularizer, true labels (train / test)", "",
-                  f"{true.loc['none', 'train_acc']:.1%} / {true.loc['none', 'test_acc']:.1%}" if "none" in true.index else "n/a"),
+                  f"{true.loc['none', 'train_acc']:.1%} / "
+                  f"{true.loc['none', 'test_acc']:.1%}" if "none" in true.index else "n/a"),
                  ("ours: best cell, true labels (train / test)", "",
                   f"{best}: {true.loc[best, 'train_acc']:.1%} / {true.loc[best, 'test_acc']:.1%}"),
                  ("ours: random labels, lowest train accuracy over cells", "100.0%",
@@ -285,7 +298,8 @@ def main_effects(rows: pd.DataFrame, column: str) -> dict[str, float]:
     In a full 2x2x2 factorial this is the standard main effect of each factor.
     """
     flags = {"wd": "weight_decay_on", "dropout": "dropout_on", "aug": "augmentation_on"}
-    return {name: float(rows.loc[rows[flag].astype(bool), column].mean() - rows.loc[~rows[flag].astype(bool), column].mean())
+    return {name: float(rows.loc[rows[flag].astype(bool), column].mean() - rows.loc[~rows[flag].astype(bool),
+                                                                                    column].mean())
             for name, flag in flags.items()}
 
 

@@ -24,8 +24,9 @@ Three experiments (``modes``), each a risk curve over a size sweep:
   widest model give the epoch-wise curve.
 
 Each experiment is a module of this package (``rff``, ``nn``, ``label_noise``: its settings
-group, its unit, its figure and its checks). Units: one ``rff-seed<s>`` per seed (an RFF sweep), one ``nn`` unit (all seeds batched in every
-engine call) and one ``label_noise`` unit (all widths and seeds in one engine call).
+group, its unit, its figure and its checks). Units: one ``rff-seed<s>`` per seed (an RFF sweep),
+one ``nn`` unit (all seeds batched in every engine call) and one ``label_noise`` unit (all widths
+and seeds in one engine call).
 
 Conventions of ``results.csv``: ``train_mse``/``test_mse`` are the squared error summed over the
 K outputs and averaged over examples, |Y - f(X)|_F^2 / n, against one-hot targets (the engine's
@@ -54,7 +55,12 @@ from genlab.studies.double_descent.common import (
     first_interpolating,
     mean_curve,
 )
-from genlab.studies.double_descent.label_noise import NoiseSweep, plot_label_noise, run_label_noise, summarize_label_noise
+from genlab.studies.double_descent.label_noise import (
+    NoiseSweep,
+    plot_label_noise,
+    run_label_noise,
+    summarize_label_noise,
+)
 from genlab.studies.double_descent.nn import (
     NetSweep,
     nn_seconds_estimate,

@@ -54,7 +54,8 @@ def run_label_noise(spec, ctx) -> UnitResult:
     k, n = data.num_classes, len(data.y_train)
     jobs, keys, wrong = [], [], {}
     for s in spec.seeds:
-        noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise.level, k, derive_seed(s, "label-noise"), spec.noise.mode)
+        noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise.level, k, derive_seed(s, "label-noise"),
+                                  spec.noise.mode)
         wrong[s] = float(np.mean(noisy != data.y_train.numpy()))
         for h in spec.noise.widths:
             model = build_model("mlp", data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
@@ -119,7 +120,8 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
     ax.legend(fontsize=7)
     fig.suptitle(f"Label noise {spec.noise.level:.0%} ('{spec.noise.mode}': relabelled to "
                  f"{'a different' if spec.noise.mode == 'other' else 'any'} class), {rows['dataset'].iloc[0]} "
-                 f"n = {int(rows['n'].iloc[0])}, {spec.noise.optim.optimizer} lr {spec.noise.optim.lr:g} ({spec.noise.optim.schedule}), "
+                 f"n = {int(rows['n'].iloc[0])}, {spec.noise.optim.optimizer} lr {spec.noise.optim.lr:g} "
+                 f"({spec.noise.optim.schedule}), "
                  f"{spec.noise.optim.epochs} epochs, "
                  f"{spec.noise.init} init - Nakkiran et al. 2019")
     return save(fig, out_dir, "double_descent_label_noise")
@@ -157,8 +159,10 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
                f"{right:.1%} (h = {widest:g}); train error first <= {tolerance:g} at h = {fitted_text}")
     reading = (f"MLP 40-h-h-10 on {rows['dataset'].iloc[0]} (n = {int(rows['n'].iloc[0])}) with "
                f"{spec.noise.level:.0%} label noise, convention '{spec.noise.mode}' "
-               f"({'each selected label moved to a different class' if spec.noise.mode == 'other' else 'each selected label redrawn from all classes'}; "
-               f"measured {noise:.1%} of training labels wrong), {spec.noise.optim.optimizer} lr {spec.noise.optim.lr:g} "
+               f"({'each selected label moved to a different class' if spec.noise.mode == 'other' else ''}"
+               f"{'each selected label redrawn from all classes' if spec.noise.mode != 'other' else ''}; "
+               f"measured {noise:.1%} of training labels wrong), {spec.noise.optim.optimizer} lr "
+               f"{spec.noise.optim.lr:g} "
                f"({spec.noise.optim.schedule} schedule), momentum "
                f"{spec.noise.optim.momentum:g}, batch {spec.noise.optim.batch_size}, {spec.noise.optim.epochs} epochs, "
                f"{rows['seed'].nunique()} seed(s). Test error by width: "
@@ -167,7 +171,8 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
                f"The peak is the largest test error at widths from the first local minimum of the test error "
                f"(h = {best:g}) upward."
                + epoch_text)
-    references = [("label_noise: test error best small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), 500 epochs",
+    references = [("label_noise: test error best small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), "
+                   "500 epochs",
                    f"{best_err:.1%} (h={best:g}) / {peak_err:.1%} (h={peak:g}) / "
                    f"{right:.1%} (h={widest:g}), {spec.noise.optim.epochs} epochs")]
     return Summary(verdict, reading, references, checks)

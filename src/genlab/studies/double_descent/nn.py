@@ -228,7 +228,7 @@ def plot_nn(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
     h_star = float(rows["threshold_width"].iloc[0])
     fig, axes = figure(2, width=5.2, height=3.8)
     markers = {"reuse": "o", "glorot": "s"}
-    for j, (scheme, part) in enumerate(sorted(rows.groupby("scheme"), key=lambda item: item[0] != "reuse")):
+    for scheme, part in sorted(rows.groupby("scheme"), key=lambda item: item[0] != "reuse"):
         curve = mean_curve(part, "params", ["train_mse", "test_mse", "train_err", "test_err"])
         label = SCHEME_LABELS.get(scheme, scheme)
         for ax, metric in ((axes[0, 0], "mse"), (axes[0, 1], "err")):
@@ -245,7 +245,8 @@ def plot_nn(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
         ax.set_ylim(bottom=0.0, top=min(top, 1.05) if ax is axes[0, 1] else top)
         ax.legend(fontsize=7, loc="upper right")
     epochs = int(rows["epochs"].max())
-    fig.suptitle(f"One-hidden-layer nets d-h-K, squared loss, {rows['dataset'].iloc[0]} n = {n}, {epochs} epochs - Belkin et al. "
+    fig.suptitle(f"One-hidden-layer nets d-h-K, squared loss, {rows['dataset'].iloc[0]} n = {n}, {epochs} epochs - "
+                 "Belkin et al. "
                  f"2019 Fig. 3\ninit scheme per point: reuse rule '{spec.nn.reuse}' (circles: weight reuse, "
                  f"squares: fresh Glorot)")
     return save(fig, out_dir, "double_descent_nn")
@@ -274,11 +275,13 @@ def summarize_nn(rows: pd.DataFrame, spec) -> Summary:
     schemes = ", ".join(f"{SCHEME_LABELS.get(s, s)} for {int(scheme[scheme == s].index.min()):,}.."
                         f"{int(scheme[scheme == s].index.max()):,} params" for s in dict.fromkeys(scheme))
     around = (f"test MSE {below['test_mse'].iloc[-1]:.3g} just below the threshold, " if len(below) else "") + \
-        (f"{past['test_mse'].iloc[0]:.3g} just above, " if len(past) else "") + f"{largest['test_mse']:.3g} at the largest"
+        (f"{past['test_mse'].iloc[0]:.3g} just "
+         "above, " if len(past) else "") + f"{largest['test_mse']:.3g} at the largest"
     switch = ""
     if len(below) and len(past) and scheme[below.index[-1]] != scheme[past.index[0]]:
         switch = (f"The init scheme switches at the threshold ({SCHEME_LABELS.get(scheme[below.index[-1]])} -> "
-                  f"{SCHEME_LABELS.get(scheme[past.index[0]])}), where the test MSE goes {below['test_mse'].iloc[-1]:.3g} "
+                  f"{SCHEME_LABELS.get(scheme[past.index[0]])}), where the test MSE goes "
+                  f"{below['test_mse'].iloc[-1]:.3g} "
                   f"-> {past['test_mse'].iloc[0]:.3g}: part of that step is the change of scheme, not of size.")
     verdict = (f"nn: train error {largest['train_err']:.1%} at {int(curve.index[-1]):,} params "
                f"({curve.index[-1] / threshold:.2g} x nK), <= {tolerance:.0%} first at {fitted_text}; {around}")

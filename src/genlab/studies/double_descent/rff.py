@@ -150,7 +150,8 @@ def summarize_rff(rows: pd.DataFrame) -> Summary:
                           f"({ridged_peak / ridged_under:.2g}x its best under-parameterized value)")
     seeds = rows["seed"].nunique()
     seconds = rows.groupby("seed")["seconds"].sum().mean()
-    verdict = (f"rff: test MSE peaks at N = {peak_n / n:.2f} n ({plain_peak:.3g}), norm at N = {norm_peak_n / n:.2f} n; "
+    verdict = (f"rff: test MSE peaks at N = {peak_n / n:.2f} n ({plain_peak:.3g}), norm at N = {norm_peak_n / n:.2f} "
+               "n; "
                f"largest N test error {far['test_err']:.1%} vs best under-parameterized {best_under:.1%}")
     reading = (f"Random Fourier features on {rows['dataset'].iloc[0]} (n = {n}, {len(plain)} feature counts from "
                f"{int(plain.index[0])} to {far_n}, {seeds} seed(s), sigma = {rows['sigma'].iloc[0]:.3g}, "

@@ -32,13 +32,13 @@ from pydantic import Field, field_validator
 
 from genlab.data import DATASETS, load_dataset
 from genlab.errors import UserError
+from genlab.models import build_model
 from genlab.probes.expressivity import (
     InterpolatingNetwork,
     construction_toy_data,
     interpolating_network,
     ramp_components,
 )
-from genlab.models import build_model
 from genlab.seeding import derive_seed
 from genlab.spec import StudySpec, distinct, registered_names
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
@@ -255,7 +255,8 @@ class Expressivity(Study):
         rows = []
         for n in sizes_for(spec, pool):
             row = measure_size(spec, pool, labels, kind, seed, n, mlp)
-            ctx.progress.log(f"[expressivity] {unit.key} n={n}: train {row['train_acc']:.1%}, test {row['test_acc']:.1%}, "
+            ctx.progress.log(f"[expressivity] {unit.key} n={n}: train {row['train_acc']:.1%}, test "
+                             f"{row['test_acc']:.1%}, "
                              f"residual {row['max_residual']:.1e}, {row['seconds']:.2f} s")
             rows.append(row)
         return UnitResult(rows)
@@ -293,7 +294,8 @@ class Expressivity(Study):
                        f"(chance {chance:.0%}); " if len(random_largest) else "")
         exact = int((results["train_acc"] == 1.0).sum())
         verdict = (f"{exact} of {len(results)} networks fit their training set exactly (lowest train accuracy "
-                   f"{min_train:.1%}, largest relative residual {worst_residual:.1e}); {random_text}construction time ~ "
+                   f"{min_train:.1%}, largest relative residual {worst_residual:.1e}); {random_text}construction time "
+                   "~ "
                    + ", ".join(f"n^{e:.2f} ({name})" for name, e in exponents.items()))
 
         per_dataset = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
 CHANCE_BAND_SIGMAS = 4.0
 
 
