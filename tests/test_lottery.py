@@ -359,3 +359,15 @@ def test_small_tickets_match_dense_and_beat_random_reinit_when_sparse(tmp_path):
     assert controls["stopped_at_budget"].mean() <= 0.5
     summary = study.summarize(results, pd.DataFrame(unit.curves), spec)
     assert all(passed for _, passed in summary.checks), summary.checks
+
+
+def test_mask_apply_zeroes_the_pruned_weights_in_place():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    mask = magnitude_prune(net, Mask.dense(net), 0.5)
+    kept = {name: net.state_dict()[name].clone() for name in mask.as_dict()}
+    assert mask.apply_(net) is net
+    for name, m in mask.as_dict().items():
+        weight = net.state_dict()[name]
+        assert torch.equal(weight[~m], torch.zeros_like(weight[~m])) and torch.equal(weight[m], kept[name][m])
+    with pytest.raises(UserError, match="not a parameter"):
+        mask.apply_(torch.nn.Linear(4, 3))

@@ -178,3 +178,24 @@ def test_reproduce_smoke_on_mnist1d_runs_every_study(tmp_path):
         results = pd.read_csv(tmp_path / study / "results.csv")
         if "dataset" in results:
             assert set(results["dataset"].dropna()) == {"mnist1d"}, study
+
+
+def test_a_run_folder_of_the_old_spec_layout_is_refused_with_one_line(tmp_path, capsys):
+    """Run folders written before the composed specs store measures' sweeps under their old names."""
+    import json
+
+    folder = tmp_path / "measures"
+    folder.mkdir()
+    old = {"preset": "smoke", "seeds": [0], "device": "cpu", "dataset": "mnist5k", "model": "mlp", "lr": [0.05, 0.1],
+           "batch_size": [64], "widths": [8, 16]}
+    (folder / "manifest.json").write_text(json.dumps({"study": "measures", "spec": old, "status": "complete"}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "measures", "--preset", "smoke", "--out", str(folder), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "holds a run with a different spec" in err and "--force-new" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "does not fit this version of genlab" in err and "'model'" in err and "--force-new" in err
