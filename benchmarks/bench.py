@@ -32,8 +32,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from plain_loops import WORKLOADS  # noqa: E402
-from points import (fastfood_workload, last_json_line, median_run, peak_rss_mb, rff_workload,  # noqa: E402
-                    robustness_eval_workload, scaling_workload)
+from points import (  # noqa: E402
+    fastfood_workload,
+    last_json_line,
+    median_run,
+    peak_rss_mb,
+    rff_workload,
+    robustness_eval_workload,
+    scaling_workload,
+)
 
 PEAK_RSS = """
 import json, runpy, sys, io, contextlib
@@ -119,7 +126,8 @@ def study_row(repeats: int, epochs: int) -> dict:
         runs["plain"].append(time.perf_counter() - start)
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "genlab.cli", "run", "double-descent", "--modes", "label_noise",
+            proc = subprocess.run([sys.executable, "-m", "genlab.cli", "run", "double-descent", "--modes",
+                                   "label_noise",
                                    "--preset", "paper", "--noise-epochs", str(epochs), "--out", tmp, "--quiet"],
                                   capture_output=True, text=True)
             runs["genlab"].append(time.perf_counter() - start)
@@ -174,10 +182,12 @@ def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = No
 def markdown_table(r: dict, command: str) -> str:
     m, peak = r["machine"], r["peak"]
     lines = [f"Measured with `{command}` on {m['cpus']} cores ({m['cpu']}), torch {m['torch']} "
-             f"({m['torch_threads']} threads); matmul peak in the same run: float32 {peak['sgemm_gflops']:.0f} GFLOP/s, "
+             f"({m['torch_threads']} threads); matmul peak in the same run: float32 {peak['sgemm_gflops']:.0f} "
+             "GFLOP/s, "
              f"bfloat16 {peak['bf16_gemm_gflops']:.0f} GFLOP/s.", "",
              f"Each side of a workload ran {r.get('repeats', 1)} time(s) in a fresh process, alternating; medians. "
-             "The engine's strategy cache was filled by one untimed run first (its calibration cost is the last column).",
+             "The engine's strategy cache was filled by one untimed run first (its calibration cost is the last "
+             "column).",
              "",
              "| workload | precision | plain (s) | genlab (s) | speedup | GFLOP/s plain / genlab (% of fp32 peak) "
              "| peak memory plain / genlab (MB) | max test-acc difference | strategy | calibration (s) |",
@@ -211,7 +221,8 @@ def markdown_table(r: dict, command: str) -> str:
                      f"genlab {rb['genlab_s']:.2f} s ({rb['speedup']:.1f}x), max accuracy difference "
                      f"{rb['max_acc_difference']:.3f} |")
     if "rff" in r:
-        lines.append(f"| RFF sweep, n={r['rff']['n']}, {r['rff']['values_of_N']} values of N | {r['rff']['wall_s']:.1f} s "
+        lines.append(f"| RFF sweep, n={r['rff']['n']}, {r['rff']['values_of_N']} values of N | "
+                     f"{r['rff']['wall_s']:.1f} s "
                      f"(test-MSE peak at N={r['rff']['test_mse_peak_at']}) |")
     if "ratio" in r.get("fastfood", {}):
         lines.append(f"| Fastfood subspace epoch vs direct epoch (D~200k) | {r['fastfood']['ratio']:.2f}x |")

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 
-
 def robustness_eval_workload(param_sets: int = 120, repeats: int = 3) -> dict:
     """Layer-robustness evaluation: test accuracy on mnist5k's 1000 test images of ``param_sets``
     variants of MLP 784-256-256-256-10, each with one of its 4 layers reset (as the

@@ -62,7 +62,8 @@ def test_flops_are_counted_per_example_times_examples():
         2 * 3 * (784 * h + h * 10) * 4000 * 2 for h in plain_loops.WIDTHS)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="the team's reference scripts (../shared/bench) are not beside this clone")
+@pytest.mark.skipif(not SHARED.exists(), reason="the team's reference scripts (../shared/bench) are not beside this "
+                    "clone")
 @pytest.mark.parametrize("name,script", [("widths", "naive_sweep.py"), ("deep-widths", "naive_study_sweeps.py")])
 def test_baselines_match_the_reference_scripts(name, script):
     """Cross-check: the same models, initial weights, data order and FLOPs as ../shared's loops,
@@ -110,7 +111,8 @@ def test_markdown_table_shows_every_row():
         "workloads": {"widths": {"fp32": row, "bf16": {"skipped": "no bfloat16 matrix unit on this CPU"}},
                       "lenet-seeds": {"fp32": {**row, "strategies": [{"strategy": "threads-cl"}]}}},
         "study_label_noise": {"epochs": 30, "plain_s": 60.0, "genlab_s": 15.0, "speedup": 4.0},
-        "robustness_eval": {"param_sets": 120, "naive_s": 0.4, "genlab_s": 0.2, "speedup": 2.0, "max_acc_difference": 0.0},
+        "robustness_eval": {"param_sets": 120, "naive_s": 0.4, "genlab_s": 0.2, "speedup": 2.0,
+                            "max_acc_difference": 0.0},
         "rff": {"n": 4000, "values_of_N": 33, "wall_s": 27.0, "test_mse_peak_at": 4000},
         "fastfood": {"ratio": 2.5},
         "scaling": {"time_exponent": 1.0, "points": [{"n": 10000, "epoch_s": 0.2, "peak_rss_mb": 400.0}]},

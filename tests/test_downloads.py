@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import conftest
-from genlab.cli import main
 from genlab.data.sources import fetch, idx
 
 IDX_NAMES = (idx.IDX_TRAIN_IMAGES, idx.IDX_TRAIN_LABELS, idx.IDX_TEST_IMAGES, idx.IDX_TEST_LABELS)

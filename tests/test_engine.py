@@ -74,7 +74,8 @@ def test_per_model_learning_rates_and_weight_decay():
     cfg = TrainConfig(optimizer="sgd", momentum=0.9, batch_size=32, epochs=2)
     modules = [mlp(12, [10], 3, seed=s) for s in range(2)]
     settings = [(0.1, 0.0), (0.01, 0.05)]
-    jobs = [ModelJob(f"m{i}", modules[i], seed=i, y_train=y, lr=lr, weight_decay=wd) for i, (lr, wd) in enumerate(settings)]
+    jobs = [ModelJob(f"m{i}", modules[i], seed=i, y_train=y, lr=lr, weight_decay=wd) for i,
+            (lr, wd) in enumerate(settings)]
     out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
     for i, (lr, wd) in enumerate(settings):
         ref = reference_train(modules[i], x, y, i, cfg, lr=lr, wd=wd)
@@ -115,7 +116,8 @@ def test_divergent_model_is_marked_and_others_continue():
     sane, wild = out.outcomes
     assert wild.diverged and wild.diverged_step is not None
     assert not sane.diverged and sane.epochs == 3 and math.isfinite(sane.train_loss)
-    ref = reference_train(jobs[0].module, x, y, 0, TrainConfig(optimizer="sgd", momentum=0.0, lr=0.05, batch_size=16, epochs=3))
+    ref = reference_train(jobs[0].module, x, y, 0,
+                          TrainConfig(optimizer="sgd", momentum=0.0, lr=0.05, batch_size=16, epochs=3))
     torch.testing.assert_close(out.stack.state_dict(0)["1.weight"], ref.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
 
 
@@ -136,7 +138,8 @@ def test_stop_rule_freezes_each_model_at_its_own_time():
     x, y, xt, yt = toy_data(n=64)
     cfg = TrainConfig(optimizer="adam", lr=0.02, batch_size=16, epochs=60, stop_train_acc=1.0)
     jobs = [ModelJob("true", mlp(12, [64], 3, 0), 0, y),
-            ModelJob("random", mlp(12, [64], 3, 0), 0, torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1)))]
+            ModelJob("random", mlp(12, [64], 3, 0), 0,
+                     torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1)))]
     trainer = BatchTrainer(jobs, [InputGroup(x, xt, yt)], cfg)
     out = trainer.run()
     true, rand = out.outcomes
@@ -149,7 +152,10 @@ def test_stop_rule_freezes_each_model_at_its_own_time():
 def test_snapshot_resume_gives_identical_numbers(tmp_path):
     x, y, xt, yt = toy_data()
     cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=6, snapshot_every=2)
-    make = lambda: [ModelJob(f"m{s}", mlp(12, [8], 3, s), s, y) for s in range(2)]
+
+    def make():
+        return [ModelJob(f"m{s}", mlp(12, [8], 3, s), s, y) for s in range(2)]
+
     full = train_models(make(), [InputGroup(x, xt, yt)], cfg)
     # stop after 4 epochs (snapshot at 4), then resume with the full budget
     snap = tmp_path / "snap.pt"
@@ -199,7 +205,8 @@ def test_input_groups_give_each_model_its_own_inputs():
     out = train_models([ModelJob("a", nets[0], 0, y, inputs=0), ModelJob("b", nets[1], 0, y, inputs=1)],
                        [InputGroup(x, xt, yt), InputGroup(x2, -xt, yt)], cfg)
     ref_b = reference_train(nets[1], x2, y, 0, cfg)
-    torch.testing.assert_close(out.stack.state_dict(1)["1.weight"], ref_b.state_dict()["1.weight"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.stack.state_dict(1)["1.weight"], ref_b.state_dict()["1.weight"], rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_conv_models_stack_and_train():

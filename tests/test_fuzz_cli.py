@@ -123,7 +123,7 @@ def flag_values(name: str, field) -> st.SearchStrategy[str]:
 
 
 def fuzzable(study: str) -> list[str]:
-    return [n for n, f in STUDIES[study].Spec.model_fields.items()
+    return [n for n, f in STUDIES[study].Spec.flat_fields().items()
             if n not in ("preset",) and _base(f.annotation) is not bool]
 
 
@@ -134,7 +134,7 @@ def cli_cases(draw):
     names = draw(st.lists(st.sampled_from(fuzzable(study)), min_size=1, max_size=2, unique=True))
     args = ["run", study, "--preset", "smoke"]
     for name in names:
-        args += ["--" + name.replace("_", "-"), draw(flag_values(name, spec_cls.model_fields[name]))]
+        args += ["--" + name.replace("_", "-"), draw(flag_values(name, spec_cls.flat_fields()[name].info))]
     return args
 
 
@@ -170,31 +170,25 @@ def test_fuzzed_flags_bigger_profile(args, capsys):
 # ----- non-finite floats ----------------------------------------------------------------------------
 def _float_fields():
     for study in sorted(STUDIES):
-        for name, field in STUDIES[study].Spec.model_fields.items():
+        for name, field in STUDIES[study].Spec.flat_fields().items():
             kind = _base(field.annotation)
             inner = typing.get_args(kind)[0] if typing.get_origin(kind) in (list, tuple) else kind
             if _base(inner) is float:
                 yield study, name
 
 
-PENDING_SPEC_CHECKS = pytest.mark.xfail(reason="spec-side validation (non-finite floats, binary --config) is not "
-                                               "in main yet (the house branch's task)", strict=False)
-
-
 def _non_finite_cases():
     for study, name in _float_fields():
-        upper = any(isinstance(m, (at.Lt, at.Le)) for m in STUDIES[study].Spec.model_fields[name].metadata)
         for value in ("nan", "inf", "-inf"):
-            pending = value == "inf" and not upper     # refused today only where a bound catches it
-            yield pytest.param(study, name, value, marks=[PENDING_SPEC_CHECKS] if pending else [])
+            yield pytest.param(study, name, value)
 
 
 @pytest.mark.parametrize("study,name,value", list(_non_finite_cases()))
 def test_non_finite_floats_are_refused_naming_the_field(study, name, value):
     spec_cls = STUDIES[study].Spec
-    annotation = _base(spec_cls.model_fields[name].annotation)
+    annotation = _base(spec_cls.flat_fields()[name].annotation)
     given_value = [value] if typing.get_origin(annotation) in (list, tuple) else value
-    with pytest.raises(UserError, match=name):
+    with pytest.raises(UserError, match=f"'{name}.*finite"):
         resolve_spec(spec_cls, "smoke", None, {name: given_value})
 
 
@@ -222,7 +216,6 @@ def test_random_text_as_config_ends_in_a_clear_error_or_a_run(payload, capsys):
     _config_case(payload, capsys)
 
 
-@PENDING_SPEC_CHECKS
 @settings(max_examples=15, **COMMON)
 @given(payload=st.binary(min_size=1, max_size=64).filter(lambda b: not _utf8(b)))
 def test_random_bytes_as_config_are_refused_naming_the_file(payload, capsys):

@@ -79,7 +79,8 @@ def test_hand_written_backward_equals_autograd(layout, loss, groups):
     auto = {n: t.requires_grad_(True) for n, t in plan.pack(stack.params).items()}
     out = plan.forward(auto, xs)
     if loss == "ce":
-        reference = torch.nn.functional.cross_entropy(out.reshape(-1, 4), y.reshape(-1), reduction="none").view(4, 9).mean(1)
+        reference = torch.nn.functional.cross_entropy(out.reshape(-1, 4), y.reshape(-1),
+                                                      reduction="none").view(4, 9).mean(1)
     else:
         reference = ((out - torch.nn.functional.one_hot(y, 4).float()) ** 2).mean(dim=(1, 2))
     reference.sum().backward()
@@ -136,7 +137,8 @@ def test_a_diverging_model_does_not_poison_the_others_through_zero_blocks(layout
     for packed in (True, False):
         jobs = [ModelJob(f"m{k}", net, seed=0, y_train=y, lr=1e12 if k == 1 else 0.05)
                 for k, net in enumerate(mlps())]
-        results.append(train_models(jobs, [InputGroup(x, x[:20], y[:20])], TrainConfig(**{**cfg.__dict__, "strategy": "packed" if packed else "stacked"})))
+        results.append(train_models(jobs, [InputGroup(x, x[:20], y[:20])],
+                                    TrainConfig(**{**cfg.__dict__, "strategy": "packed" if packed else "stacked"})))
     packed, vmapped = results
     assert packed.outcomes[1].diverged and vmapped.outcomes[1].diverged
     assert packed.outcomes[1].diverged_step == vmapped.outcomes[1].diverged_step

@@ -40,6 +40,7 @@ def assert_one_line_error(code, err, *needles):
 
 
 def crafted(path, marker, form: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"keys": ["true_labels"], "imp": CreatesMarker(marker)}
     if form == "torch":
         torch.save(payload, path)
@@ -48,9 +49,10 @@ def crafted(path, marker, form: str) -> None:
 
 
 RUNS = {
-    "randomization": (["run", "randomization", "--preset", "smoke", "--epochs", "1", "--quiet"], "seed0", "snapshot.pt"),
+    "randomization": (["run", "randomization", "--preset", "smoke", "--epochs", "1", "--quiet"], "seed0",
+                      "snapshot.pt"),
     "lottery": (["run", "lottery", "--preset", "smoke", "--epochs", "1", "--rounds", "1", "--seeds", "0", "--quiet"],
-                "imp", "snapshot-imp.pt"),
+                "imp", "cache/round0.pt"),  # a round's state, cached through the run store
 }
 
 
@@ -104,7 +106,8 @@ def test_a_damaged_snapshot_is_named_with_the_way_out(damage, finished_runs, tmp
 # ----- datasets --------------------------------------------------------------------------------------
 def _cifar_batch(n: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    return {b"labels": [int(v) for v in rng.integers(0, 10, n)], b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+    return {b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
 
 
 CIFAR = ["run", "randomization", "--dataset", "cifar10", "--preset", "smoke", "--epochs", "1", "--n-train", "20",

@@ -1,9 +1,11 @@
 """Run folders: lock, spec mismatch, atomic tables, and resume after SIGKILL with identical results."""
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest

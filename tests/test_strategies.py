@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, train_models
+from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, stack_modules, train_models
 from genlab.engine.strategies import candidates
 from genlab.engine.strategies.lockstep import dropout_seed
 from genlab.engine.strategies.packed import bucket_cost, packed_plan, partition
 from genlab.engine.trainer import BatchTrainer
-from genlab.engine import stack_modules
 from genlab.models import build_model
 
 STRATEGIES = ["stacked", "lockstep", "lockstep-cl", "threads", "threads-cl"]
@@ -23,7 +22,8 @@ def bn_cnn(seed, channels=4):
     torch.manual_seed(seed)
     # convs before BatchNorm have no bias: its gradient is rounding noise, which Adam would amplify
     return nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(channels, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(channels, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6),
+                         nn.ReLU(),
                          nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(6 * 4, 3))
 
@@ -39,7 +39,8 @@ def plain_loop(net, x, y, seed, cfg: TrainConfig, epochs=None):
     """One model, torch.optim, the engine's data order and per-step schedule."""
     net = copy.deepcopy(net)
     opt = {"sgd": lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-           "adam": lambda p: torch.optim.Adam(p, lr=cfg.lr, weight_decay=cfg.weight_decay)}[cfg.optimizer](net.parameters())
+           "adam": lambda p: torch.optim.Adam(p, lr=cfg.lr,
+                                              weight_decay=cfg.weight_decay)}[cfg.optimizer](net.parameters())
     for epoch in range(1, (epochs or cfg.epochs) + 1):
         net.train()
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
@@ -95,7 +96,10 @@ def test_a_model_alone_equals_the_model_inside_a_sweep_with_stopping_and_divergi
 
 def test_dropout_draws_do_not_depend_on_the_other_models():
     x, y = images()
-    make = lambda s: nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+
+    def make(s):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+
     torch.manual_seed(0)
     net = make(0)
     cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=2)
@@ -173,7 +177,7 @@ def test_bucketed_packed_training_equals_the_plain_loop():
     assert len(plan.plans) > 1
     out = trainer.run()
     assert out.strategies[0]["buckets"] == [len(b) for b in plan.buckets]
-    for k, (net, h) in enumerate(zip(nets, widths)):
+    for k, net in enumerate(nets):
         ref = plain_loop(net, x, y, k, cfg)
         for name, value in ref.state_dict().items():
             torch.testing.assert_close(out.stack.state_dict(k)[name], value, rtol=1e-4, atol=1e-5)

@@ -79,7 +79,8 @@ def _run_options(f):
         click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="TOML file with spec fields (flags override it)"),
         click.option("--force-new", is_flag=True, default=False,
-                     help="start over in the run folder, whatever it holds (the old run is moved aside to DIR.old-TIMESTAMP)"),
+                     help="start over in the run folder, whatever it holds (the old run is moved aside to "
+                     "DIR.old-TIMESTAMP)"),
         click.option("--quiet", is_flag=True, default=False, help="no progress display"),
         click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
                      help="where units run: in this process, or as Ray tasks"),
@@ -238,10 +239,12 @@ def benchmarks_dir() -> Path:
 
 
 @cli.command("bench")
-@click.option("--quick", is_flag=True, default=False, help="one run per side and one epoch: checks the bench, not speed")
+@click.option("--quick", is_flag=True, default=False, help="one run per side and one epoch: checks the bench, not "
+              "speed")
 @click.option("--only", default=None, help="comma-separated training workloads (default: every row)")
 @click.option("--precision", default="fp32", show_default=True, help="comma-separated precisions: fp32, bf16")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/bench.json"), show_default=True,
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/bench.json"),
+              show_default=True,
               help="JSON results; a Markdown table is written beside it (.md)")
 def bench_cmd(quick, only, precision, out):
     """Time genlab's engine against the plain one-model-at-a-time PyTorch loop (benchmarks/)."""
@@ -259,7 +262,8 @@ def bench_cmd(quick, only, precision, out):
     click.echo(bench["markdown_table"](report, "genlab bench"))
 
 
-cli.add_command(RunGroup("run", help="Run one study: genlab run STUDY [flags] --out DIR (see genlab run STUDY --help)."))
+cli.add_command(RunGroup("run", help="Run one study: genlab run STUDY [flags] --out DIR (see genlab run STUDY "
+                         "--help)."))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,8 @@ def save(fig, out_dir: Path, name: str) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         with plt.rc_context(STYLE):
             fig.tight_layout()
-            for path, metadata in ((png, {"Software": None}), (out_dir / f"{name}.svg", {"Date": None, "Creator": None})):
+            for path, metadata in ((png, {"Software": None}),
+                                   (out_dir / f"{name}.svg", {"Date": None, "Creator": None})):
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
                 try:
                     fig.savefig(tmp, format=path.suffix[1:], metadata=metadata, bbox_inches="tight")

@@ -3,8 +3,16 @@
 ``train_models(jobs, inputs, config)`` trains the jobs together; how each group of models is
 executed (packed MLPs, vmap, lockstep, threads) is chosen per workload (:mod:`genlab.engine.choose`).
 """
-from genlab.engine.config import (PRECISIONS, STRATEGIES, Augment, InputGroup, ModelJob, ModelOutcome, TrainConfig,
-                                  TrainOutcome)
+from genlab.engine.config import (
+    PRECISIONS,
+    STRATEGIES,
+    Augment,
+    InputGroup,
+    ModelJob,
+    ModelOutcome,
+    TrainConfig,
+    TrainOutcome,
+)
 from genlab.engine.evaluate import evaluate_stacked
 from genlab.engine.optim import OptimizerSettings, PerModelOptimizer, StackedOptimizer
 from genlab.engine.schedules import SCHEDULES, lr_multiplier

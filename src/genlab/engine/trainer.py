@@ -35,17 +35,15 @@ from typing import Callable, Sequence
 import torch
 
 from genlab.engine.choose import choose
-from genlab.engine.config import (Augment, InputGroup, ModelJob, ModelOutcome, TrainConfig,  # noqa: F401
-                                  TrainOutcome)
-from genlab.engine.optim import OptimizerSettings, StackedOptimizer
+from genlab.engine.config import Augment, InputGroup, ModelJob, ModelOutcome, TrainConfig, TrainOutcome  # noqa: F401
 from genlab.engine.memory import check_training_fits
+from genlab.engine.optim import OptimizerSettings, StackedOptimizer
 from genlab.engine.precision import LossScaler
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.engine.stack import stack_modules
 from genlab.engine.strategies import Session, StepBatch, open_session
 from genlab.engine.strategies.lockstep import has_dropout
-
 
 _DECISION_LOG: ContextVar[list | None] = ContextVar("genlab_engine_decisions", default=None)
 

@@ -10,8 +10,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from genlab.models.layers import (Window, dropout_rate, fc_classifier, image_shape, positive_int,
-                                  spatial_size)
+from genlab.models.layers import Window, dropout_rate, fc_classifier, image_shape, positive_int, spatial_size
 
 CONV_PLANS: dict[str, list] = {
     "conv2": [64, 64, "M"],

@@ -39,7 +39,8 @@ def load_run(folder: Path) -> StudyRun:
     if manifest is None:
         raise UserError(f"{folder} has no manifest.json: not a genlab run folder")
     if manifest.get("status") != "complete":
-        raise UserError(f"{folder} is not complete (status {manifest.get('status')!r}); re-run its command to finish it")
+        raise UserError(f"{folder} is not complete (status {manifest.get('status')!r}); re-run its command to finish "
+                        "it")
     try:
         study = get_study(str(manifest["study"]))
         spec = study.Spec.from_flat(manifest["spec"])
@@ -77,7 +78,8 @@ def build_report(directory: Path | str, title: str = "genlab: are deep networks 
 
     folders = [directory / name for name in STUDIES if (directory / name / "manifest.json").exists()]
     if not folders:
-        raise UserError(f"{directory} holds no study run folders (expected e.g. {directory}/randomization/manifest.json)")
+        raise UserError(f"{directory} holds no study run folders (expected e.g. "
+                        f"{directory}/randomization/manifest.json)")
     runs, skipped = [], []
     for folder in folders:
         try:
@@ -94,8 +96,9 @@ def build_report(directory: Path | str, title: str = "genlab: are deep networks 
         title=title,
         runs=[{
             "name": r.study.name, "title": r.study.title, "question": r.study.question, "citation": r.study.citation,
-            "summary": r.summary, "figures": [{"src": _data_uri(p), "name": p.stem,
-                                               "svg": str((p.with_suffix(".svg")).relative_to(directory))} for p in r.figures],
+            "summary": r.summary,
+            "figures": [{"src": _data_uri(p), "name": p.stem, "svg": str(p.with_suffix(".svg").relative_to(directory))}
+                        for p in r.figures],
             "settings": _settings(r.spec), "seconds": float(r.manifest.get("seconds", 0.0)),
             "seeds": r.manifest.get("seeds"), "rerun": rerun_command(r), "preset": getattr(r.spec, "preset", ""),
             "git": r.manifest.get("git_revision"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from genlab.engine.snapshot import load_snapshot, save_snapshot
 from genlab.errors import UserError
 
 
@@ -51,19 +52,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def atomic_torch_save(path: Path, data: Any) -> None:
-    """``torch.save`` to ``path`` so readers see the old file or the new one, never a torn one."""
-    import torch
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _holds_tensors(value: Any) -> bool:
@@ -97,7 +85,8 @@ def cached_value(folder: Path, name: str, compute):
     """The value stored under ``name`` in ``folder/cache``, or ``compute()`` stored there first.
 
     Tensors and plain Python values only (numpy values become Python numbers): JSON when there is
-    no tensor, else ``torch.save``, read back with ``weights_only=True``. The value returned is
+    no tensor, else a file of :mod:`genlab.engine.snapshot` (``torch.save``, read back with
+    ``weights_only=True``, refused with one line when damaged). The value returned is
     always the one read back from disk. A computation that trains through the engine names its
     resume snapshot after itself (``snapshot-NAME.pt``): once the value is stored, it is deleted.
     """
@@ -107,7 +96,7 @@ def cached_value(folder: Path, name: str, compute):
         value = _plain(compute())
         cache.mkdir(parents=True, exist_ok=True)
         if _holds_tensors(value):
-            atomic_torch_save(as_torch, value)
+            save_snapshot({"value": value}, as_torch)
         else:
             atomic_write_text(as_json, json.dumps(value))
         (folder / f"snapshot-{name}.pt").unlink(missing_ok=True)
@@ -117,21 +106,7 @@ def cached_value(folder: Path, name: str, compute):
         except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
             raise UserError(f"{as_json} is unreadable ({exc}); delete it to recompute it, or re-run with "
                             f"--force-new") from None
-    return _load_tensors(as_torch)
-
-
-def _load_tensors(path: Path):
-    import pickle
-    import zipfile
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} is unreadable or not plain tensors ({reason}); delete it to recompute it, or "
-                        f"re-run with --force-new") from None
+    return load_snapshot(as_torch)["value"]
 
 
 def remove_leftovers(units_dir: Path) -> None:

@@ -47,10 +47,16 @@ def _known_model(name: str) -> str:
     return _registered(name, MODELS, "model")
 
 
-def _known_init(name: str) -> str:
+def init_names() -> list[str]:
+    """The initializer schemes, and ``paper`` (each model's paper's scheme)."""
     from genlab.models import INITIALIZERS
+    from genlab.models.zoo import PAPER_INIT
 
-    return _registered(name, INITIALIZERS, "init")
+    return [*INITIALIZERS, PAPER_INIT]
+
+
+def _known_init(name: str) -> str:
+    return _registered(name, init_names(), "init")
 
 
 def _known_datasets(names: list[str]) -> list[str]:
@@ -100,9 +106,7 @@ def choices(field) -> list[str]:
     import typing
 
     if any(getattr(check, "func", None) is _known_init for check in field.metadata):
-        from genlab.models import INITIALIZERS
-
-        return list(INITIALIZERS)
+        return init_names()
     annotation = field.annotation
     if typing.get_origin(annotation) is Literal:
         return [str(a) for a in typing.get_args(annotation)]
@@ -115,20 +119,12 @@ def choices(field) -> list[str]:
 def parameter_count(model: str, dataset: str, **options) -> int | None:
     """Parameters of registered ``model`` built for ``dataset``'s inputs, or None when it cannot take
     them (LeNet needs images, the 1-D CNN signals); known without loading the data or allocating the
-    network: the builder runs on PyTorch's meta device with the registry's input shape."""
-    import torch
-
+    network (:func:`genlab.models.param_count` on the registry's input shape)."""
     from genlab.data import DATASETS
-    from genlab.errors import UserError
-    from genlab.models import MODELS
+    from genlab.models import param_count
 
     entry = DATASETS[dataset]
-    try:
-        with torch.device("meta"):
-            net = MODELS[model].builder(tuple(entry.input_shape), entry.num_classes, **options)
-    except UserError:
-        return None
-    return sum(p.numel() for p in net.parameters())
+    return param_count(model, tuple(entry.input_shape), entry.num_classes, **options)
 
 
 def model_takes(model: str, dataset: str, **options) -> bool:

@@ -28,8 +28,10 @@ from genlab.data.sources.fetch import (
     default_data_root,
     ensure_files,
     extract_safely,
-    one_line as _one_line,
     pinned,
+)
+from genlab.data.sources.fetch import (
+    one_line as _one_line,
 )
 from genlab.data.sources.idx import NUM_CLASSES, IdxSplits
 from genlab.errors import UserError

@@ -20,8 +20,10 @@ from genlab.data.sources.fetch import (
     RemoteSource,
     default_data_root,
     ensure_files,
-    one_line as _one_line,
     pinned,
+)
+from genlab.data.sources.fetch import (
+    one_line as _one_line,
 )
 from genlab.errors import UserError
 

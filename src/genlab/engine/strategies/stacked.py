@@ -13,8 +13,8 @@ import torch
 
 from genlab.engine.losses import per_model_losses
 from genlab.engine.optim import StackedOptimizer
-from genlab.engine.stack import stacked_forward
 from genlab.engine.precision import compute_dtype
+from genlab.engine.stack import stacked_forward
 from genlab.engine.strategies.base import Session, StepBatch, unscale_owned
 
 
