@@ -17,6 +17,8 @@ from genlab.progress import NullProgress
 from genlab.run.runner import stored_inputs
 from genlab.studies.base import Context, Unit, get_study
 
+UNIT_RETRIES = 3  # times Ray re-runs a unit whose worker process died
+
 
 def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, threads: int, inputs: dict):
     """Body of one Ray task: rebuild the spec, run the unit, return its rows."""
@@ -55,7 +57,9 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"cannot connect to the Ray cluster at {address or 'a new local instance'}: "
                             f"{exc}") from None
-    remote = ray.remote(num_cpus=1)(_run_unit_task)
+    # a worker that dies mid-unit (killed, out of memory, its node lost) is retried: the retry resumes from the
+    # unit's snapshot when the worker could write into the run folder, else from the unit's start
+    remote = ray.remote(num_cpus=1, max_retries=UNIT_RETRIES)(_run_unit_task)
     keys = [u.key for u in study.units(spec)]
     spec_json = spec.model_dump(mode="json")
     threads = torch.get_num_threads()
@@ -71,7 +75,16 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
     progress.log(f"[{study.name}] {len(pending)} units submitted to Ray ({address or 'local instance'})")
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
-        key, rows, curves, seconds = ray.get(done[0])
+        try:
+            key, rows, curves, seconds = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:  # the unit itself raised: its own error, as in a local run
+            if isinstance(exc.cause, UserError):
+                raise exc.cause from None
+            raise
+        except ray.exceptions.RayError as exc:  # its worker or node died more often than Ray retries
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"a unit of {study.name} failed on Ray after {UNIT_RETRIES} retries ({first}); the "
+                            "finished units are stored: re-run the same command to resume") from None
         store.save_unit(key, rows, curves, seconds)
         store.rebuild_tables(keys)
         progress.end_unit(key)
