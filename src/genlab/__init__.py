@@ -11,22 +11,41 @@ Modules moved when the package was laid out by role (the papers' methods in
 ``genlab.store``, ...) still import, see :mod:`genlab._moved`.
 """
 from genlab import _moved
-from genlab.probes.expressivity import interpolating_network
-from genlab.probes.intrinsic_dim import intrinsic_dimension
-from genlab.probes.layer_robustness import layer_robustness
-from genlab.probes.lottery import IterativePruning, Mask, PruningPlan, magnitude_prune, random_prune
-from genlab.probes.measures import compute_measures as generalization_measures
 
 _moved.install()
 
+_API = {
+    "interpolating_network": ("genlab.probes.expressivity", "interpolating_network"),
+    "intrinsic_dimension": ("genlab.probes.intrinsic_dim", "intrinsic_dimension"),
+    "layer_robustness": ("genlab.probes.layer_robustness", "layer_robustness"),
+    "IterativePruning": ("genlab.probes.lottery", "IterativePruning"),
+    "Mask": ("genlab.probes.lottery", "Mask"),
+    "PruningPlan": ("genlab.probes.lottery", "PruningPlan"),
+    "magnitude_prune": ("genlab.probes.lottery", "magnitude_prune"),
+    "random_prune": ("genlab.probes.lottery", "random_prune"),
+    "generalization_measures": ("genlab.probes.measures", "compute_measures"),
+}
+"""The public API, imported on first use: ``import genlab.engine`` (and every CLI start) does not
+pay for the probes' imports (scipy.stats alone takes about a second)."""
+
 
 def __getattr__(name: str):
-    """``genlab.pruning`` and the other old paths as attributes, imported on first use."""
-    if f"genlab.{name}" in _moved.MOVED:
-        import importlib
+    """The API names of :data:`_API`, and ``genlab.pruning`` and the other old paths, on first use."""
+    import importlib
 
+    if name in _API:
+        module, attribute = _API[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    if f"genlab.{name}" in _moved.MOVED:
         return importlib.import_module(f"genlab.{name}")
     raise AttributeError(f"module 'genlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
+
 
 __all__ = [
     "IterativePruning", "Mask", "PruningPlan", "generalization_measures", "interpolating_network",

@@ -9,7 +9,7 @@ stack holds them) keeps, in 4-byte floats unless the parameters say otherwise:
   momentum, 2 for Adam/AdamW (first and second moments);
 * the activations of one batch: K B A values kept for the backward pass and as many gradients,
   where A is the number of values the layers of one model output for one example (found by running
-  the model on PyTorch's ``meta`` device, which computes shapes without storage); evaluation holds
+  the largest model once on one training example, in eval mode without gradients); evaluation holds
   K B_eval A values without gradients, and the larger of the two counts.
 
 Models are counted without building them for real: a module is constructed under
@@ -69,10 +69,13 @@ def _padded_parameters(modules: Sequence[nn.Module]) -> tuple[int, int]:
     return sum(math.prod(s) for s in shapes.values()), size
 
 
-def activation_values(module: nn.Module, input_shape: Sequence[int]) -> int:
-    """Values the leaf layers of ``module`` output for one example (0 when it cannot run on meta)."""
-    from torch.func import functional_call
+def activation_values(module: nn.Module, input_shape: Sequence[int], example: torch.Tensor | None = None) -> int:
+    """Values the leaf layers of ``module`` output for one example (0 when it cannot run).
 
+    The module runs once on one example (``example``, else zeros of ``input_shape``) in eval mode
+    without gradients, with the random state restored afterwards, so that training is unchanged:
+    a forward on one example costs microseconds, where tracing on the meta device first pays ~2 s
+    of PyTorch imports."""
     total = 0
 
     def count(_, __, output):
@@ -80,28 +83,35 @@ def activation_values(module: nn.Module, input_shape: Sequence[int]) -> int:
         if isinstance(output, torch.Tensor):
             total += output.numel()
 
+    param = next(iter(module.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = example[:1] if example is not None else torch.zeros(1, *input_shape, device=device)
+    modes = {m: m.training for m in module.modules()}
     leaves = [m for m in module.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
-    meta = {n: torch.empty_like(t, device="meta") for n, t in [*module.named_parameters(), *module.named_buffers()]}
     try:
-        with torch.no_grad():
-            functional_call(module, meta, (torch.empty(1, *input_shape, device="meta"),))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            module.eval()
+            module(x.to(device))
     except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError):
         return 0
     finally:
         for h in hooks:
             h.remove()
+        for m, training in modes.items():
+            m.train(training)
     return total
 
 
 def estimate_training(modules: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int,
-                      eval_batch_size: int, optimizer: str, momentum: float) -> MemoryEstimate:
+                      eval_batch_size: int, optimizer: str, momentum: float,
+                      example: torch.Tensor | None = None) -> MemoryEstimate:
     """What training ``modules`` together needs (see the module docstring)."""
     k = len(modules)
     values, size = _padded_parameters(modules)
     states = OPTIMIZER_STATES.get(optimizer, 1 if momentum > 0 else 0)
     largest = max(modules, key=lambda m: sum(p.numel() for p in m.parameters()))
-    per_example = activation_values(largest, input_shape)
+    per_example = activation_values(largest, input_shape, example)
     activations = max(2 * k * batch_size * per_example, k * eval_batch_size * per_example) * size
     return MemoryEstimate(models=k, parameters=(2 * k + 1) * values * size + k * values,
                           gradients=k * values * size, optimizer=2 * states * k * values * size,
@@ -148,7 +158,8 @@ def check_training_fits(jobs: Sequence, inputs: Sequence, config) -> None:
     n_train = inputs[0].x_train.shape[0]
     n_eval = max(max(g.x_test.shape[0], n_train if config.eval_train else 0) for g in inputs)
     need = estimate_training(modules, tuple(inputs[0].x_train.shape[1:]), min(config.batch_size, n_train),
-                             min(config.eval_batch_size, n_eval), config.optimizer, config.momentum)
+                             min(config.eval_batch_size, n_eval), config.optimizer, config.momentum,
+                             example=inputs[0].x_train[:1])
     if need.total > free:
         raise UserError(f"the {need.models} models trained together here need {need.describe()}, but "
                         f"{gigabytes(free)} is available on {config.device}; use a smaller --batch-size, or "
