@@ -18,7 +18,9 @@ Conventions used by every function here:
   what Jiang et al. use; it is NOT the operator norm of the convolution as a linear map of the
   whole feature map (which is larger, up to a factor sqrt(number of kernel positions)).
 * "parameters" are the trainable parameters (``requires_grad``), weights and biases of every
-  module, including normalization layers.
+  module, including normalization layers; only ``params`` (the count) and the sharpness searches
+  use them. The norms (``l2_norm``, ``dist_from_init``, the products, the path norm) are over the
+  weight layers' weights only, biases left out, as Jiang et al. define them.
 * Nothing is ever done to the caller's model: every function works on a deep copy, in
   ``eval()`` mode (dropout off, batch-norm running statistics used and not updated) and under
   ``torch.no_grad``. All randomness comes from the ``seed`` argument; the global RNG is not used.
@@ -37,11 +39,19 @@ from torch import nn
 
 from genlab.errors import UserError
 from genlab.probes.ranking import rank_measures
-from genlab.probes.sharpness import LossFn, eval_copy, predict, sharpness_sigma
+from genlab.probes.sharpness import (
+    LossFn,
+    eval_copy,
+    keskar_sharpness,
+    predict,
+    sharpness_sigma,
+    worst_case_alpha,
+)
 
 __all__ = [
-    "MARGIN_PERCENTILE", "compute_measures", "frobenius_product", "margin", "output_margins", "path_norm",
-    "rank_measures", "sharpness_sigma", "spectral_product", "weight_matrices", "zero_one_error",
+    "MARGIN_PERCENTILE", "compute_measures", "frobenius_product", "keskar_sharpness", "margin", "output_margins",
+    "path_norm", "rank_measures", "sharpness_sigma", "spectral_product", "weight_matrices", "worst_case_alpha",
+    "zero_one_error",
 ]
 
 """A loss of (outputs, targets) returning the mean over the examples as a 0-d tensor."""
@@ -95,7 +105,7 @@ def frobenius_product(model: nn.Module) -> float:
     return math.prod(float(torch.linalg.matrix_norm(w.double(), ord="fro")) for w in matrices)
 
 
-def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cpu") -> float:
+def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cpu", biases: bool = False) -> float:
     """Squared l2 path norm: sum over all paths p of prod_{edges e in p} w_e^2.
 
     Neyshabur, Tomioka & Srebro 2015 define the l2 path norm phi_2(theta) as the square root of
@@ -104,8 +114,10 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cp
     "path.norm" of Jiang et al. 2019 (their eq. for mu_path-norm = sum_i f_{w^2}(1)[i]); it scales
     like the other squared norm products, so ``path_norm / margin^2`` is scale invariant.
 
-    Biases count as weights on edges leaving a constant unit of value 1, so paths that start at a
-    bias unit are included: for f(x) = Wx + b the value is sum_ij W_ij^2 + sum_k b_k^2.
+    By default the biases are left out (set to zero in the squared network), as Jiang et al.
+    define the measures on the weights only: for f(x) = Wx + b the value is sum_ij W_ij^2. With
+    ``biases=True`` they count as weights on edges leaving a constant unit of value 1 (paths that
+    start at a bias unit are included): sum_ij W_ij^2 + sum_k b_k^2.
 
     Computed exactly by one forward pass: every parameter is squared (in float64) and the squared
     network is run on an all-ones input; the sum of its outputs is the path sum. This is exact for
@@ -119,6 +131,10 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], *, device: str = "cp
     with torch.no_grad():
         for parameter in squared.parameters():
             parameter.pow_(2)
+        if not biases:
+            for module in squared.modules():
+                if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and module.bias is not None:
+                    module.bias.zero_()
         ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
         return float(squared(ones).sum())
 
@@ -159,48 +175,71 @@ def compute_measures(
     sharpness_steps: int = 6,
     magnitude_eps: float = 1e-3,
     batch_size: int = 1024,
+    worst_case: bool = True,
+    worst_case_points: int | None = 250,
+    worst_case_steps: int = 5,
+    worst_case_bisections: int = 4,
+    keskar_eps: float = 5e-4,
+    keskar_steps: int = 10,
+    keskar_points: int | None = None,
 ) -> dict[str, float]:
     """Complexity / generalization measures of a trained classifier on its training set.
 
     ``data = (x_train, y_train)`` with integer class labels; the model maps x to logits (n, C).
-    ``init_model`` is the same architecture at initialization (for ``dist_from_init``).
-    W_i are the weight-layer matrices (see module docstring), theta all trainable parameters,
-    gamma the margin. Keys of the result (NaN where a measure is undefined):
+    ``init_model`` is the same architecture at initialization (for ``dist_from_init`` and
+    ``spectral_init``). W_i are the d weight-layer matrices (see module docstring; biases are
+    not part of any norm), W_i^0 their initial values, gamma the margin. Names in quotes are
+    Jiang et al. 2019's (their measures are logs of these, with constant terms; Kendall's tau is
+    unchanged by the log). Keys of the result (NaN where a measure is undefined):
 
     * ``train_loss``: mean cross-entropy on the training set; ``train_acc``: its accuracy.
-    * ``params``: number of trainable parameters (Jiang et al. "params").
-    * ``l2_norm``: ||theta||_2 over all trainable parameters, weights and biases.
-    * ``dist_from_init``: ||theta - theta_0||_2 (Nagarajan & Kolter 2019; Jiang et al.
-      "dist.l2"); NaN without ``init_model``.
-    * ``spectral_product``: prod_i ||W_i||_2 (Bartlett et al. 2017; convolutions use the
-      reshaped kernel matrix, not the convolution operator norm).
-    * ``frobenius_product``: prod_i ||W_i||_F (Neyshabur et al. 2015).
-    * ``path_norm``: sum over input->output paths (bias units included) of prod w_e^2, i.e. the
-      squared l2 path norm of Neyshabur et al. 2015 = Jiang et al. "path.norm"; see ``path_norm``.
+    * ``params``: number of trainable parameters, biases included ("params").
+    * ``l2_norm``: sqrt(sum_i ||W_i||_F^2), weights only ("l2" is its square).
+    * ``dist_from_init``: sqrt(sum_i ||W_i - W_i^0||_F^2) ("dist.l2"; Nagarajan & Kolter 2019);
+      NaN without ``init_model``.
+    * ``spectral_product``: prod_i ||W_i||_2 (Bartlett et al. 2017; "prod.of.spec" is its
+      square; convolutions use the reshaped kernel matrix, not the convolution operator norm).
+    * ``frobenius_product``: prod_i ||W_i||_F (Neyshabur et al. 2015; "prod.of.fro" is its square).
+    * ``path_norm``: sum over input->output paths of prod w_e^2 (biases left out), the squared
+      l2 path norm of Neyshabur et al. 2015 = "path.norm"; see ``path_norm``.
     * ``margin``: gamma = 10th percentile over training points of f_y(x) - max_{j!=y} f_j(x)
       (Jiang et al. sec. 7). Margin-normalized measures are NaN when gamma <= 0 (fewer than ~90%
       of training points correctly classified).
-    * ``spectral_over_margin``: prod_i ||W_i||_2^2 / gamma^2 (Jiang et al. "spec.orig/margin"
-      without log/constant factors; the SQUARED product, so it is invariant to rescaling the
-      weights of a ReLU net, whose logits and gamma scale with the product of the layer scales).
-    * ``sum_of_spectral_over_margin``: d * (prod_i ||W_i||_2^2 / gamma^2)^(1/d), d = number of
-      weight layers (Jiang et al. "sum.of.spec/margin").
-    * ``frobenius_over_margin``: prod_i ||W_i||_F^2 / gamma^2 (Jiang et al. "prod.of.fro/margin").
-    * ``sum_of_frobenius_over_margin``: d * (prod_i ||W_i||_F^2 / gamma^2)^(1/d).
-    * ``path_norm_over_margin``: path_norm / gamma^2 (Jiang et al. "path.norm/margin").
+    * ``spectral_over_margin``: prod_i ||W_i||_2^2 / gamma^2 ("prod.of.spec/margin"; the SQUARED
+      product, so it is invariant to rescaling the layers of a ReLU net).
+    * ``spectral_orig``: prod_i ||W_i||_2^2 * sum_i ||W_i||_F^2 / ||W_i||_2^2 / gamma^2 ("spec.orig",
+      the bound of Bartlett et al. 2017 / Neyshabur et al. 2018: the product times the summed
+      stable ranks).
+    * ``spectral_init``: prod_i ||W_i||_2^2 * sum_i ||W_i - W_i^0||_F^2 / ||W_i||_2^2 / gamma^2
+      ("spec.init"); NaN without ``init_model``.
+    * ``sum_of_spectral_over_margin``: d * (prod_i ||W_i||_2^2 / gamma^2)^(1/d) ("sum.of.spec/margin").
+    * ``frobenius_over_margin``: prod_i ||W_i||_F^2 / gamma^2 ("prod.of.fro/margin").
+    * ``sum_of_frobenius_over_margin``: d * (prod_i ||W_i||_F^2 / gamma^2)^(1/d) ("sum.of.fro/margin").
+    * ``path_norm_over_margin``: path_norm / gamma^2 ("path.norm/margin").
     * ``pacbayes_sharpness``: 1 / sigma^2, sigma the largest isotropic Gaussian noise std on all
       parameters whose mean training-criterion increase is <= ``sharpness_target``
-      (Jiang et al. "pacbayes.flatness"; search in ``sharpness_sigma``).
+      ("pacbayes.flatness"; search in ``sharpness_sigma``).
     * ``magnitude_aware_sharpness``: 1 / sigma'^2, the same with noise std
-      sigma' * (|theta_i| + ``magnitude_eps``) (Jiang et al. "pacbayes.mag.flatness").
-    * ``sharpness_sigma``, ``magnitude_aware_sigma``: the two sigmas themselves.
+      sigma' * (|theta_i| + ``magnitude_eps``) ("pacbayes.mag.flatness").
+    * ``worst_case_sharpness``: 1 / alpha^2, alpha the largest box radius |delta_i| <= alpha whose
+      worst perturbation found (ascent on the cross-entropy) raises the training 0-1 error by at
+      most ``sharpness_target`` ("sharpness.flatness" / sharpness.orig); ``worst_case_mag_sharpness``
+      the same in the box |delta_i| <= alpha (|theta_i| + ``magnitude_eps``) ("sharpness.mag.flatness");
+      ``worst_case_alpha``, ``worst_case_mag_alpha`` the radii (see ``worst_case_alpha``).
+    * ``keskar_sharpness``: Keskar et al. 2017's phi(eps) = 100 (max L(theta + delta) - L(theta)) /
+      (1 + L(theta)) over the box |delta_i| <= eps (|theta_i| + 1), L the training cross-entropy,
+      eps = ``keskar_eps`` (see ``keskar_sharpness``).
+    * ``sharpness_sigma``, ``magnitude_aware_sigma``: the two Gaussian sigmas themselves.
 
-    Sharpness criterion: ``"error"`` (default, as Jiang et al.: training 0-1 error may rise by
-    ``sharpness_target`` = 0.1) or ``"loss"`` (cross-entropy may rise by ``sharpness_target``).
-    For speed the sharpness search runs on a fixed random subsample of ``sharpness_points``
-    training points (seeded by ``seed``; ``None`` = all points) with ``sharpness_draws`` noise
-    draws and ``sharpness_steps`` bisection steps; all other measures use the full training set.
-    ``sharpness=False`` skips the search (the four sharpness keys are then NaN).
+    Sharpness criterion of the Gaussian searches: ``"error"`` (default, as Jiang et al.: training
+    0-1 error may rise by ``sharpness_target`` = 0.1) or ``"loss"`` (cross-entropy may rise by it).
+    For speed the searches run on fixed random subsamples of the training points (seeded by
+    ``seed``; ``None`` = all points): ``sharpness_points`` for the Gaussian ones (with
+    ``sharpness_draws`` noise draws and ``sharpness_steps`` bisection steps), ``worst_case_points``
+    for the worst-case ones (``worst_case_steps`` ascent steps, ``worst_case_bisections``
+    bisections), ``keskar_points`` for Keskar's (``keskar_steps`` ascent steps); all other measures
+    use the full training set. ``sharpness=False`` skips every search, ``worst_case=False`` the
+    worst-case and Keskar ones (their keys are then NaN).
     """
     x, y = _check_data(data)
     work = eval_copy(model, device)
@@ -217,7 +256,7 @@ def compute_measures(
         path_norm(work, x.shape[1:], device=device) if x.is_floating_point() else math.nan
     )
     measures["margin"] = margin(outputs, y)
-    measures.update(_margin_normalized(measures, depth=len(weight_matrices(work))))
+    measures.update(_margin_normalized(measures, work, init_model))
     measures.update(
         _sharpness_measures(
             work, x, y,
@@ -226,47 +265,64 @@ def compute_measures(
             magnitude_eps=magnitude_eps, seed=seed, device=device, batch_size=batch_size,
         )
     )
+    wanted = sharpness and worst_case
+    measures.update(_worst_case_measures(
+        work, x, y, enabled=wanted, target=sharpness_target, points=worst_case_points, steps=worst_case_steps,
+        bisections=worst_case_bisections, magnitude_eps=magnitude_eps, keskar_eps=keskar_eps,
+        keskar_steps=keskar_steps, keskar_points=keskar_points, seed=seed, device=device))
     return measures
 
 
 def _norm_measures(work: nn.Module, init_model: nn.Module | None) -> dict[str, float]:
-    named = [(name, p.detach()) for name, p in work.named_parameters() if p.requires_grad]
+    trainable = [p for p in work.parameters() if p.requires_grad]
+    weights = weight_matrices(work)
     return {
-        "params": float(sum(p.numel() for _, p in named)),
-        "l2_norm": math.sqrt(sum(float(p.double().pow(2).sum()) for _, p in named)),
-        "dist_from_init": _distance_from_init(named, init_model),
+        "params": float(sum(p.numel() for p in trainable)),
+        "l2_norm": math.sqrt(sum(float(w.double().pow(2).sum()) for w in weights)),
+        "dist_from_init": _distance_from_init(weights, init_model),
         "spectral_product": spectral_product(work),
         "frobenius_product": frobenius_product(work),
     }
 
 
-def _distance_from_init(
-    named: list[tuple[str, torch.Tensor]], init_model: nn.Module | None
-) -> float:
-    """||theta - theta_0||_2, matching parameters by name and checking their shapes."""
+def _initial_weights(weights: list[torch.Tensor], init_model: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices of ``init_model``, checked against the trained ones layer by layer."""
+    initial = weight_matrices(init_model)
+    if len(initial) != len(weights):
+        raise UserError(f"init_model: has {len(initial)} weight layers, model has {len(weights)}; it must be the "
+                        "same architecture")
+    for i, (start, value) in enumerate(zip(initial, weights)):
+        if start.shape != value.shape:
+            raise UserError(f"init_model: weight layer {i} has shape {tuple(start.shape)}, model has "
+                            f"{tuple(value.shape)}")
+    return [w.to(v.device) for w, v in zip(initial, weights)]
+
+
+def _distance_from_init(weights: list[torch.Tensor], init_model: nn.Module | None) -> float:
+    """sqrt(sum_i ||W_i - W_i^0||_F^2) over the weight layers, in module order."""
     if init_model is None:
         return math.nan
-    initial = dict(init_model.named_parameters())
-    total = 0.0
-    for name, value in named:
-        if name not in initial:
-            raise UserError(f"init_model: has no parameter '{name}'; it must be the same architecture as model")
-        start = initial[name].detach()
-        if start.shape != value.shape:
-            raise UserError(
-                f"init_model: parameter '{name}' has shape {tuple(start.shape)}, "
-                f"model has {tuple(value.shape)}"
-            )
-        total += float((value.double() - start.to(value.device).double()).pow(2).sum())
-    return math.sqrt(total)
+    initial = _initial_weights(weights, init_model)
+    return math.sqrt(sum(float((w.double() - w0.double()).pow(2).sum()) for w, w0 in zip(weights, initial)))
 
 
-def _margin_normalized(measures: dict[str, float], depth: int) -> dict[str, float]:
+def _margin_normalized(measures: dict[str, float], work: nn.Module, init_model: nn.Module | None) -> dict[str, float]:
+    weights = weight_matrices(work)
+    depth = len(weights)
     gamma_sq = measures["margin"] ** 2 if measures["margin"] > 0 else math.nan
     spectral = measures["spectral_product"] ** 2 / gamma_sq
     frobenius = measures["frobenius_product"] ** 2 / gamma_sq
+    spec_sq = [float(torch.linalg.matrix_norm(w.double(), ord=2)) ** 2 for w in weights]
+    stable_ranks = sum(float(w.double().pow(2).sum()) / s for w, s in zip(weights, spec_sq)) if depth else math.nan
+    if init_model is None or not depth:
+        moved = math.nan
+    else:
+        initial = _initial_weights(weights, init_model)
+        moved = sum(float((w.double() - w0.double()).pow(2).sum()) / s for w, w0, s in zip(weights, initial, spec_sq))
     return {
         "spectral_over_margin": spectral,
+        "spectral_orig": spectral * stable_ranks,
+        "spectral_init": spectral * moved,
         "sum_of_spectral_over_margin": _sum_form(spectral, depth),
         "frobenius_over_margin": frobenius,
         "sum_of_frobenius_over_margin": _sum_form(frobenius, depth),
@@ -313,6 +369,33 @@ def _sharpness_measures(
         "magnitude_aware_sharpness": 1.0 / sigma_mag**2,
         "sharpness_sigma": sigma,
         "magnitude_aware_sigma": sigma_mag,
+    }
+
+
+WORST_CASE_KEYS = ("worst_case_sharpness", "worst_case_mag_sharpness", "worst_case_alpha", "worst_case_mag_alpha",
+                   "keskar_sharpness")
+
+
+def _worst_case_measures(
+    work: nn.Module, x: torch.Tensor, y: torch.Tensor, *, enabled: bool, target: float, points: int | None,
+    steps: int, bisections: int, magnitude_eps: float, keskar_eps: float, keskar_steps: int,
+    keskar_points: int | None, seed: int, device: str,
+) -> dict[str, float]:
+    if not enabled:
+        return dict.fromkeys(WORST_CASE_KEYS, math.nan)
+    x_sub, y_sub = _subsample(x, y, points, seed)
+    common = dict(target_increase=target, magnitude_eps=magnitude_eps, steps=steps, bisections=bisections,
+                  seed=seed, device=device)
+    alpha = worst_case_alpha(work, x_sub, y_sub, magnitude_aware=False, **common)
+    alpha_mag = worst_case_alpha(work, x_sub, y_sub, magnitude_aware=True, **common)
+    x_k, y_k = _subsample(x, y, keskar_points, seed)
+    return {
+        "worst_case_sharpness": 1.0 / alpha**2,
+        "worst_case_mag_sharpness": 1.0 / alpha_mag**2,
+        "worst_case_alpha": alpha,
+        "worst_case_mag_alpha": alpha_mag,
+        "keskar_sharpness": keskar_sharpness(work, x_k, y_k, eps=keskar_eps, steps=keskar_steps, seed=seed,
+                                             device=device),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -19,13 +20,19 @@ def rank_measures(
     *,
     measures: Sequence[str] | None = None,
     hyperparameters: Sequence[str] | None = None,
+    order: Literal["signed", "absolute"] = "signed",
 ) -> pd.DataFrame:
-    """Kendall's tau of each measure with the generalization gap, sorted by |tau| descending.
+    """Kendall's tau of each measure with the generalization gap, sorted by tau descending.
 
     One row per model in ``table``. ``measures`` defaults to every numeric column other than
     ``gap_column`` and ``hyperparameters``. Returns columns ``measure, tau, p_value, n`` where tau
     is scipy's Kendall tau-b over the rows where both values are finite (n of them) and p_value
     its two-sided p-value; NaN when n < 2 or either column is constant there.
+
+    Sorting: ``order="signed"`` (default) by tau itself, largest first: each measure is meant to
+    be oriented so that a larger value predicts a larger gap (Jiang et al.), and a measure that
+    ranks the models backwards (tau near -1) is a bad predictor, not a good one; ``"absolute"``
+    by |tau| (for measures of unknown orientation). NaN taus come last either way.
 
     With ``hyperparameters`` (columns of the table that were varied on a grid), also Jiang et al.
     2019's granulated Kendall coefficient (their eq. 4): for each hyperparameter h, ``tau_<h>``
@@ -44,8 +51,11 @@ def rank_measures(
             row.update(_granulated(table, column, gap_column, hyperparameters))
         rows.append(row)
     result = pd.DataFrame(rows, columns=None if rows else ["measure", "tau", "p_value", "n"])
-    order = result["tau"].abs().sort_values(ascending=False, na_position="last", kind="stable").index
-    return result.loc[order].reset_index(drop=True)
+    if order not in ("signed", "absolute"):
+        raise UserError(f"order: must be 'signed' or 'absolute', got {order!r}")
+    key = result["tau"] if order == "signed" else result["tau"].abs()
+    index = key.sort_values(ascending=False, na_position="last", kind="stable").index
+    return result.loc[index].reset_index(drop=True)
 
 
 def _check_table(table: pd.DataFrame, gap_column: str, hyperparameters: list[str]) -> None:
@@ -104,3 +114,34 @@ def _granulated(
     values = [t for t in per_axis.values() if not math.isnan(t)]
     per_axis["granulated_tau"] = float(np.mean(values)) if values else math.nan
     return per_axis
+
+
+def one_at_a_time_taus(
+    table: pd.DataFrame,
+    measures: Sequence[str],
+    gap_column: str = "gen_gap",
+    *,
+    axis_column: str = "axis",
+    base: str = "base",
+) -> pd.DataFrame:
+    """Per-axis Kendall taus of a one-at-a-time design, and their mean.
+
+    In such a design every model differs from a base configuration in at most one hyperparameter,
+    named in ``axis_column`` (the base models carry ``base``). For each axis a, ``tau_<a>`` is the
+    Kendall tau of a measure with the gap among the base models and those that vary a; and
+    ``granulated_tau`` is their mean: the analogue, for this design, of Jiang et al. 2019's
+    granulated coefficient (eq. 4), which on their full grid averages over every setting of the
+    other axes. One row per measure (index ``measure``).
+    """
+    _check_table(table, gap_column, [axis_column])
+    axes = [a for a in dict.fromkeys(table[axis_column]) if a != base]
+    rows = []
+    for column in _measure_columns(table, gap_column, measures, []):
+        row: dict[str, object] = {"measure": column}
+        for axis in axes:
+            part = table[table[axis_column].isin([base, axis])]
+            row[f"tau_{axis}"] = _kendall(part[column], part[gap_column])[0]
+        values = [t for t in (row[f"tau_{a}"] for a in axes) if not math.isnan(t)]
+        row["granulated_tau"] = float(np.mean(values)) if values else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("measure")

@@ -1,6 +1,8 @@
 """Sharpness of a trained network: the largest Gaussian weight perturbation its training error
 tolerates (PAC-Bayes flatness, Dziugaite & Roy 2017 / Neyshabur et al. 2017; magnitude-aware as
-in Jiang et al. 2019), found by bracketing then bisection on sigma, every draw seeded."""
+in Jiang et al. 2019), found by bracketing then bisection on sigma, every draw seeded; and the
+worst-case sharpness (Keskar et al. 2017; Jiang et al. 2019 "sharpness.orig"), the largest loss or
+error increase an adversarial perturbation inside a box finds, by projected sign-gradient ascent."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +11,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import UserError
@@ -154,3 +157,123 @@ def eval_copy(model: nn.Module, device: str) -> nn.Module:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+# --------------------------------------------------------------------------------------------
+# Worst-case (adversarial) sharpness: Keskar et al. 2017; Jiang et al. 2019 sharpness.orig / .mag.orig
+# --------------------------------------------------------------------------------------------
+
+
+def worst_case_increase(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    radii: list[torch.Tensor],
+    *,
+    steps: int,
+    seed: int = 0,
+) -> tuple[float, float, float, float]:
+    """The largest training cross-entropy found inside the box |delta_i| <= radii_i around theta.
+
+    Projected sign-gradient ascent (an l-infinity PGD): from a uniform random start in the box,
+    ``steps`` times delta <- clip(delta + 2.5 r / steps * sign(grad_delta CE), -r, r), the ascent
+    Keskar et al. 2017 run with L-BFGS-B and Jiang et al. 2019 with SGD on the loss. ``model``
+    must be an eval-mode copy owned by the caller (its parameters are restored on return);
+    ``radii`` are aligned with its trainable parameters. Returns (CE at theta, CE at the worst
+    delta found, 0-1 error at theta, 0-1 error at that delta); the worst CE is the max over the
+    start and every iterate, so more steps never find less.
+    """
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    centers = [p.detach().clone() for p in parameters]
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    deltas = [(torch.rand(c.shape, generator=generator, dtype=c.dtype, device=c.device) * 2 - 1) * r
+              for c, r in zip(centers, radii)]
+    step_sizes = [2.5 * r / max(steps, 1) for r in radii]
+
+    def evaluate(shift: list[torch.Tensor] | None, grad: bool):
+        with torch.no_grad():
+            for p, c, d in zip(parameters, centers, shift or [None] * len(centers)):
+                p.copy_(c if d is None else c + d)
+        with torch.set_grad_enabled(grad):
+            out = model(x)
+            loss = F.cross_entropy(out.double(), y)
+        error = float((out.argmax(dim=1) != y).double().mean())
+        return loss, error
+
+    try:
+        base_loss, base_error = evaluate(None, grad=False)
+        worst_loss, worst_error = -math.inf, base_error
+        for step in range(steps + 1):
+            loss, error = evaluate(deltas, grad=step < steps)
+            value = float(loss.detach())
+            if value > worst_loss:
+                worst_loss, worst_error = value, error
+            if step == steps:
+                break
+            grads = torch.autograd.grad(loss, parameters)
+            with torch.no_grad():
+                for d, g, s, r in zip(deltas, grads, step_sizes, radii):
+                    d.add_(s * g.sign())
+                    torch.maximum(torch.minimum(d, r), -r, out=d)
+    finally:
+        with torch.no_grad():
+            for p, c in zip(parameters, centers):
+                p.copy_(c)
+    return float(base_loss), worst_loss, base_error, worst_error
+
+
+def keskar_sharpness(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 5e-4, steps: int = 10, seed: int = 0,
+    device: str = "cpu",
+) -> float:
+    """Keskar et al. 2017's sharpness phi(eps) = 100 (max_{delta in C_eps} L(theta + delta) - L(theta))
+    / (1 + L(theta)), C_eps the box |delta_i| <= eps (|theta_i| + 1) (their "full space" variant), L the training
+    cross-entropy on (x, y); the max by :func:`worst_case_increase` (a lower bound on the true max)."""
+    if not eps > 0:
+        raise UserError(f"eps: must be > 0, got {eps}")
+    work = eval_copy(model, device)
+    x, y = x.to(device), y.to(device)
+    radii = [eps * (p.detach().abs() + 1.0) for p in work.parameters() if p.requires_grad]
+    base, worst, _, _ = worst_case_increase(work, x, y, radii, steps=steps, seed=seed)
+    return 100.0 * max(worst - base, 0.0) / (1.0 + base)
+
+
+def worst_case_alpha(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    target_increase: float = 0.1,
+    magnitude_aware: bool = False,
+    magnitude_eps: float = 1e-3,
+    steps: int = 5,
+    bisections: int = 4,
+    alpha_init: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> float:
+    """Largest box radius alpha whose worst perturbation found raises the training 0-1 error by at most
+    ``target_increase`` (Jiang et al. 2019, "sharpness.orig": box |delta_i| <= alpha; magnitude-aware
+    "sharpness.mag.orig": |delta_i| <= alpha (|theta_i| + eps)). The measure is 1 / alpha^2.
+
+    The worst perturbation is searched by :func:`worst_case_increase` (ascent on the cross-entropy,
+    the 0-1 error read at the worst point found); alpha by factors of 4 from ``alpha_init``
+    (0.005, magnitude-aware 0.05) until bracketed, then ``bisections`` bisections in log alpha.
+    Cost: about (3 + bisections) x (steps + 1) forward/backward passes over x.
+    """
+    if not target_increase > 0:
+        raise UserError(f"target_increase: must be > 0, got {target_increase}")
+    if steps < 0 or bisections < 0:
+        raise UserError(f"steps and bisections must be >= 0, got {steps} and {bisections}")
+    work = eval_copy(model, device)
+    x, y = x.to(device), y.to(device)
+    centers = [p.detach() for p in work.parameters() if p.requires_grad]
+    shapes = [c.abs() + magnitude_eps if magnitude_aware else torch.ones_like(c) for c in centers]
+
+    def increase(alpha: float) -> float:
+        _, _, base_error, worst_error = worst_case_increase(work, x, y, [alpha * s for s in shapes], steps=steps,
+                                                            seed=seed)
+        return worst_error - base_error
+
+    start = alpha_init if alpha_init is not None else (0.05 if magnitude_aware else 0.005)
+    return _largest_sigma_within(increase, target_increase, start, bisections)

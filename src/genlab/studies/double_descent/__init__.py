@@ -115,14 +115,18 @@ class DoubleDescentSpec(StudySpec):
 
     presets = {
         "quick": dict(seeds=[0], rff_n_train=4000, rff_points=32, rff_ridges=[0.0, 1e-3],
-                      nn_n_train=1000, nn_points=10, nn_epochs=100, nn_optimizer="adam", nn_lr=1e-3,
-                      nn_schedule="cosine", nn_eval_every=10,
+                      # nn: Belkin Fig. 3 in budget (FINDINGS sec. 1): 2x2-pooled MNIST (d = 196) so that the
+                      # threshold width h* = 24 is a well-trained net, fresh Glorot everywhere, trained to
+                      # interpolation, 3 seeds for the seed spread of the peak check
+                      nn_n_train=500, nn_pool=2, nn_widths=[4, 7, 11, 15, 19, 24, 30, 40, 60, 96], nn_reuse="never",
+                      nn_group_ratio=25.0, nn_epochs=1000, nn_optimizer="adam", nn_lr=3e-3, nn_schedule="constant",
+                      nn_stop_mse=1e-3, nn_eval_every=100, nn_seeds=[0, 1, 2],
                       noise_widths=[8, 16, 24, 32, 48, 64, 96, 128], noise_epochs=100, noise_lr=0.05,
                       noise_schedule="cosine", noise_eval_every=5),
         "paper": dict(seeds=[0, 1, 2], rff_n_train=4000, rff_points=40, rff_ridges=[0.0, 1e-3, 1e-2],
                       nn_n_train=4000, nn_points=24, nn_min_ratio=0.1, nn_max_ratio=4.0, nn_epochs=6000,
-                      nn_optimizer="adam", nn_lr=1e-3, nn_schedule="step", nn_step_every=500,
-                      nn_step_gamma=0.9, nn_eval_every=50,
+                      nn_optimizer="adam", nn_lr=3e-3, nn_schedule="step", nn_step_every=500,
+                      nn_step_gamma=0.9, nn_eval_every=50, nn_stop_mse=1e-3,
                       noise_widths=[4, 8, 12, 16, 20, 24, 32, 40, 47, 56, 64, 80, 100, 128, 200, 300],
                       noise_epochs=500, noise_lr=0.01, noise_schedule="constant", noise_eval_every=2),
         "smoke": dict(seeds=[0], rff_n_train=200, rff_n_test=200, rff_points=9, nn_n_train=100, nn_n_test=100,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -37,6 +39,66 @@ def classical_best_and_peak(test: pd.Series) -> tuple[float, float]:
     while bottom + 1 < len(values) and values[bottom + 1] < values[bottom]:
         bottom += 1
     return float(test.index[bottom]), float(test.iloc[bottom:].idxmax())
+
+
+@dataclass(frozen=True)
+class RiskPeak:
+    """The largest seed-mean risk in a window around the threshold, with what it must stand above.
+
+    ``before`` is the lowest seed-mean risk at any smaller size, ``largest`` the risk of the largest
+    size; ``*_se`` are standard errors over seeds of the per-seed differences peak - before and
+    peak - largest (sd / sqrt(seeds); NaN with one seed)."""
+
+    x: float
+    value: float
+    before_x: float | None
+    before: float
+    before_se: float
+    largest_x: float
+    largest: float
+    largest_se: float
+    seeds: int
+
+    def margin(self, lower: float, se: float, relative: float = 0.1, z: float = 2.0) -> float:
+        """How far the peak must stand above ``lower``: max(z standard errors, ``relative`` x lower);
+        infinite when the spread is unknown (one seed)."""
+        return max(z * se if math.isfinite(se) else math.inf, relative * abs(lower))
+
+    def stands_out(self, min_seeds: int = 3, relative: float = 0.1, z: float = 2.0) -> bool:
+        """Peak minus the lowest risk before it, and peak minus the largest size's risk, both exceed
+        their margins, over at least ``min_seeds`` seeds (so that a seed spread exists)."""
+        if self.seeds < min_seeds or self.before_x is None or self.x >= self.largest_x:
+            return False
+        return bool(self.value - self.before > self.margin(self.before, self.before_se, relative, z)
+                    and self.value - self.largest > self.margin(self.largest, self.largest_se, relative, z))
+
+
+def risk_peak(rows: pd.DataFrame, x: str, value: str, low: float, high: float) -> RiskPeak | None:
+    """The peak of the seed-mean ``value`` over ``x`` in [low, high] (None when no x is there).
+
+    ``rows`` has one row per (x, seed); the seed spread of the two differences is computed over
+    the seeds present at the peak and at the compared size (paired: one difference per seed)."""
+    table = rows.pivot_table(index=x, columns="seed", values=value, aggfunc="mean").sort_index()
+    mean = table.mean(axis=1)
+    window = mean[(mean.index >= low) & (mean.index <= high)]
+    if not len(window):
+        return None
+    peak_x = window.idxmax()
+    before = mean[mean.index < peak_x]
+    before_x = before.idxmin() if len(before) else None
+    largest_x = mean.index[-1]
+
+    def se(other) -> float:
+        if other is None:
+            return math.nan
+        diffs = (table.loc[peak_x] - table.loc[other]).dropna().to_numpy(dtype=float)
+        return float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) >= 2 else math.nan
+
+    return RiskPeak(x=float(peak_x), value=float(mean[peak_x]),
+                    before_x=None if before_x is None else float(before_x),
+                    before=float(before.min()) if len(before) else math.nan, before_se=se(before_x),
+                    largest_x=float(largest_x), largest=float(mean[largest_x]), largest_se=se(largest_x),
+                    seeds=int(table.loc[peak_x].notna().sum()))
 
 
 def ticks_125(low: float, high: float) -> list[float]:
