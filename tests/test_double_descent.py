@@ -25,11 +25,14 @@ from genlab.studies.double_descent import (
     one_hidden_layer_params,
     padding_groups,
     reuse_plan,
+    risk_peak,
     run_rff,
     summarize_rff,
     threshold_width,
     width_grid,
 )
+from genlab.studies.double_descent.label_noise import summarize_label_noise
+from genlab.studies.double_descent.nn import peak_check, pooled, summarize_nn
 
 # ----------------------------------------------------------------------------- weight reuse
 
@@ -144,6 +147,78 @@ def test_peak_is_taken_after_the_bottom_of_the_classical_u():
     assert classical_best_and_peak(falling) == (3, 3)
 
 
+def _risk_rows(curves: dict[int, list[float]], sizes: list[int]) -> pd.DataFrame:
+    """One row per (size, seed) from {seed: test risk per size}."""
+    return pd.DataFrame([{"params": p, "seed": s, "test_mse": v} for s, values in curves.items()
+                         for p, v in zip(sizes, values)])
+
+
+SIZES = [1000, 2000, 3000, 4000, 5000, 7000, 10000, 20000]   # threshold n K = 5000
+
+
+def test_risk_peak_standard_errors_are_those_of_the_per_seed_differences():
+    seeds = {0: [0.9, 0.8, 1.2, 1.0, 0.8, 0.6, 0.5, 0.40],
+             1: [0.8, 0.9, 1.4, 1.1, 0.9, 0.7, 0.5, 0.45],
+             2: [1.0, 0.7, 1.0, 0.9, 0.8, 0.6, 0.4, 0.38]}
+    peak = risk_peak(_risk_rows(seeds, SIZES), "params", "test_mse", 2500, 10000)
+    assert peak.x == 3000 and peak.value == pytest.approx(1.2)
+    assert peak.before_x == 2000 and peak.before == pytest.approx(0.8)      # lowest mean before the peak
+    assert peak.largest_x == 20000 and peak.largest == pytest.approx((0.40 + 0.45 + 0.38) / 3)
+    before_diffs = np.array([1.2 - 0.8, 1.4 - 0.9, 1.0 - 0.7])
+    assert peak.before_se == pytest.approx(before_diffs.std(ddof=1) / math.sqrt(3))
+    largest_diffs = np.array([1.2 - 0.40, 1.4 - 0.45, 1.0 - 0.38])
+    assert peak.largest_se == pytest.approx(largest_diffs.std(ddof=1) / math.sqrt(3))
+    assert peak.stands_out()
+
+
+@pytest.mark.parametrize("case", ["within_noise", "one_seed", "only_falls", "small_step", "peak_is_largest"])
+def test_risk_peak_does_not_stand_out_when_the_curve_does_not_show_one(case):
+    if case == "within_noise":   # mean bump of 0.1 over the left arm, but the seeds disagree by more
+        seeds = {0: [0.8, 0.8, 1.3, 0.9, 0.8, 0.6, 0.5, 0.4], 1: [0.8, 0.8, 0.5, 0.9, 0.8, 0.6, 0.5, 0.4],
+                 2: [0.8, 0.8, 1.1, 0.9, 0.8, 0.6, 0.5, 0.4]}
+    elif case == "one_seed":      # a clear peak, but no seed spread to judge it by
+        seeds = {0: [0.9, 0.8, 1.2, 1.0, 0.8, 0.6, 0.5, 0.4]}
+    elif case == "only_falls":    # the issue's quick run: no peak at all
+        seeds = {s: [0.7 - 0.05 * i + 0.01 * s for i in range(8)] for s in range(3)}
+    elif case == "small_step":    # 5% above the left arm with no seed noise: below the 10% floor
+        seeds = {s: [0.80, 0.80, 0.84, 0.82, 0.8, 0.6, 0.5, 0.4] for s in range(3)}
+    else:                         # risk still rising at the largest net
+        seeds = {s: [0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1 + 0.01 * s] for s in range(3)}
+    peak = risk_peak(_risk_rows(seeds, SIZES), "params", "test_mse", 500, 40000)
+    assert not peak.stands_out()
+
+
+def test_nn_peak_check_passes_on_a_peaked_curve_and_fails_on_the_issues_curve():
+    def rows(values_by_seed):
+        out = _risk_rows(values_by_seed, SIZES)
+        return out.assign(n=500, threshold_params=5000)
+
+    peaked = {0: [0.9, 0.8, 1.2, 1.0, 0.8, 0.6, 0.5, 0.40], 1: [0.8, 0.9, 1.4, 1.1, 0.9, 0.7, 0.5, 0.45],
+              2: [1.0, 0.7, 1.0, 0.9, 0.8, 0.6, 0.4, 0.38]}
+    text, ok = peak_check(rows(peaked), 5000)
+    assert ok and "peak 1.2 at 0.6 nK" in text
+    # the issue's quick preset: 0.450 just below n K, 0.486 just above, then falling (one seed)
+    issue = {0: [0.60, 0.55, 0.50, 0.45, 0.486, 0.40, 0.35, 0.306]}
+    text, ok = peak_check(rows(issue), 5000)
+    assert not ok and "fewer than the 3" in text
+
+
+def test_pooling_averages_each_block_and_moves_the_threshold(tmp_path):
+    from genlab.data import load_dataset
+
+    data = load_dataset("digits", n_train=20, n_test=10)
+    small = pooled(data, 2)
+    assert small.input_shape == (1, 4, 4) and small.input_dim == 16
+    block = data.x_train[3, 0, 2:4, 4:6]
+    assert float(small.x_train[3, 0, 1, 2]) == pytest.approx(float(block.mean()))
+    assert torch.equal(small.y_train, data.y_train)
+    study = get_study("double-descent")
+    with pytest.raises(UserError, match="nn_pool"):
+        resolve_spec(study.Spec, "quick", None, {"nn_dataset": "mnist1d", "nn_pool": 2})
+    with pytest.raises(UserError, match="nn_pool"):
+        resolve_spec(study.Spec, "quick", None, {"nn_dataset": "digits", "nn_pool": 3})  # 8 is not divisible by 3
+
+
 # ----------------------------------------------------------------------------- rff with several ridges
 
 
@@ -194,7 +269,9 @@ def test_spec_rejects_bad_values_with_the_field_name():
 
 TINY = {
     "rff": dict(rff_dataset="digits", rff_n_train=150, rff_n_test=200, rff_points=11, ridges=[0.0, 1e-2]),
-    "nn": dict(nn_dataset="digits", nn_n_train=120, nn_n_test=100, nn_points=5, nn_epochs=3, nn_eval_every=1),
+    # threshold width h* = 15.9 at n = 120, d = 64: widths 3..15 continue the reuse chain, 16 and 40 are fresh
+    "nn": dict(nn_dataset="digits", nn_n_train=120, nn_n_test=100, nn_pool=1, nn_widths=[3, 8, 15, 16, 40],
+               nn_reuse="below_threshold", nn_group_ratio=4.0, nn_seeds=[0, 1], nn_epochs=3, nn_eval_every=1),
     "label_noise": dict(noise_n_train=200, noise_n_test=100, noise_widths=[4, 8, 16], noise_epochs=3,
                         noise_eval_every=1),
 }
@@ -216,7 +293,7 @@ def test_each_mode_runs_end_to_end(mode, tmp_path):
     figures = list((tmp_path / "run" / "figures").glob("*.png"))
     assert [f.name for f in figures] == [f"double_descent_{mode}.png"]
     summary = study.summarize(results, curves, spec)
-    assert summary.checks and all(isinstance(ok, bool) for _, ok in summary.checks)
+    checks = dict(summary.checks)
     assert mode in summary.verdict
     if mode == "rff":
         assert len(results) == 2 * 2 * results["features_or_width"].nunique()  # seeds x ridges x N
@@ -228,10 +305,17 @@ def test_each_mode_runs_end_to_end(mode, tmp_path):
         assert (results.loc[~reused, "scheme"] == "glorot").all()
         assert (results["params"] == [one_hidden_layer_params(64, h, 10) for h in results["features_or_width"]]).all()
         assert set(curves["scheme"]) == {"reuse", "glorot"}
+        # 3 epochs on 120 digits: nothing interpolates and, with 2 seeds, no peak can be judged
+        peak = [ok for text, ok in checks.items() if "peak near the threshold" in text]
+        assert peak == [False]
+        assert not checks[next(t for t in checks if "train error reaches" in t)]
+        assert "NO test-MSE peak" in summary.verdict
     if mode == "label_noise":
         assert (results["noise_mode"] == "other").all()
         assert results["fraction_wrong"].between(0.08, 0.22).all()
         assert set(curves["epoch"]) == {0, 1, 2, 3} and set(curves["width"]) == {4, 8, 16}
+        # 3 epochs: no width fits its noisy labels, so the peak cannot sit near an interpolation width
+        assert not checks[next(t for t in checks if "within a factor 2" in t)]
 
 
 def test_rff_mode_shows_the_peak_at_n_and_ridge_flattens_it(tmp_path):
@@ -244,6 +328,39 @@ def test_rff_mode_shows_the_peak_at_n_and_ridge_flattens_it(tmp_path):
     failed = [text for text, ok in checks.items() if not ok]
     assert not failed, failed
     assert len(checks) == 4
+
+
+def test_label_noise_peak_must_stand_above_the_seed_spread():
+    """Nakkiran's peak: >= 2 points above the bottom of the U and the widest, and (with seeds)
+    above 2 standard errors of the per-seed differences."""
+    widths = [8, 16, 32, 64, 128]
+
+    def rows(per_seed):
+        return pd.DataFrame([{"features_or_width": w, "seed": s, "train_err": t, "test_err": e,
+                              "fraction_wrong": 0.15, "dataset": "mnist1d", "n": 4000}
+                             for s, errs in per_seed.items()
+                             for w, e, t in zip(widths, errs, [0.3, 0.1, 0.005, 0.0, 0.0])])
+
+    spec = resolve_spec(get_study("double-descent").Spec, "quick", None, {})
+    steady = {s: [0.50, 0.45, 0.52, 0.44, 0.40] for s in range(3)}   # 7 points above the U's bottom, every seed
+    assert all(ok for _, ok in summarize_label_noise(rows(steady), pd.DataFrame(), spec).checks)
+    noisy = {0: [0.50, 0.45, 0.62, 0.44, 0.40], 1: [0.50, 0.45, 0.46, 0.44, 0.40],
+             2: [0.50, 0.45, 0.48, 0.44, 0.40]}                       # mean 5.3 points, driven by one seed
+    text, ok = summarize_label_noise(rows(noisy), pd.DataFrame(), spec).checks[1]
+    assert not ok and "standard errors" in text
+
+
+@pytest.mark.slow
+def test_nn_mode_shows_belkins_peak_at_the_quick_settings(tmp_path):
+    """Belkin Fig. 3 at the smallest size found to show it (FINDINGS sec. 1): 2x2-pooled MNIST, n = 500,
+    3 seeds, trained to interpolation: a test-MSE peak near n K beyond seed noise, then a descent."""
+    study = get_study("double-descent")
+    spec = resolve_spec(study.Spec, "quick", None, {"modes": ["nn"]})
+    from genlab.studies.double_descent.nn import run_nn
+    rows = pd.DataFrame(run_nn(spec, Context(unit_dir=tmp_path, progress=NullProgress())).rows)
+    checks = dict(summarize_nn(rows, spec).checks)
+    failed = [text for text, ok in checks.items() if not ok]
+    assert not failed, failed
 
 
 def test_spec_class_is_registered():

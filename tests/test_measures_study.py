@@ -22,6 +22,7 @@ from genlab.studies import get_study
 from genlab.studies.measures import (
     AXES,
     MEASURES,
+    SHARPNESS,
     base_config,
     module_at,
     ranking_rows,
@@ -100,13 +101,13 @@ def test_label_noise_is_an_optional_axis_of_base_models():
 
 def test_spec_validation():
     study = get_study("measures")
-    with pytest.raises(UserError, match="sweep_lrs"):
+    with pytest.raises(UserError, match="lr"):
         resolve_spec(study.Spec, "smoke", None, {"lr": [0.1, -1.0]})
     with pytest.raises(UserError, match="model"):
         resolve_spec(study.Spec, "smoke", None, {"model": "lenet"})
     with pytest.raises(UserError, match="speed_loss"):
         resolve_spec(study.Spec, "smoke", None, {"speed_loss": 0.001})
-    with pytest.raises(UserError, match="sweep_label_noise"):
+    with pytest.raises(UserError, match="label_noise"):
         resolve_spec(study.Spec, "smoke", None, {"label_noise": [0.0]})
 
 
@@ -159,12 +160,12 @@ def test_checks_pass_on_jiangs_picture_and_fail_without_it():
     jiang = _model_rows(gap_of=lambda a, v: {"base": 0, "width": v, "depth": 2 + v, "lr": 4 + v}[a])
     checks = _summary(jiang)
     assert all(checks.values()), checks
-    # the sweep's gaps are noise (configurations do not differ): the replicate check fails
-    noise = _model_rows(gap_of=lambda a, v: 0)
-    assert seed_replicate_tau(pd.DataFrame(noise)) < 0.3
+    # the sweep's gaps are noise (seed 1 ranks the configurations backwards): the replicate check fails
+    noise = [{**r, "gen_gap": 0.1 + 0.01 * (i // 2 if r["seed"] == 0 else -(i // 2))} for i, r in enumerate(jiang)]
+    assert seed_replicate_tau(pd.DataFrame(noise)) == pytest.approx(-1.0)
     assert not next(ok for text, ok in _summary(noise).items() if "seed replicates" in text)
     # the sharpness measure anti-correlated with the gap: the signed ranking puts it last
-    flipped = [{**r, "pacbayes_sharpness": -r["pacbayes_sharpness"]} for r in jiang]
+    flipped = [{**r, **{m: -10 * r["gen_gap"] + i for i, m in enumerate(SHARPNESS)}} for r in jiang]
     flipped_checks = _summary(flipped)
     assert not next(ok for text, ok in flipped_checks.items() if "top 3" in text)
     # a model that never reached the stop rule

@@ -485,8 +485,8 @@ def ranking_rows(rows: list[dict]) -> list[dict]:
     """The measures ranked by signed Kendall tau with the gap over the same models - those of
     Jiang's axes that reached the stop rule with every measure defined - as rows of kind ``rank``
     (with per-axis taus; when fewer than 2 models qualify, each tau is over the models where that
-    measure is defined, and the summary's first check fails); and, when the sweep has a label-noise axis, the same over the base and
-    label-noise models as rows of kind ``rank_label_noise``."""
+    measure is defined, and the summary's first check fails); and, when the sweep has a label-noise
+    axis, the same over the base and label-noise models as rows of kind ``rank_label_noise``."""
     table = numeric_measures(pd.DataFrame(rows))
     usable = common_models(table)
     if len(usable[usable["axis"] != NOISE_AXIS]) < 2:  # too little to rank on the same models: each tau on its own

@@ -15,7 +15,12 @@ Three experiments (``modes``), each a risk curve over a size sweep:
   trained one ("weight reuse": its weights copied exactly into the first units, new units from
   Glorot; :func:`genlab.models.grow.copy_into_leading_units`); every row says which
   initialization ``scheme`` produced it, because the switch from reuse to fresh Glorot at the
-  threshold is itself a source of the drop there.
+  threshold is itself a source of the drop there. Inputs may be average-pooled (``nn_pool``) so
+  that the threshold width is a trainable net at small n, and nets may stop once their training
+  MSE reaches ``nn_stop_mse`` (trained to interpolation). The peak check asks for Belkin's claim
+  on the measured curve: a seed-mean test-MSE peak in [0.5, 2] n K standing above the lowest risk
+  before it and above the largest net's by more than max(2 standard errors of the per-seed
+  difference, 10%), over at least 3 seeds (``nn_seeds``).
 * ``label_noise`` - Nakkiran, Kaplun, Bansal, Yang, Barak & Sutskever (2019), "Deep double
   descent", with the MNIST-1D set-up of Greydanus (2020): MLP 40-h-h-10 on labels of which a
   fraction (15%) is replaced by a *different* class (``corrupt_labels(mode="other")``), a width
@@ -51,9 +56,11 @@ from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.double_descent.common import (
     FLOPS,
     STEP_OVERHEAD,
+    RiskPeak,
     classical_best_and_peak,
     first_interpolating,
     mean_curve,
+    risk_peak,
 )
 from genlab.studies.double_descent.label_noise import (
     NoiseSweep,
@@ -79,8 +86,9 @@ Mode = Literal["rff", "nn", "label_noise"]
 MODES: tuple[str, ...] = ("rff", "nn", "label_noise")
 
 __all__ = [
-    "DoubleDescent", "DoubleDescentSpec", "NetSweep", "NoiseSweep", "RFFSweep", "classical_best_and_peak",
-    "first_interpolating", "mean_curve", "one_hidden_layer_params", "padding_groups", "reuse_plan", "run_rff",
+    "DoubleDescent", "DoubleDescentSpec", "NetSweep", "NoiseSweep", "RFFSweep", "RiskPeak",
+    "classical_best_and_peak",
+    "first_interpolating", "mean_curve", "one_hidden_layer_params", "padding_groups", "reuse_plan", "risk_peak", "run_rff",
     "summarize_rff", "threshold_width", "width_grid",
 ]
 
