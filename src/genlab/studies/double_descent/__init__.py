@@ -88,7 +88,8 @@ MODES: tuple[str, ...] = ("rff", "nn", "label_noise")
 __all__ = [
     "DoubleDescent", "DoubleDescentSpec", "NetSweep", "NoiseSweep", "RFFSweep", "RiskPeak",
     "classical_best_and_peak",
-    "first_interpolating", "mean_curve", "one_hidden_layer_params", "padding_groups", "reuse_plan", "risk_peak", "run_rff",
+    "first_interpolating", "mean_curve", "one_hidden_layer_params", "padding_groups", "reuse_plan", "risk_peak",
+    "run_rff",
     "summarize_rff", "threshold_width", "width_grid",
 ]
 
