@@ -299,3 +299,37 @@ def test_cli_bad_input_is_one_line_exit_2_and_no_report(project, genlab_cli, arg
 class _Boom:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))
+
+
+def test_retrain_budget_runs_the_randomization_test(digits, tmp_path):
+    (x, y), (xt, yt) = digits
+
+    def factory():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+
+    torch.manual_seed(0)
+    net = train(factory(), x[:100], y[:100], 10)
+    result = genlab.diagnose(net, (x[:100], y[:100]), (xt[:100], yt[:100]), out=tmp_path, budget="retrain",
+                             factory=factory, retrain_epochs=12)
+    r = result.randomization
+    assert r["true_train_acc"] > r["random_train_acc"] > 0.2  # random labels are fit more slowly, but fit
+    assert r["random_test_acc"] < 0.3 < r["true_test_acc"]    # and carry no information about the test set
+    assert "random labels" in r["value"] and "randomization test" in {f.name.split(" (")[0] for f in
+                                                                     result.answer.findings}
+    assert "Randomization test" in (tmp_path / "report.html").read_text()
+
+
+def test_a_diagnosis_that_fails_late_leaves_the_previous_report_and_no_partial_files(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 8, generator=g), torch.randint(0, 3, (60,), generator=g)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    (tmp_path / "report.html").write_text("the previous, complete report")
+
+    def disk_full(*args):
+        raise UserError("cannot write diagnosis.json: No space left on device")
+
+    monkeypatch.setattr("genlab.diagnosis.core._write_tables", disk_full)
+    with pytest.raises(UserError, match="No space left"):
+        genlab.diagnose(net, (x[:40], y[:40]), (x[40:], y[40:]), out=tmp_path)
+    assert (tmp_path / "report.html").read_text() == "the previous, complete report"
+    assert sorted(os.listdir(tmp_path)) == ["report.html"]

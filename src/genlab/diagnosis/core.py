@@ -46,6 +46,11 @@ same on all points with more noise draws; retrain: quick plus the randomization 
 the factory's architecture through the engine)."""
 
 
+FIGURES = ("performance", "trajectory", "margins", "layer_robustness_heatmaps", "layer_robustness", "spectra",
+           "randomization")
+"""The figures a diagnosis may draw (files of these names in OUT/figures belong to it)."""
+
+
 @dataclass
 class Diagnosis:
     """What :func:`diagnose` measured; ``report`` is the page written."""
@@ -226,8 +231,12 @@ def _publish(work: Path, out: Path) -> Path:
     """Move the finished files into ``out``: figures and tables first, the page last."""
     try:
         (out / "figures").mkdir(exist_ok=True)
-        for path in sorted((work / "figures").iterdir()):
-            os.replace(path, out / "figures" / path.name)
+        made = {path.name for path in (work / "figures").iterdir()}
+        for path in (out / "figures").iterdir():  # figures of an earlier diagnosis this one does not have
+            if path.stem in FIGURES and path.name not in made:
+                path.unlink()
+        for name in sorted(made):
+            os.replace(work / "figures" / name, out / "figures" / name)
         for name in ("diagnosis.json", "layer_robustness.csv"):
             if (work / name).exists():
                 os.replace(work / name, out / name)

@@ -49,8 +49,8 @@ def sections(result, figure_paths: list[Path], root: Path) -> list[dict]:
     out = [{
         "id": "performance", "title": "Train and test",
         "question": "How much better does the model do on the data it was trained on?",
-        "reading": result.answer.findings[0].value + "." + (
-            " " + result.answer.findings[1].value + "." if result.trajectory is not None else ""),
+        "reading": " ".join(f"{f.value}." for f in result.answer.findings
+                            if f.name in ("generalization gap", "recorded training")),
         "figures": [figs[n] for n in ("trajectory", "performance") if n in figs],
         "table": {"header": ["", "loss", "accuracy", "examples"],
                   "rows": [["train", _fmt(perf["train_loss"]), _fmt(perf["train_acc"]), perf["n_train"]],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -73,10 +72,11 @@ def _value(true, rand, epochs: int) -> str:
 
 
 def _suggests(true, rand) -> str:
-    chance = "random labels test at chance" if np.isfinite(rand.test_acc) else ""
+    at_chance = f"the random-label model's test accuracy is {100 * rand.test_acc:.0f}% (chance, as it must be)"
     if rand.fit or rand.train_acc > 0.9:
         return ("the architecture can memorize this training set with labels that carry no information (Zhang et "
                 "al. 2017): its capacity alone does not explain why it generalizes, and a training accuracy of 100% "
-                f"says nothing about overfitting by itself; {chance}.")
-    return ("within this budget the architecture does not memorize random labels: it has little spare capacity "
-            "on this data (or needs longer, as Zhang et al. found random labels fit 2-10x slower).")
+                f"says nothing about overfitting by itself; {at_chance}.")
+    return (f"it did not fit random labels within this budget (reached {100 * rand.train_acc:.0f}%); Zhang et al. "
+            "found random labels take several times longer to fit, so more retraining epochs tell 'cannot "
+            "memorize' (little spare capacity on this data) from 'memorizes more slowly'.")
