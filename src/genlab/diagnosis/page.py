@@ -14,7 +14,7 @@ from genlab.report.build import _data_uri
 from genlab.run.store import environment, package_versions
 
 MEASURES = {
-    "params": "number of trainable parameters (Jiang et al. found more parameters going with a smaller gap)",
+    "params": "number of trainable parameters (a poor predictor of the gap in Jiang et al., if anything the wrong way)",
     "l2_norm": "||theta||_2 over all trainable parameters",
     "dist_from_init": "||theta - theta_0||_2 (needs the record's epoch 0; Nagarajan & Kolter 2019)",
     "spectral_product": "prod_i ||W_i||_2 over weight matrices (Bartlett et al. 2017)",

@@ -51,8 +51,9 @@ def answer(perf: dict, measures: dict, trajectory: pd.DataFrame | None, layers: 
         out.findings.append(Finding(
             "distance from initialization", f"||theta - theta_0|| = {measures['dist_from_init']:.3g} "
             f"(||theta|| = {measures['l2_norm']:.3g})",
-            "how far training moved the weights; Nagarajan & Kolter 2019 and Jiang et al. found it tracks the gap "
-            "across models trained alike (more movement, more capacity used), with no absolute threshold"))
+            "how far training moved the weights (Nagarajan & Kolter 2019); in Jiang et al. a moderate predictor of "
+            "the gap across networks trained alike (farther usually meaning more capacity used), with no absolute "
+            "threshold"))
     if not layers.empty:
         out.findings.append(_layers_finding(layers))
     if not spectra.empty:
@@ -169,7 +170,8 @@ def _layers_finding(layers: pd.DataFrame) -> Finding:
     return Finding("layer robustness", f"{len(critical)} of {len(layers)} layers critical ({names})",
                    "a robust layer can be reset to its initial value (or redrawn) with little loss of test "
                    "accuracy: it learned little the network needs. Zhang, Bengio & Singer 2019 found most layers "
-                   "of large networks robust, and fewer critical layers going with better generalization.")
+                   "of large networks robust; a count to compare with other networks on the same data, not a "
+                   "verdict by itself.")
 
 
 def _spectra_finding(spectra: pd.DataFrame) -> Finding:
