@@ -301,6 +301,7 @@ class _Boom:
         return (os.system, ("touch PWNED",))
 
 
+@pytest.mark.slow
 def test_retrain_budget_runs_the_randomization_test(digits, tmp_path):
     (x, y), (xt, yt) = digits
 
@@ -310,9 +311,10 @@ def test_retrain_budget_runs_the_randomization_test(digits, tmp_path):
     torch.manual_seed(0)
     net = train(factory(), x[:100], y[:100], 10)
     result = genlab.diagnose(net, (x[:100], y[:100]), (xt[:100], yt[:100]), out=tmp_path, budget="retrain",
-                             factory=factory, retrain_epochs=12)
+                             factory=factory, retrain_epochs=25)
     r = result.randomization
-    assert r["true_train_acc"] > r["random_train_acc"] > 0.2  # random labels are fit more slowly, but fit
+    # above chance (0.1) on random labels is memorization; it comes more slowly than on true labels
+    assert r["true_train_acc"] > r["random_train_acc"] > 0.15
     assert r["random_test_acc"] < 0.3 < r["true_test_acc"]    # and carry no information about the test set
     assert "random labels" in r["value"] and "randomization test" in {f.name.split(" (")[0] for f in
                                                                      result.answer.findings}
