@@ -4,7 +4,8 @@ The Python API applies the probes of the literature to your own ``torch.nn.Modul
 :func:`interpolating_network` (Zhang et al. 2017, Thm. 1), :func:`layer_robustness`
 (Zhang, Bengio & Singer 2019), :func:`intrinsic_dimension` (Li et al. 2018),
 :func:`generalization_measures` (Jiang et al. 2019), and lottery-ticket pruning with
-:class:`Mask` / :func:`magnitude_prune` (Frankle & Carbin 2019).
+:class:`Mask` / :func:`magnitude_prune` (Frankle & Carbin 2019); for a network trained anywhere,
+:func:`diagnose` (with :class:`Recorder` in the user's own training loop).
 
 Modules moved when the package was laid out by role (the papers' methods in
 :mod:`genlab.probes`, run folders in :mod:`genlab.run`); their old paths (``genlab.pruning``,
@@ -24,6 +25,8 @@ _API = {
     "magnitude_prune": ("genlab.probes.lottery", "magnitude_prune"),
     "random_prune": ("genlab.probes.lottery", "random_prune"),
     "generalization_measures": ("genlab.probes.measures", "compute_measures"),
+    "Recorder": ("genlab.recorder", "Recorder"),
+    "diagnose": ("genlab.diagnosis", "diagnose"),
 }
 """The public API, imported on first use: ``import genlab.engine`` (and every CLI start) does not
 pay for the probes' imports (scipy.stats alone takes about a second)."""
@@ -48,6 +51,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "IterativePruning", "Mask", "PruningPlan", "generalization_measures", "interpolating_network",
+    "IterativePruning", "Mask", "PruningPlan", "Recorder", "diagnose", "generalization_measures",
+    "interpolating_network",
     "intrinsic_dimension", "layer_robustness", "magnitude_prune", "random_prune",
 ]

@@ -1,4 +1,4 @@
-"""The ``genlab`` command: list, run STUDY, reproduce, report, bench.
+"""The ``genlab`` command: list, run STUDY, reproduce, report, diagnose, bench.
 
 ``genlab run STUDY`` has one flag per field of the study's spec (generated from the pydantic
 model, as open_lth does with its dataclasses), so every setting can come from flags or from a
@@ -226,6 +226,56 @@ def report_cmd(directory):
 
     path = build_report(directory)
     click.echo(f"wrote {path}")
+
+
+@cli.command("diagnose")
+@click.option("--model", "model_path", required=True, metavar="PKG.MODULE:FACTORY",
+              help="a function returning the untrained model (imported from the current folder or installed)")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="the trained state_dict (torch.save(model.state_dict(), PATH)); read with weights_only=True")
+@click.option("--record", type=click.Path(path_type=Path), default=None,
+              help="folder written by genlab.Recorder during training (adds init distances, epochs, re-init)")
+@click.option("--dataset", default=None, help="a registered dataset (genlab list) the model was trained on")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=".npz with arrays x_train, y_train, x_test, y_test (instead of --dataset)")
+@click.option("--n-train", type=int, default=None, help="with --dataset: training examples (default: all)")
+@click.option("--n-test", type=int, default=None, help="with --dataset: test examples (default: all)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("diagnosis"),
+              show_default=True, help="folder for report.html, figures/ and the numbers")
+@click.option("--budget", type=click.Choice(["quick", "full", "retrain"]), default="quick", show_default=True,
+              help="quick/full: no retraining (full: all points, more draws); retrain: also the randomization test")
+@click.option("--retrain-epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="with --budget retrain: epochs per retrained model at most")
+@click.option("--init", default="default", show_default=True,
+              help="initializer layers are re-randomized from (default: PyTorch's)")
+@click.option("--seed", type=int, default=0, show_default=True, help="fixes every random choice")
+def diagnose_cmd(model_path, weights, record, dataset, data_file, n_train, n_test, out, budget, retrain_epochs, init,
+                 seed):
+    """Is my model overfitted? Diagnose a network trained anywhere; write OUT/report.html."""
+    from genlab.diagnosis import diagnose
+    from genlab.diagnosis.inputs import build, load_factory, load_npz, load_weights
+
+    if (dataset is None) == (data_file is None):
+        raise UserError("give exactly one of --dataset NAME or --data FILE.npz")
+    factory = load_factory(model_path)
+    model = load_weights(build(factory, f"--model {model_path}"), weights)
+    if data_file is not None:
+        train, test = load_npz(data_file)
+        name = data_file.name
+    else:
+        from genlab.data.registry import load_dataset
+
+        d = load_dataset(dataset, n_train=n_train, n_test=n_test)
+        train, test, name = (d.x_train, d.y_train), (d.x_test, d.y_test), dataset
+    source = f"--data {data_file}" if data_file is not None else f"--dataset {dataset}" + "".join(
+        f" --{flag} {value}" for flag, value in (("n-train", n_train), ("n-test", n_test)) if value is not None)
+    command = (f"genlab diagnose --model {model_path} --weights {weights}" + (f" --record {record}" if record else "")
+               + f" {source} --out {out} --budget {budget} --init {init} --seed {seed}"
+               + (f" --retrain-epochs {retrain_epochs}" if budget == "retrain" else ""))
+    result = diagnose(model, train, test, record=record, out=out, budget=budget, factory=factory, init=init,
+                      seed=seed, retrain_epochs=retrain_epochs, dataset=name, command=command)
+    click.echo(result.answer.verdict)
+    click.echo(f"wrote {result.report}")
 
 
 def benchmarks_dir() -> Path:

@@ -20,34 +20,37 @@ FORMAT = "genlab-snapshot"
 VERSION = 2
 
 
-def save_snapshot(state: dict, path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (a full disk leaves the previous file intact)."""
+def save_snapshot(state: dict, path: Path, *, what: str = "the resume snapshot") -> None:
+    """Write ``state`` to ``path`` atomically (a full disk leaves the previous file intact);
+    ``what`` names the file in the error line."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write the resume snapshot {path}: {exc}") from None
+        raise UserError(f"cannot write {what} {path}: {exc}") from None
 
 
-def load_snapshot(path: Path) -> dict:
+RESUME_RECOVERY = "delete it, or re-run with --force-new to start the run afresh"
+
+
+def load_snapshot(path: Path, *, what: str = "the resume snapshot", recover: str = RESUME_RECOVERY) -> dict:
     """The state saved by :func:`save_snapshot`; a file that is not one (corrupt, truncated,
     written by an older genlab, or holding objects other than tensors and plain values) is refused
-    with one line that says how to recover."""
-    recover = "delete it, or re-run with --force-new to start the run afresh"
+    with one line that names it as ``what`` and says how to ``recover``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError(f"the resume snapshot {path} holds objects other than tensors and plain values "
+        raise UserError(f"{what} {path} holds objects other than tensors and plain values "
                         f"(written by an older genlab, or not by genlab): refused without loading it "
                         f"({str(exc).splitlines()[0][:200]}); {recover}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        raise UserError(f"the resume snapshot {path} cannot be read ({type(exc).__name__}: "
+        raise UserError(f"{what} {path} cannot be read ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'corrupt'}); {recover}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"the resume snapshot {path} was written by an older genlab; {recover}")
+        raise UserError(f"{what} {path} was written by an older genlab; {recover}")
     if state.get("version") != VERSION:
-        raise UserError(f"the resume snapshot {path} has format version {state.get('version')!r}, "
+        raise UserError(f"{what} {path} has format version {state.get('version')!r}, "
                         f"this genlab reads version {VERSION}; {recover}")
     return state

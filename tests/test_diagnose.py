@@ -1,0 +1,337 @@
+"""genlab.diagnose and `genlab diagnose` on models written here and trained by a plain PyTorch
+loop here (not by genlab): the numbers against direct PyTorch computations, any model (BatchNorm
+CNN, a residual module with a custom forward and a buffer, shared weights, 1-D inputs), the
+verdict on a memorizing network, and bad input refused in one line with nothing written."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import genlab
+from genlab.data.registry import load_dataset
+from genlab.diagnosis.analysis import robustness_groups
+from genlab.errors import UserError
+
+
+class BNCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 2 * 2, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        return self.fc(F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2).flatten(1))
+
+
+class Residual(nn.Module):
+    """Tabular inputs, a skip connection in a custom forward, and a registered (non-trained) buffer."""
+
+    def __init__(self, d_in=64, width=32, classes=10):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(0.5))
+        self.inp = nn.Linear(d_in, width)
+        self.block = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        self.out = nn.Linear(width, classes)
+
+    def forward(self, x):
+        h = F.relu(self.inp(x.flatten(1)))
+        h = F.relu(h + self.scale * self.block(h))
+        return self.out(h)
+
+
+class Tied(nn.Module):
+    """1-D inputs (a Conv1d) and a weight shared by two modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 5, padding=2)
+        self.down = nn.Linear(64 * 4 // 4, 16)
+        self.mid = nn.Linear(16, 16)
+        self.mid_again = nn.Linear(16, 16)
+        self.mid_again.weight = self.mid.weight
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = F.max_pool1d(F.relu(self.conv(x)), 4).flatten(1)
+        h = F.relu(self.down(h))
+        return self.out(F.relu(self.mid_again(F.relu(self.mid(h)))))
+
+
+def train(net, x, y, epochs, lr=0.05, recorder=None, batch=64, seed=0):
+    """The user's own loop: SGD with momentum, shuffled mini-batches."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    g = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        net.train()
+        for idx in torch.randperm(len(y), generator=g).split(batch):
+            opt.zero_grad()
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+        if recorder is not None:
+            recorder.epoch_end(epoch)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_dataset("digits", n_train=300, n_test=200)
+    return (d.x_train, d.y_train), (d.x_test, d.y_test)
+
+
+@pytest.fixture(scope="module")
+def recorded_cnn(digits, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cnn")
+    (x, y), test = digits
+    torch.manual_seed(0)
+    net = BNCNN()
+    rec = genlab.Recorder(net, folder / "ckpt", last=6)
+    train(net, x, y, 6, recorder=rec)
+    result = genlab.diagnose(net, (x, y), test, record=folder / "ckpt", out=folder / "out", dataset="digits")
+    return net, result, folder
+
+
+def _direct(net, x, y):
+    with torch.no_grad():
+        out = net.eval()(x)
+    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).float().mean())
+
+
+@pytest.mark.slow
+def test_cnn_with_record_numbers_match_plain_pytorch(recorded_cnn, digits):
+    net, result, folder = recorded_cnn
+    (x, y), (xt, yt) = digits
+    train_loss, train_acc = _direct(net, x, y)
+    test_loss, test_acc = _direct(net, xt, yt)
+    perf = result.performance
+    assert perf["train_acc"] == pytest.approx(train_acc) and perf["test_acc"] == pytest.approx(test_acc)
+    assert perf["train_loss"] == pytest.approx(train_loss, rel=1e-5)
+    assert perf["acc_gap"] == pytest.approx(train_acc - test_acc)
+    init = torch.load(folder / "ckpt" / "epoch-00000.pt", weights_only=True)["state_dict"]
+    distance = math.sqrt(sum(float((p.detach() - init[n]).double().pow(2).sum()) for n, p in net.named_parameters()))
+    assert result.measures["dist_from_init"] == pytest.approx(distance, rel=1e-6)
+    assert list(result.trajectory["epoch"]) == [0, 1, 2, 3, 5, 6]
+    last = result.trajectory.iloc[-1]  # the record's last epoch is the trained network
+    assert last.test_acc == pytest.approx(test_acc) and last.dist_from_init == pytest.approx(distance, rel=1e-6)
+    # re-initializing a layer to the last epoch gives back the trained network; to epoch 0 costs accuracy
+    rows = result.robustness
+    at_last = rows[(rows.operation == "reinit") & (rows.checkpoint_epoch == 6)]
+    assert np.allclose(at_last.test_acc, test_acc)
+    assert set(result.layers.layer) == {"conv1", "bn1", "conv2", "bn2", "fc"}
+    assert set(result.layers.verdict) <= {"critical", "robust"}
+    conv1 = result.layers.set_index("layer").loc["conv1"]
+    assert conv1.reinit0_test_acc < test_acc - 0.1 and conv1.verdict == "critical"
+    fc = net.fc.weight.detach().double()
+    s = torch.linalg.svdvals(fc)
+    stable = result.spectra.set_index("layer").loc["fc", "stable_rank"]
+    assert stable == pytest.approx(float((s ** 2).sum() / s[0] ** 2))
+    assert result.spectra.set_index("layer").loc["conv2", "shape"] == "8x54"
+
+
+@pytest.mark.slow
+def test_cnn_report_is_one_page_with_the_answer_and_figures(recorded_cnn):
+    _, result, folder = recorded_cnn
+    page = (folder / "out" / "report.html").read_text()
+    assert "Is this model overfitted?" in page and result.answer.verdict.split("(")[0].strip() in page
+    assert page.count("data:image/png;base64,") == 4  # trajectory, margins, layer heatmap, spectra
+    assert "Layer robustness" in page and "Caveats" in page and "genlab.Recorder" not in page.split("Not measured")[0]
+    numbers = json.loads((folder / "out" / "diagnosis.json").read_text())
+    assert numbers["performance"]["test_acc"] == pytest.approx(result.performance["test_acc"])
+    assert not [p for p in os.listdir(folder / "out") if p.startswith(".")]
+
+
+def test_residual_custom_forward_without_record(digits, tmp_path):
+    (x, y), test = digits
+    torch.manual_seed(1)
+    net = train(Residual(), x, y, 5)
+    result = genlab.diagnose(net, (x, y), test, out=tmp_path)
+    assert result.trajectory is None and math.isnan(result.measures["dist_from_init"])
+    assert set(result.robustness.operation) == {"rerandomize"}
+    assert set(result.layers.layer) == {"inp", "block.0", "block.2", "out"}
+    assert any("genlab.Recorder" in m for m in result.answer.missing)
+    assert float(net.scale) == 0.5  # the caller's model (and its buffer) untouched
+    page = (tmp_path / "report.html").read_text()
+    assert "no record" in page and "re-drawn from the initializer" in page
+
+
+@pytest.mark.slow
+def test_shared_weights_and_1d_inputs(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, 64, generator=g)
+    y = (x[:, 0, :32].sum(1) > 0).long() + 2 * (x[:, 0, 32:].sum(1) > 0).long()
+    torch.manual_seed(0)
+    net = Tied()
+    rec = genlab.Recorder(net, tmp_path / "ckpt", last=20)
+    train(net, x[:150], y[:150], 20, lr=0.02, recorder=rec)
+    groups, notes = robustness_groups(net, "default")
+    assert "mid_again" not in [gr.name for gr in groups] and any("mid_again" in n for n in notes)
+    result = genlab.diagnose(net, (x[:150], y[:150]), (x[150:], y[150:]), record=tmp_path / "ckpt",
+                             out=tmp_path / "out")
+    assert "mid" in set(result.layers.layer) and (tmp_path / "out" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_a_memorizing_network_is_called_overfitted(digits, tmp_path):
+    """A wide MLP trained to fit 120 digits with 60% of the labels shuffled: train accuracy 100%,
+    test accuracy far lower, and the recorded test loss rises after its minimum."""
+    (x, y), test = digits
+    x, y = x[:120], y[:120].clone()
+    noisy = torch.Generator().manual_seed(0)
+    flip = torch.rand(120, generator=noisy) < 0.6
+    y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=noisy)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    rec = genlab.Recorder(net, tmp_path / "ckpt", last=150)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for epoch in range(1, 151):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        rec.epoch_end(epoch)
+    result = genlab.diagnose(net, (x, y), test, record=tmp_path / "ckpt", out=tmp_path / "out")
+    assert result.performance["train_acc"] == 1.0 and result.performance["acc_gap"] > 0.3
+    assert result.answer.verdict.startswith("Overfitted")
+    assert "training beyond epoch" in result.answer.verdict
+
+
+def test_bad_python_api_input_is_one_line(digits, tmp_path):
+    (x, y), test = digits
+    net = Residual()
+    with pytest.raises(UserError, match="labels range over .* 10 classes"):
+        genlab.diagnose(net, (x, y + 5), test, out=tmp_path)
+    with pytest.raises(UserError, match="cannot take inputs of shape"):
+        genlab.diagnose(net, (x[:, :, :4], y), test, out=tmp_path)
+    with pytest.raises(UserError, match="budget 'retrain' needs factory"):
+        genlab.diagnose(net, (x, y), test, out=tmp_path, budget="retrain")
+    assert not (tmp_path / "report.html").exists()
+
+
+# ----- the command --------------------------------------------------------------------------
+
+FACTORY = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def make(width=16):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.BatchNorm1d(width), nn.ReLU(),
+                             nn.Linear(width, 10))
+
+    def make_wide():
+        return make(32)
+""")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, digits):
+    """A user's folder: mymodels.py (the factory), trained.pt, a record and digits.npz."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodels.py").write_text(FACTORY)
+    namespace: dict = {}
+    exec(FACTORY, namespace)
+    (x, y), (xt, yt) = digits
+    net = namespace["make"]()
+    rec = genlab.Recorder(net, tmp_path / "ckpt", last=2)
+    train(net, x, y, 2, recorder=rec)
+    torch.save(net.state_dict(), tmp_path / "trained.pt")
+    np.savez(tmp_path / "digits.npz", x_train=x.numpy(), y_train=y.numpy(), x_test=xt.numpy(), y_test=yt.numpy())
+    yield tmp_path
+    import sys
+
+    sys.modules.pop("mymodels", None)
+
+
+def test_cli_writes_the_report(project, genlab_cli):
+    code, err = genlab_cli(["diagnose", "--model", "mymodels:make", "--weights", "trained.pt", "--record", "ckpt",
+                            "--data", "digits.npz", "--out", "diag"])
+    assert code == 0, err
+    page = (project / "diag" / "report.html").read_text()
+    assert "genlab diagnose --model mymodels:make --weights trained.pt --record ckpt --data digits.npz" in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "mymodels:make_wide"], "--weights trained.pt does not match the model's architecture: '1.weight' "
+                                        "has shape (16, 64), the model's is (32, 64)"),
+    (["--model", "nosuchpkg.models:make"], "--model 'nosuchpkg.models:make': cannot import nosuchpkg.models"),
+    (["--model", "mymodels:nothing"], "mymodels has no attribute 'nothing'"),
+    (["--model", "mymodels"], "expected pkg.module:factory"),
+    (["--record", "other"], "the record file other/epoch-00000.pt (saved from torch.nn.modules.container.Sequential)"
+                            " does not match"),
+    (["--data", "bad_shape.npz"], "train_data: the model cannot take inputs of shape (1, 4, 4)"),
+    (["--data", "bad_labels.npz"], "labels range over [7, 11] but the model outputs 10 classes"),
+    (["--data", "lacks.npz"], "lacks the arrays y_test"),
+    (["--weights", "evil.pt"], "holds objects other than tensors and plain values: refused without loading it"),
+    (["--dataset", "digits"], "give exactly one of --dataset NAME or --data FILE.npz"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_no_report(project, genlab_cli, args, message):
+    np.savez(project / "bad_shape.npz", x_train=np.zeros((5, 1, 4, 4), np.float32), y_train=np.zeros(5, np.int64),
+             x_test=np.zeros((5, 1, 4, 4), np.float32), y_test=np.zeros(5, np.int64))
+    np.savez(project / "bad_labels.npz", x_train=np.zeros((5, 64), np.float32), y_train=np.arange(5) + 7,
+             x_test=np.zeros((5, 64), np.float32), y_test=np.zeros(5, np.int64))
+    np.savez(project / "lacks.npz", x_train=np.zeros((5, 64)), y_train=np.zeros(5), x_test=np.zeros((5, 64)))
+    genlab.Recorder(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)),
+                    project / "other")
+    with open(project / "evil.pt", "wb") as fh:
+        pickle.dump({"w": _Boom()}, fh)
+    base = {"--model": "mymodels:make", "--weights": "trained.pt", "--record": "ckpt", "--data": "digits.npz",
+            "--out": "diag"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ["diagnose"] + [t for k, v in base.items() for t in (k, v)]
+    code, err = genlab_cli(argv)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (project / "diag" / "report.html").exists()
+    assert not (project / "PWNED").exists()
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.slow
+def test_retrain_budget_runs_the_randomization_test(digits, tmp_path):
+    (x, y), (xt, yt) = digits
+
+    def factory():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+
+    torch.manual_seed(0)
+    net = train(factory(), x[:100], y[:100], 10)
+    result = genlab.diagnose(net, (x[:100], y[:100]), (xt[:100], yt[:100]), out=tmp_path, budget="retrain",
+                             factory=factory, retrain_epochs=25)
+    r = result.randomization
+    # above chance (0.1) on random labels is memorization; it comes more slowly than on true labels
+    assert r["true_train_acc"] > r["random_train_acc"] > 0.15
+    assert r["random_test_acc"] < 0.3 < r["true_test_acc"]    # and carry no information about the test set
+    assert "random labels" in r["value"] and "randomization test" in {f.name.split(" (")[0] for f in
+                                                                     result.answer.findings}
+    assert "Randomization test" in (tmp_path / "report.html").read_text()
+
+
+def test_a_diagnosis_that_fails_late_leaves_the_previous_report_and_no_partial_files(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 8, generator=g), torch.randint(0, 3, (60,), generator=g)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    (tmp_path / "report.html").write_text("the previous, complete report")
+
+    def disk_full(*args):
+        raise UserError("cannot write diagnosis.json: No space left on device")
+
+    monkeypatch.setattr("genlab.diagnosis.core._write_tables", disk_full)
+    with pytest.raises(UserError, match="No space left"):
+        genlab.diagnose(net, (x[:40], y[:40]), (x[40:], y[40:]), out=tmp_path)
+    assert (tmp_path / "report.html").read_text() == "the previous, complete report"
+    assert sorted(os.listdir(tmp_path)) == ["report.html"]
