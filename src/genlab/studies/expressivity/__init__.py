@@ -60,7 +60,7 @@ SECONDS_PER_N_SQUARED = 5e-9  # two float64 forward passes over n points (measur
 DENSE_MAX_N = 4000  # the dense O(n^2) solve it replaces is timed up to here (its matrix: 128 MB at 4000)
 MIN_EXPONENT_GAP = 0.5  # measured: construction ~n^1.0, dense solve ~n^1.6-2.1
 MIN_SPEEDUP = 5.0  # over the dense solve at the largest n both ran (measured 9x at 4000, 13x at 8000)
-MEMORIZING_MLP_WIDTHS = (512,)  # the randomization study's quick-preset MLP: it fits 4000 random mnist5k labels
+MEMORIZING_MLP_WIDTHS = (512,)  # the randomization study with model=mlp widths=[512] fits 4000 random mnist5k labels
 LabelKind = Literal["true", "random"]
 
 
@@ -165,7 +165,8 @@ def mlp_reference(input_shape: tuple[int, ...], num_classes: int) -> tuple[str, 
     """The MLP of :data:`MEMORIZING_MLP_WIDTHS` for this input shape: (architecture, parameters).
 
     That MLP (784-512-10 on mnist5k, 407,050 parameters), trained by the engine (Adam) in the
-    randomization study's quick preset, fits 4000 random mnist5k labels. The widths are this
+    randomization study (model=mlp, widths=[512]; its former quick preset), fits 4000 random
+    mnist5k labels. The widths are this
     study's own constant, so editing another study's preset does not change these results.
     """
     widths = list(MEMORIZING_MLP_WIDTHS)
@@ -365,7 +366,7 @@ class Expressivity(Study):
                 ("random labels: train / test accuracy", "100% / ~10% (chance)",
                  f"{random_largest['train_acc'].mean():.1%} / {random_largest['test_acc'].mean():.1%}"
                  if len(random_largest) else "not run"),
-                ("MLP trained to memorize 4000 random mnist5k labels (randomization study, quick preset)",
+                ("MLP trained to memorize 4000 random mnist5k labels (randomization study, model=mlp widths=[512])",
                  "784-512-10, 407,050 parameters",
                  "; ".join(f"{name}: {int(row['mlp_params']):,}" for name, row in mlp.iterrows())),
                 ("cost of solving M v = y", "O(n^2) (dense triangular solve)",
