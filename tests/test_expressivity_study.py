@@ -24,7 +24,7 @@ from genlab.studies.expressivity import (
     toy_curves,
 )
 
-TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds"}
+TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds", "dense_seconds"}
 
 
 @pytest.fixture(scope="module")
