@@ -351,3 +351,21 @@ def test_twenty_thousand_random_labels_are_memorised() -> None:
     assert net.report.relative_residual <= 1e-4
     assert seconds < 60
     print(f"n=20000 d=40 k=10: {seconds:.2f} s, report {net.report}")
+
+
+def test_float32_inputs_keep_the_fit_or_are_refused() -> None:
+    """#17.8: a network built on float64 points refuses float32 inputs (rounding them moves their projections
+    and the fit is lost) with one line; one built on float32 points fits them to float32 rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 40))
+    y = rng.standard_normal(3000)
+    net = interpolating_network(X, y)
+    with pytest.raises(UserError, match=r"input x is torch.float32 but the network was built on torch.float64"):
+        net(torch.from_numpy(X).float())
+    for X32 in (X.astype(np.float32), torch.from_numpy(X).float()):
+        net32 = interpolating_network(X32, y)
+        with torch.no_grad():
+            out = net32(torch.as_tensor(X32))
+        assert out.dtype == torch.float32
+        relative = np.abs(out.double().numpy() - y).max() / np.abs(y).max()
+        assert relative <= 1e-6, relative   # the float64-built net on rounded inputs: ~5e-3

@@ -24,7 +24,7 @@ from genlab.studies.expressivity import (
     toy_curves,
 )
 
-TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds"}
+TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds", "dense_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_figures_and_summary(tiny_run) -> None:
     assert "407,050" in summary.reading
     exact = [passed for text, passed in summary.checks if "training accuracy" in text or "residual" in text]
     chance = [passed for text, passed in summary.checks if "within" in text]
-    assert len(exact) == 2 and all(exact)
+    assert len(exact) == 3 and all(exact)
     assert len(chance) == 2 and all(chance)
 
 
@@ -181,3 +181,44 @@ def test_presets_cover_the_issue_sizes() -> None:
     assert quick.datasets == ["mnist5k", "mnist1d"] and quick.labels == ["true", "random"]
     assert {250, 500, 1000, 2000, 4000, 20000} <= set(quick.sizes)
     assert max(paper.sizes) == 100_000 and len(paper.seeds) == 3
+
+
+def test_parameters_are_counted_on_the_built_networks_and_real_targets_are_fitted(tiny_run) -> None:
+    study, spec, store = tiny_run
+    results = store.results()
+    assert (results["scalar_relative_residual"] <= 1e-6).all()
+    checks = dict(study.summarize(results, store.curves(), spec).checks)
+    counted = "counted parameters of every built network: n(k+1)+d (k one-hot outputs) and 2n+d (one output)"
+    real = ("real-valued targets y ~ N(0,1): relative residual <= 1e-04 at every n (any function, not only the "
+            "labels' argmax)")
+    assert checks[counted] and checks[real]
+    # a network with one hidden unit fewer, or a fit that only gets the argmax right, fails them
+    broken = results.assign(params_scalar=results["params_scalar"] - 1, scalar_relative_residual=0.3)
+    checks = dict(study.summarize(broken, store.curves(), spec).checks)
+    assert not checks[counted] and not checks[real]
+
+
+def test_dense_comparison_checks_fail_when_the_solve_is_as_slow_as_the_dense_one() -> None:
+    from genlab.studies.expressivity import dense_comparison_checks
+
+    n = np.array([1000, 2000, 4000, 10000])
+    ours = 1e-5 * n
+    dense = np.where(n <= 4000, 2e-8 * n ** 2.0, np.nan)
+    table = pd.DataFrame({"dataset": "mnist1d", "n": n, "seconds": ours, "dense_seconds": dense})
+    assert [ok for _, ok in dense_comparison_checks(table)] == [True, True]
+    quadratic = table.assign(seconds=np.where(n <= 4000, 1.5e-8 * n ** 2.0, 1.0))
+    assert [ok for _, ok in dense_comparison_checks(quadratic)] == [False, False]
+
+
+@pytest.mark.slow
+def test_construction_beats_the_dense_solve_at_the_quick_sizes(tmp_path) -> None:
+    """Measured (quick preset, loaded machine): construction ~n^1.0, dense triangular solve ~n^1.6-2.1, 9x
+    faster at n = 4000."""
+    study = get_study("expressivity")
+    spec = resolve_spec(study.Spec, "quick", None, {"datasets": ["mnist1d"], "labels": ["random"],
+                                                    "sizes": [1000, 2000, 4000]})
+    store = run_study(study, spec, tmp_path / "run")
+    checks = dict(study.summarize(store.results(), store.curves(), spec).checks)
+    assert checks["mnist1d: construction time grows slower than the dense triangular solve's (exponent lower by "
+                  ">= 0.5)"]
+    assert checks["mnist1d: construction >= 5x faster than the dense solve at the largest n both ran"]

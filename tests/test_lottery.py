@@ -234,17 +234,52 @@ def test_bad_plans_are_user_errors():
 def test_engine_records_validation_metrics_when_a_validation_set_is_given():
     x, y = _blobs(60)
     xt, yt = _blobs(30, seed=1)
+    xv, yv = _blobs(30, seed=2)            # disjoint from the test set
     config = TrainConfig(optimizer="adam", lr=0.01, batch_size=20, epochs=2)
     job = lambda: ModelJob("m", _mlp(0), seed=0, y_train=y)  # noqa: E731
-    with_val = train_models([job()], [InputGroup(x, xt, yt, xt.clone(), yt.clone())], config)
+    with_val = train_models([job()], [InputGroup(x, xt, yt, xv, yv)], config)
     assert len(with_val.curves) == 3
-    for c in with_val.curves:  # validation = a copy of the test set -> the same numbers
-        assert c["val_acc"] == c["test_acc"] and math.isclose(c["val_loss"], c["test_loss"], rel_tol=1e-9)
-    assert with_val.outcomes[0].val_acc == with_val.outcomes[0].test_acc
+    assert any(c["val_loss"] != c["test_loss"] for c in with_val.curves)
+    # the recorded validation accuracy is the trained model's accuracy on (xv, yv), computed here by hand
+    trained = with_val.stack.state_dict(0)
+    model = _mlp(0)
+    model.load_state_dict({n: t for n, t in trained.items() if n in model.state_dict()})
+    with torch.no_grad():
+        by_hand = float((model.eval()(xv).argmax(1) == yv).double().mean())
+        on_test = float((model(xt).argmax(1) == yt).double().mean())
+    assert with_val.outcomes[0].val_acc == pytest.approx(by_hand, abs=1e-9)
+    assert with_val.outcomes[0].test_acc == pytest.approx(on_test, abs=1e-9)
     without = train_models([job()], [InputGroup(x, xt, yt)], config)
     assert "val_loss" not in without.curves[0] and math.isnan(without.outcomes[0].val_loss)
     with pytest.raises(ValueError, match="together"):
         InputGroup(x, xt, yt, x_val=xt)
+
+
+def test_rewound_arms_train_the_epochs_left_after_the_rewind_point():
+    """#17.5: with rewinding to epoch k, the ticket and random-pruning control start from weights already
+    trained k epochs, so they get epochs - k more; reinit starts fresh and gets all epochs."""
+    imp, _ = _imp(PruningPlan(rounds=1, rate=0.5, rewind_epoch=1), epochs=3, seeds=(0,))
+    dense = imp.run_round()
+    assert [a.epochs for a in dense.arms] == [3]
+    result = imp.run_round()
+    budgets = {a.arm: a.epochs for a in result.arms}
+    assert budgets == {"ticket": 2, "reinit": 3, "random_prune": 2}
+    assert PruningPlan(rounds=1).epochs_after_start("ticket", 1, 3) == 3   # no rewinding: no head start
+
+
+def test_default_reinit_uses_the_models_own_initializer():
+    from genlab.models import build_model
+
+    for scheme in ("glorot-normal", "kaiming", "default"):
+        net = build_model("mlp", (6,), 3, widths=[12, 8], init=scheme, seed=0)
+        fresh = pruning.default_reinit(net, 7)
+        same_scheme = build_model("mlp", (6,), 3, widths=[12, 8], init=scheme, seed=7)
+        for (name, p), q in zip(fresh.named_parameters(), same_scheme.parameters()):
+            assert torch.equal(p, q), (scheme, name)
+    plain = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))   # not built by genlab: PyTorch's scheme
+    expected = initialize(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)), "default", 3)
+    assert all(torch.equal(p, q) for p, q in zip(pruning.default_reinit(plain, 3).parameters(),
+                                                  expected.parameters()))
 
 
 # ----- the study ---------------------------------------------------------------------------------------
@@ -293,81 +328,34 @@ def test_study_end_to_end_tiny(tmp_path):
     assert len(summary.checks) == 2 and "dense" in summary.verdict
 
 
-def test_convolution_kernels_are_pruned_at_their_own_rate():
-    net = initialize(nn.Sequential(nn.Conv1d(1, 8, 5), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 12), nn.ReLU(),
-                                   nn.Linear(12, 3)), "default", 0)
-    gen = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 3, (60,), generator=gen)
-    x = torch.randn(60, 1, 20, generator=gen) + y[:, None, None]
-    imp = IterativePruning([net], [0], InputGroup(x, x[:20], y[:20], x[20:40], y[20:40]), y,
-                           TrainConfig(optimizer="adam", lr=0.01, batch_size=20, epochs=1, eval_train=False),
-                           PruningPlan(rounds=1, rate=0.5, conv_rate=0.25))
-    imp.run_round()
-    density = imp.lineages[0].mask.layer_density()
-    assert density == {"0.weight": 30 / 40, "3.weight": 768 / 1536, "5.weight": 27 / 36}
+def test_no_test_set_statistic_is_used_for_selection(tmp_path, monkeypatch):
+    """The validation split is carved from the training set, disjoint from the test set, and early stopping
+    and pruning look at it alone: a run whose test labels are shuffled (its test loss then rises from the
+    first epoch on) selects the same stopping points and masks."""
+    import dataclasses
 
-
-class _StopAtRound:
-    """A progress reporter that interrupts the run when round ``stop`` is about to start."""
-
-    def __init__(self, stop: int):
-        self.stop, self.started = stop, 0
-
-    def start_unit(self, unit, total_epochs, models):
-        if self.started == self.stop:
-            raise KeyboardInterrupt
-        self.started += 1
-
-    def epoch(self, trainer):
-        pass
-
-
-def test_an_interrupted_run_resumes_from_the_last_finished_round(tmp_path):
+    import genlab.data
+    from genlab.run.runner import run_study
     from genlab.spec import resolve_spec
     from genlab.studies import get_study
-    from genlab.studies.base import Context
+    from genlab.studies.lottery import split_validation
 
+    data_x = torch.arange(20.0).reshape(10, 2)
+    x_fit, _, x_val, _ = split_validation(data_x, torch.arange(10), 3, seed=0)
+    assert len(x_val) == 3 and not set(x_val[:, 0].tolist()) & set(x_fit[:, 0].tolist())
     study = get_study("lottery")
-    spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "n_train": 200, "n_test": 100, "val_size": 60,
-                                                    "widths": [16], "epochs": 2, "rounds": 2, "seeds": [0],
-                                                    "batch_size": 50, "prune_rate": 0.5})
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    whole = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "a", _StopAtRound(99)))
-    with pytest.raises(KeyboardInterrupt):
-        study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "b", _StopAtRound(2)))
-    resumed_progress = _StopAtRound(99)
-    resumed = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path / "b", resumed_progress))
-    assert resumed_progress.started == 1  # only the last round was trained again
-    assert pd.DataFrame(resumed.rows).equals(pd.DataFrame(whole.rows))
+    spec = resolve_spec(study.Spec, "smoke", None, {"epochs": 6, "rounds": 1})
+    runs = [run_study(study, spec, tmp_path / "clean").results()]
+    load = genlab.data.load_dataset
 
+    def shuffled_test_labels(*args, **kwargs):
+        data = load(*args, **kwargs)
+        order = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(0))
+        return dataclasses.replace(data, y_test=data.y_test[order])
 
-@pytest.mark.slow
-def test_small_tickets_match_dense_and_beat_random_reinit_when_sparse(tmp_path):
-    """The issue's two criteria at small size (sklearn digits, an MLP 64-100-50-10, 3 seeds), with a
-    budget long enough that most control networks stop on validation before the budget ends."""
-    from genlab.progress import NullProgress
-    from genlab.spec import resolve_spec
-    from genlab.studies import get_study
-    from genlab.studies.base import Context
-
-    study = get_study("lottery")
-    spec = resolve_spec(study.Spec, "quick", None, {"dataset": "digits", "widths": [100, 50], "epochs": 30, "rounds": 6,
-                                                    "val_size": 300, "lr": 0.005, "batch_size": 50})
-    unit = study.run_unit(spec, study.unit(spec, "imp"), Context(tmp_path, NullProgress()))
-    results = pd.DataFrame(unit.rows)
-    controls = results[results["arm"] != "ticket"]
-    assert controls["stopped_at_budget"].mean() <= 0.5
-    summary = study.summarize(results, pd.DataFrame(unit.curves), spec)
-    assert all(passed for _, passed in summary.checks), summary.checks
-
-
-def test_mask_apply_zeroes_the_pruned_weights_in_place():
-    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    mask = magnitude_prune(net, Mask.dense(net), 0.5)
-    kept = {name: net.state_dict()[name].clone() for name in mask.as_dict()}
-    assert mask.apply_(net) is net
-    for name, m in mask.as_dict().items():
-        weight = net.state_dict()[name]
-        assert torch.equal(weight[~m], torch.zeros_like(weight[~m])) and torch.equal(weight[m], kept[name][m])
-    with pytest.raises(UserError, match="not a parameter"):
-        mask.apply_(torch.nn.Linear(4, 3))
+    monkeypatch.setattr(genlab.data, "load_dataset", shuffled_test_labels)
+    runs.append(run_study(study, spec, tmp_path / "shuffled").results())
+    chosen = ["round", "arm", "seed", "weights_remaining", "layer_density", "early_stop_epoch", "early_stop_iter",
+              "val_loss_at_early_stop", "val_acc_at_early_stop"]
+    pd.testing.assert_frame_equal(runs[0][chosen], runs[1][chosen])
+    assert (runs[1]["test_acc_at_early_stop"] < runs[0]["test_acc_at_early_stop"]).all()

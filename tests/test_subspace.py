@@ -154,14 +154,19 @@ def test_fastfood_memory_is_linear_in_D_not_d_times_D() -> None:
     assert projection.extra_memory_bytes() < dense_bytes / 50
 
 
-def test_sparse_density_and_expected_column_norm() -> None:
+def test_sparse_density_and_unit_column_norms() -> None:
     D, d = 2500, 200
     projection = SparseProjection(D, d, seed=1)
     assert projection.density == pytest.approx(1 / 50)
     assert projection.nnz / (D * d) == pytest.approx(1 / 50, rel=0.05)
     dense = projection.to_dense().double()
     assert dense.ne(0).sum().item() == projection.nnz
-    assert dense.pow(2).sum(dim=0).mean().item() == pytest.approx(1.0, abs=0.06)
+    # every column exactly unit norm, as the dense P (before the fix: unit only in expectation)
+    norms = dense.norm(dim=0)
+    assert torch.allclose(norms, torch.ones(d, dtype=torch.float64), atol=1e-6, rtol=0), (norms.min(), norms.max())
+    # a projection so sparse that some columns draw no nonzero still has unit columns
+    sparse = SparseProjection(20, 50, seed=0, density=0.02).to_dense().double()
+    assert torch.allclose(sparse.norm(dim=0), torch.ones(50, dtype=torch.float64), atol=1e-6, rtol=0)
     x = torch.randn(d, requires_grad=True)
     y = torch.randn(D)
     out = projection(x)

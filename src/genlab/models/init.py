@@ -59,12 +59,23 @@ def init_layer(layer: nn.Module, scheme: str, generator: torch.Generator) -> Non
             bias.zero_()
 
 
+INIT_ATTRIBUTE = "_genlab_init"  # the scheme `initialize` last used on a model (a re-initialization reuses it)
+
+
 def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
-    """Initialize every parameterised layer of ``model`` from ``scheme``; deterministic in ``seed``."""
+    """Initialize every parameterised layer of ``model`` from ``scheme``; deterministic in ``seed``.
+    The scheme is recorded on the model (``INIT_ATTRIBUTE``; see :func:`init_scheme`)."""
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LayerNorm, nn.GroupNorm, _BatchNorm)):
             init_layer(module, scheme, generator)
         if isinstance(module, _BatchNorm):
             module.reset_running_stats()
+    setattr(model, INIT_ATTRIBUTE, scheme)
     return model
+
+
+def init_scheme(model: nn.Module) -> str:
+    """The scheme ``model`` was initialized with by :func:`initialize`; ``default`` (PyTorch's own) for a
+    module genlab did not initialize."""
+    return getattr(model, INIT_ATTRIBUTE, "default")

@@ -225,16 +225,24 @@ class TrainedRun:
     lr: float
     outcome: ModelOutcome
     theta_d: torch.Tensor | None = None   # trained subspace coordinates (CPU), subspace runs only
+    selected_on: str = "test"             # "validation" when the inputs had a validation split
 
     @property
     def test_acc(self) -> float:
         return self.outcome.test_acc
 
+    @property
+    def selection_acc(self) -> float:
+        """The accuracy the search decides with: validation accuracy when there is a validation split (the
+        test set is then only reported, never used to choose d), else test accuracy."""
+        return self.outcome.val_acc if self.selected_on == "validation" else self.outcome.test_acc
+
     def row(self) -> dict[str, Any]:
         """A tidy row of the run's settings and final metrics (JSON-serializable scalars)."""
         o = self.outcome
         return {"kind": self.kind, "d": self.d, "seed": self.seed, "D": self.D, "projection": self.projection,
-                "lr": self.lr, "train_acc": o.train_acc, "test_acc": o.test_acc, "train_loss": o.train_loss,
+                "lr": self.lr, "train_acc": o.train_acc, "test_acc": o.test_acc, "val_acc": o.val_acc,
+                "selected_on": self.selected_on, "train_loss": o.train_loss,
                 "test_loss": o.test_loss, "epochs": o.epochs, "steps": o.steps, "diverged": o.diverged}
 
 
@@ -254,7 +262,12 @@ def train_direct(factory: ModelFactory, inputs: InputGroup, y_train: torch.Tenso
     progress.start_unit("direct baseline", config.epochs, len(jobs))
     outcome = train_models(jobs, [inputs], config, on_epoch=progress.epoch,
                            snapshot=_snapshot(snapshot_dir, "direct"))
-    return [TrainedRun("direct", D, s, D, "none", config.lr, o) for s, o in zip(seeds, outcome.outcomes)]
+    return [TrainedRun("direct", D, s, D, "none", config.lr, o, selected_on=_selection(inputs))
+            for s, o in zip(seeds, outcome.outcomes)]
+
+
+def _selection(inputs: InputGroup) -> str:
+    return "validation" if inputs.x_val is not None else "test"
 
 
 def train_in_subspaces(factory: ModelFactory, inputs: InputGroup, y_train: torch.Tensor, config: TrainConfig,
@@ -284,7 +297,7 @@ def train_in_subspaces(factory: ModelFactory, inputs: InputGroup, y_train: torch
     outcome = train_models(jobs, [inputs], config, on_epoch=progress.epoch,
                            snapshot=_snapshot(snapshot_dir, f"d{label}" if len(label) < 60 else "grid"))
     theta = outcome.stack.params["theta_d"].detach().cpu()
-    return [TrainedRun("subspace", d, seed, D, projection, lr, o, theta[k, :d].clone())
+    return [TrainedRun("subspace", d, seed, D, projection, lr, o, theta[k, :d].clone(), _selection(inputs))
             for k, ((d, seed), D, lr, o) in enumerate(zip(runs, sizes, rates, outcome.outcomes))]
 
 
@@ -355,8 +368,25 @@ class IntrinsicDimension:
         return _mean_finite([r.outcome.train_acc for r in self.baseline])
 
     @property
+    def baseline_selection_acc(self) -> float:
+        """Mean accuracy of the directly trained networks on the set d is selected on (validation if given)."""
+        return _mean_finite([r.selection_acc for r in self.baseline])
+
+    @property
+    def selected_on(self) -> str:
+        return self.baseline[0].selected_on if self.baseline else "test"
+
+    @property
     def target_acc(self) -> float:
-        return self.settings.threshold * self.baseline_acc
+        """threshold x the baseline's accuracy on the selection set (validation if given)."""
+        return self.settings.threshold * self.baseline_selection_acc
+
+    def test_acc_at_crossing(self) -> float | None:
+        """Seed-mean test accuracy at the smallest d tried that reached the target on the selection set
+        (``crossing.d_above``): what d_int90's network achieves on data never used to choose it."""
+        if self.crossing.d_above is None:
+            return None
+        return _mean_finite([r.test_acc for r in self.runs if r.d == self.crossing.d_above])
 
     @property
     def d_int90(self) -> float | None:
@@ -364,10 +394,10 @@ class IntrinsicDimension:
         return self.crossing.d_int
 
     def mean_accuracy(self) -> dict[int, float]:
-        """Seed-averaged test accuracy at every d tried, by increasing d."""
+        """Seed-averaged selection accuracy (validation if given, else test) at every d tried, by increasing d."""
         by_d: dict[int, list[float]] = {}
         for run in self.runs:
-            by_d.setdefault(run.d, []).append(run.test_acc)
+            by_d.setdefault(run.d, []).append(run.selection_acc)
         return {d: _mean_finite(by_d[d]) for d in sorted(by_d)}
 
     def seed_d_int(self) -> list[float]:
@@ -391,7 +421,7 @@ def _accuracies_by_seed(runs: Sequence[TrainedRun]) -> dict[int, tuple[list[int]
     for run in runs:
         dims, accs = out.setdefault(run.seed, ([], []))
         dims.append(run.d)
-        accs.append(run.test_acc)
+        accs.append(run.selection_acc)
     return out
 
 
@@ -402,13 +432,15 @@ def measure_intrinsic_dimension(factory: ModelFactory, inputs: InputGroup, y_tra
 
     ``factory(seed)`` returns the initialized network of a seed; both the baseline and the
     subspace runs of that seed start from it. The target is ``settings.threshold`` times the
-    seed-averaged baseline test accuracy.
+    seed-averaged baseline accuracy on the validation split of ``inputs`` (``x_val``, ``y_val``), and d
+    is searched and d_int located on validation accuracy; without a validation split, on test accuracy
+    (then the reported d_int is selected on the test set: give a validation split to avoid that).
     """
     if not seeds:
         raise UserError("need at least one seed")
     baseline = train_direct(factory, inputs, y_train, config, seeds, snapshot_dir, progress)
     D = baseline[0].D
-    base_acc = _mean_finite([r.test_acc for r in baseline])
+    base_acc = _mean_finite([r.selection_acc for r in baseline])
     if not math.isfinite(base_acc):
         raise UserError("the direct baseline diverged for every seed (non-finite loss); lower lr")
     target = settings.threshold * base_acc
@@ -427,7 +459,7 @@ def measure_intrinsic_dimension(factory: ModelFactory, inputs: InputGroup, y_tra
         train_at(dims)
     else:
         d_max = min(D, settings.d_max or D)
-        search_dimension(lambda d: _mean_finite([r.test_acc for r in train_at([d])]), target,
+        search_dimension(lambda d: _mean_finite([r.selection_acc for r in train_at([d])]), target,
                          settings.d_start, d_max, settings.growth, settings.tolerance)
     result = IntrinsicDimension(D, settings, baseline, runs, Crossing(None, None, None, "not_reached"))
     means = result.mean_accuracy()

@@ -38,6 +38,7 @@ from genlab.seeding import derive_seed
 PruningMode = Literal["layerwise", "global"]
 ARMS = ("ticket", "reinit", "random_prune")
 CONTROLS = ("reinit", "random_prune")
+REWOUND_ARMS = ("ticket", "random_prune")  # start from the rewind point theta_k (reinit: from a fresh init)
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
@@ -264,10 +265,13 @@ def parameters_of(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def default_reinit(module: nn.Module, seed: int) -> nn.Module:
-    """A fresh initialization of ``module``'s architecture (PyTorch's default scheme) from ``seed``."""
-    from genlab.models import initialize
+    """A fresh initialization of ``module``'s architecture from ``seed``, with the scheme the module was
+    initialized with (:func:`genlab.models.init.init_scheme`: the one :func:`genlab.models.build_model` used;
+    PyTorch's default for a module genlab did not initialize), so the reinit control differs from the ticket
+    only in its weights' values, not in their distribution (Frankle & Carbin 2019, Sec. 2)."""
+    from genlab.models.init import init_scheme, initialize
 
-    return initialize(copy.deepcopy(module), "default", seed)
+    return initialize(copy.deepcopy(module), init_scheme(module), seed)
 
 
 # ----- the iterative procedure ----------------------------------------------------------------
@@ -303,6 +307,15 @@ class PruningPlan:
     def rates(self, model: nn.Module) -> dict[str, float]:
         return layer_rates(model, self.rate, self.output_rate, self.conv_rate, self.output_layer)
 
+    def epochs_after_start(self, arm: str, round_number: int, epochs: int) -> int:
+        """Epochs an arm trains from its starting weights, so that every arm gets ``epochs`` from
+        initialization: with rewinding to theta_k (k = ``rewind_epoch``), the ticket and the random-pruning
+        control start from weights already trained k epochs, so they train epochs - k more; the reinit control
+        and the dense round 0 start from an initialization and train all ``epochs``."""
+        if self.rewind_epoch and round_number >= 1 and arm in REWOUND_ARMS:
+            return epochs - self.rewind_epoch
+        return epochs
+
 
 @dataclass
 class ArmInfo:
@@ -314,6 +327,7 @@ class ArmInfo:
     round: int
     density: float
     layer_density: dict[str, float]
+    epochs: int  # epochs it trains from its starting weights (`PruningPlan.epochs_after_start`)
 
 
 @dataclass
@@ -369,7 +383,8 @@ class IterativePruning:
         key = f"r{self.round}/{arm}/s{lineage.seed}"
         job = ModelJob(key, module_with(module, mask.apply(weights)), seed=lineage.seed, y_train=self.y_train,
                        mask=mask.as_dict())
-        return job, ArmInfo(key, arm, lineage.seed, self.round, mask.density(), mask.layer_density())
+        return job, ArmInfo(key, arm, lineage.seed, self.round, mask.density(), mask.layer_density(),
+                            self.plan.epochs_after_start(arm, self.round, self.config.epochs))
 
     def round_jobs(self) -> tuple[list[ModelJob], list[ArmInfo]]:
         """The networks trained this round: tickets of every seed, then each control."""
@@ -388,19 +403,30 @@ class IterativePruning:
         return [pairs[i][0] for i in order], [pairs[i][1] for i in order]
 
     def run_round(self, on_epoch=None, snapshot=None) -> RoundResult:
-        """Train this round's networks together, then prune every ticket for the next round."""
+        """Train this round's networks together, then prune every ticket for the next round.
+
+        Every network trains ``config.epochs`` in the engine call; an arm whose budget
+        (``ArmInfo.epochs``) is shorter - the rewound arms, see `PruningPlan.epochs_after_start` - is
+        read at that epoch: its curve is to be cut there (the lottery study does) and the ticket is pruned
+        from its checkpoint there, exactly as if it had stopped (models do not interact in the engine)."""
         jobs, arms = self.round_jobs()
         config = self.config
+        extra = {arm.epochs for arm in arms if arm.epochs < config.epochs}
         if self.round == 0 and self.plan.rewind_epoch > 0:
-            config = dataclasses.replace(config, checkpoint_epochs=tuple(sorted({*config.checkpoint_epochs,
-                                                                                 self.plan.rewind_epoch})))
+            extra.add(self.plan.rewind_epoch)
+        if extra:
+            config = dataclasses.replace(config, checkpoint_epochs=tuple(sorted({*config.checkpoint_epochs, *extra})))
         outcome = train_models(jobs, [self.inputs], config, on_epoch=on_epoch, snapshot=snapshot)
         result = RoundResult(self.round, arms, outcome, {lin.seed: lin.mask for lin in self.lineages})
         for lin in self.lineages:
             k = next(i for i, a in enumerate(arms) if a.arm == "ticket" and a.seed == lin.seed)
             if self.round == 0 and self.plan.rewind_epoch > 0:
                 lin.start = _unpadded(outcome, self.plan.rewind_epoch, k)
-            trained = {n: t for n, t in outcome.stack.state_dict(k).items() if n in lin.init}
+            if arms[k].epochs < config.epochs:
+                trained = _unpadded(outcome, arms[k].epochs, k)
+            else:
+                trained = outcome.stack.state_dict(k)
+            trained = {n: t for n, t in trained.items() if n in lin.init}
             lin.mask = magnitude_prune(trained, lin.mask, self.plan.rate, self.plan.mode, self.rates)
         self.round += 1
         return result

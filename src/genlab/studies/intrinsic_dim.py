@@ -24,12 +24,15 @@ from pydantic import Field, model_validator
 
 from genlab.data import DATASETS
 from genlab.engine import InputGroup
+from genlab.errors import UserError
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.probes.intrinsic_dim import IntrinsicDimension, SearchSettings, measure_intrinsic_dimension
+from genlab.seeding import derive_seed
 from genlab.spec import OptimSpec, StudySpec, SubsetSpec
 from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes, parameter_count
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.lottery import split_validation
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426
@@ -54,8 +57,8 @@ class IntrinsicDimSpec(StudySpec):
                                       "far as direct training does (one coordinate of theta_d moves all D parameters)")
     projection: Literal["dense", "sparse", "fastfood"] = Field(
         "fastfood", description="random projection P: dense Gaussian (memory d*D), sparse, or Fastfood (memory O(D))")
-    threshold: float = Field(0.9, gt=0.0, le=1.0, description="d_int is where test accuracy reaches this fraction "
-                             "of the direct baseline's")
+    threshold: float = Field(0.9, gt=0.0, le=1.0, description="d_int is where validation accuracy reaches this "
+                             "fraction of the direct baseline's")
     search: Literal["auto", "grid"] = Field("auto", description="auto: bracket then bisect d in log scale; grid: "
                                             "train every d of --dims")
     dims: PositiveInts = Field([50, 100, 200, 400, 800, 1600, 3200], description="grid search: the subspace "
@@ -65,6 +68,8 @@ class IntrinsicDimSpec(StudySpec):
     growth: float = Field(2.0, gt=1.0, le=100.0, description="auto search: factor between bracketing steps")
     tolerance: float = Field(1.2, gt=1.0, le=100.0, description="auto search: stop bisecting when d_above / "
                              "d_below is at most this")
+    val_size: int = Field(1000, ge=1, description="training examples held out as the validation split on which d "
+                          "is selected (the test set is only reported)")
 
     help_texts = {"optimizer": "optimizer of both the direct and the subspace training",
                   "lr": "learning rate of direct training (all D parameters)",
@@ -91,7 +96,7 @@ class IntrinsicDimSpec(StudySpec):
         "paper": dict(datasets=["mnist5k", "mnist1d"], models=["mlp", "lenet", "cnn1d"], widths=[200, 200],
                       width_factors=[1, 2], epochs=20, seeds=[0, 1, 2], d_start=100, tolerance=1.15),
         "smoke": dict(datasets=["mnist5k"], models=["mlp"], widths=[16], width_factors=[1], epochs=2, seeds=[0],
-                      n_train=256, n_test=128, batch_size=64, d_start=16, growth=4.0, tolerance=4.0),
+                      n_train=256, n_test=128, val_size=64, batch_size=64, d_start=16, growth=4.0, tolerance=4.0),
     }
 
 
@@ -131,6 +136,7 @@ def _rows(result: IntrinsicDimension, entry: dict, spec: IntrinsicDimSpec) -> li
     common = {"unit": entry["unit"], "dataset": entry["dataset"], "model": entry["model"], "arch": entry["arch"],
               "widths": entry["widths"], "width_factor": entry["width_factor"], "threshold": spec.threshold,
               "baseline_acc": base, "baseline_train_acc": result.baseline_train_acc, "target_acc": target,
+              "baseline_selection_acc": result.baseline_selection_acc, "selected_on": result.selected_on,
               "search": spec.search}
     rows = []
     for order, run in enumerate(result.baseline + result.runs):
@@ -145,7 +151,10 @@ def _rows(result: IntrinsicDimension, entry: dict, spec: IntrinsicDimSpec) -> li
                  "seed_d_int90_min": min(per_seed) if per_seed else None,
                  "seed_d_int90_max": max(per_seed) if per_seed else None,
                  "seed_d_int90": ";".join(f"{v:.0f}" for v in per_seed),
-                 "evaluations": len(result.mean_accuracy())})
+                 "evaluations": len(result.mean_accuracy()),
+                 "test_acc_at_d_int": result.test_acc_at_crossing(),
+                 "test_fraction_at_d_int": (result.test_acc_at_crossing() / base
+                                            if result.test_acc_at_crossing() is not None else None)})
     return [{k: _scalar(v) for k, v in row.items()} for row in rows]
 
 
@@ -193,8 +202,13 @@ class IntrinsicDim(Study):
                                **entry["options"])
 
         config = spec.optim.train_config(spec.loss, eval_every=spec.optim.epochs, device=spec.device)
-        result = measure_intrinsic_dimension(factory, InputGroup(data.x_train, data.x_test, data.y_test),
-                                             data.y_train, config, spec.seeds, spec.search_settings(),
+        if spec.val_size >= len(data.y_train):
+            raise UserError(f"val_size={spec.val_size} must be smaller than the {len(data.y_train)} training "
+                            f"examples of {entry['dataset']}")
+        x_train, y_train, x_val, y_val = split_validation(data.x_train, data.y_train, spec.val_size,
+                                                          derive_seed(entry["dataset"], "validation"))
+        result = measure_intrinsic_dimension(factory, InputGroup(x_train, data.x_test, data.y_test, x_val, y_val),
+                                             y_train, config, spec.seeds, spec.search_settings(),
                                              snapshot_dir=ctx.unit_dir, progress=ctx.progress)
         return UnitResult(_rows(result, entry, spec))
 
@@ -236,7 +250,12 @@ class IntrinsicDim(Study):
                 f"{spec.optim.epochs}-epoch budget, the {spec.projection} projection, the d values tried and the log-d "
                 f"interpolation all differ from the paper's hand grid, and one 1,000-example test set has about "
                 f"{100 * math.sqrt(fc['target_acc'] * (1 - fc['target_acc']) / 1000):.1f} points of standard error.")
-        spread = "".join(
+        held_out = "".join(
+            f" {_arch(r)}: d was selected on {int(spec.val_size):,} held-out training examples; on the test set the "
+            f"networks at d = {r['d_above']:.0f} reach {r['test_acc_at_d_int']:.1%} "
+            f"({r['test_fraction_at_d_int']:.1%} of the test baseline)."
+            for _, r in found.iterrows() if pd.notna(r.get("test_acc_at_d_int")))
+        spread = held_out + "".join(
             f" Per-seed crossings for {_arch(r)} ranged {r['seed_d_int90_min']:.0f}-{r['seed_d_int90_max']:.0f}."
             for _, r in found.iterrows() if pd.notna(r["seed_d_int90_min"]))
         reading = (f"Every network was trained directly and in random {spec.projection} subspaces with the same "

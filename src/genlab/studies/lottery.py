@@ -14,7 +14,6 @@ arms and seeds of a round train together in one batched engine call, with the sa
 """
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Literal
@@ -27,7 +26,6 @@ from pydantic import Field, model_validator
 
 from genlab.engine import InputGroup
 from genlab.errors import UserError
-from genlab.models import initialize
 from genlab.plotting import COLORS, figure, save
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
 from genlab.seeding import derive_seed
@@ -126,7 +124,7 @@ def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tu
     curves = pd.DataFrame(result.outcome.curves)
     rows, curve_rows = [], []
     for info, outcome in zip(result.arms, result.outcome.outcomes):
-        curve = curves[curves["key"] == info.key]
+        curve = curves[(curves["key"] == info.key) & (curves["epoch"] <= info.epochs)]  # the arm's budget
         stop = early_stop(curve, spec.early_stop_metric)
         last = curve.sort_values("epoch").iloc[-1]
         if stop is None:  # diverged: no stopping point, its numbers stay missing
@@ -140,6 +138,7 @@ def round_rows(result: RoundResult, spec: LotterySpec, total_weights: int) -> tu
             "val_loss_at_early_stop": float(stop["val_loss"]), "val_acc_at_early_stop": float(stop["val_acc"]),
             "test_acc_at_early_stop": float(stop["test_acc"]), "final_test_acc": float(last["test_acc"]),
             "final_val_acc": float(last["val_acc"]), "final_iter": int(last["step"]), "epochs": int(last["epoch"]),
+            "budget_epochs": info.epochs,
             "stopped_at_budget": bool(int(stop["epoch"]) == int(last["epoch"])), "diverged": outcome.diverged,
             "pruning": spec.pruning, "rewind_epoch": spec.rewind_epoch,
             "layer_density": "; ".join(f"{n}={d:.4f}" for n, d in info.layer_density.items()),
@@ -216,8 +215,7 @@ class Lottery(Study):
                            conv_rate=conv_rate(spec),
                            mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
                            controls=tuple(spec.controls))
-        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
-                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.network.init, s))
+        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan)
         total = Mask.dense(modules[0]).total()
 
         def run_round() -> dict:

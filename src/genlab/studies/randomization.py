@@ -12,16 +12,20 @@ All variants of one seed train together in one batched computation (one unit of 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
+from scipy import stats
 
 from genlab.data import corrupt_labels, gaussian_inputs, random_pixels, shuffled_pixels
 from genlab.engine import InputGroup, ModelJob, train_models
+from genlab.errors import UserError
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
@@ -45,6 +49,8 @@ class RandomizationSpec(StudySpec):
     corrupt_test_labels: bool = Field(False, description="corrupt the test labels too (default: clean test labels)")
     stop_train_acc: float = Field(1.0, gt=0.0, le=1.0, description="a model stops once its training accuracy reaches "
                                   "this (the 'fit' criterion)")
+    pool: int = Field(1, ge=1, description="average-pool images by this factor before anything else (2: 28x28 -> "
+                      "14x14), so a convolutional network fits random labels within a small budget")
 
     @field_validator("corruptions")
     @classmethod
@@ -55,7 +61,10 @@ class RandomizationSpec(StudySpec):
         return v
 
     presets = {
-        "quick": dict(widths=[512], optimizer="adam", lr=0.002, batch_size=128, epochs=150, seeds=[0]),
+        # A CNN (as Zhang et al.): for an MLP one fixed pixel permutation changes nothing in distribution, so
+        # shuffled pixels would be a copy of true labels. LeNet on 14x14 images fits every variant in ~150 epochs.
+        "quick": dict(model="lenet", widths=[512], pool=2, n_train=500, optimizer="sgd", lr=0.05, momentum=0.9,
+                      batch_size=128, epochs=150, seeds=[0]),
         "paper": dict(widths=[512, 512, 512], optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=1000,
                       seeds=[0, 1, 2]),
         "smoke": dict(widths=[64], optimizer="adam", lr=0.003, batch_size=64, epochs=3, n_train=300, n_test=200,
@@ -72,6 +81,18 @@ def variants(spec: RandomizationSpec) -> list[dict]:
     for pv in spec.pixel_variants:
         out.append({"variant": pv, "corruption": 0.0, "inputs": pv})
     return out
+
+
+def pooled(data, factor: int):
+    """``data`` with its images average-pooled by ``factor`` (``factor`` 1: unchanged)."""
+    if factor == 1:
+        return data
+    if len(data.input_shape) != 3:
+        raise UserError(f"field 'pool' needs image inputs [C, H, W]; {data.name} has shape {data.input_shape}")
+    if min(data.input_shape[1:]) < factor:
+        raise UserError(f"field 'pool' = {factor} is larger than the images of {data.name} {data.input_shape}")
+    return dataclasses.replace(data, x_train=F.avg_pool2d(data.x_train, factor),
+                               x_test=F.avg_pool2d(data.x_test, factor))
 
 
 def corrupted_inputs(kind: str, x_train: np.ndarray, x_test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,9 +122,12 @@ class Randomization(Study):
     result_columns = ("variant", "corruption", "seed", "train_acc", "test_acc", "steps_to_fit", "epochs", "diverged")
 
     def estimate_seconds(self, spec: RandomizationSpec) -> float:
+        """Measured: the MLP 784-512-10 ~80 s for 9 variants x 4000 examples x 150 epochs; LeNet costs ~24x
+        per example at 28x28 (~6x on 14x14 images), which the widths' term leaves aside."""
         n = spec.data.n_train or 4000
         models = 1 + len(spec.corruptions) + len(spec.pixel_variants)
-        return (80.0 * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.optim.epochs / 150)
+        per_example = 1.0 if spec.network.model in FULLY_CONNECTED else 24.0 / spec.pool ** 2
+        return (80.0 * per_example * len(spec.seeds) * (n / 4000) * (models / 9) * (spec.optim.epochs / 150)
                 * (sum(spec.network.widths) / 512))
 
     def units(self, spec: RandomizationSpec) -> list[Unit]:
@@ -111,7 +135,7 @@ class Randomization(Study):
 
     def run_unit(self, spec: RandomizationSpec, unit: Unit, ctx) -> UnitResult:
         seed = unit["seed"]
-        data = spec.data.load()
+        data = pooled(spec.data.load(), spec.pool)
         xtr, xte = data.x_train.numpy(), data.x_test.numpy()
         ytr, yte = data.y_train.numpy(), data.y_test.numpy()
         plan = variants(spec)
@@ -236,6 +260,32 @@ class Randomization(Study):
                 ("random labels: train / test accuracy", "100% / ~10%",
                  f"{clean[clean.corruption == 1.0].train_acc.mean():.1%} / {test.get(1.0, np.nan):.1%}")]
         checks = [("every variant >= 99% train accuracy", bool(min_train >= 0.99)),
-                  ("test accuracy >= 90% at p=0", bool(test.get(0.0, 0) >= 0.90)),
-                  ("test accuracy <= 20% at p=1", bool(test.get(1.0, 1) <= 0.20))]
+                  ("test accuracy >= 85% at p=0", bool(test.get(0.0, 0) >= 0.85)),
+                  ("test accuracy <= 20% at p=1", bool(test.get(1.0, 1) <= 0.20)),
+                  *fit_time_checks(steps),
+                  ("test error rises with p (mean test accuracy strictly falls from each level to the next)",
+                   bool(len(test) >= 2 and (np.diff(test.to_numpy()) < 0).all()))]
+        if spec.network.model not in FULLY_CONNECTED:
+            pixels = results[results["variant"] == "shuffled_pixels"]["test_acc"].mean()
+            checks.append(("shuffled pixels test >= 3 points below true labels (a fixed permutation breaks a CNN's "
+                           "locality)", bool(test.get(0.0, np.nan) - pixels >= 0.03)))
         return Summary(verdict, reading, refs, checks)
+
+
+FULLY_CONNECTED = ("mlp",)
+MAX_SLOWDOWN = 5.0
+
+
+def fit_time_checks(steps: pd.Series) -> list[tuple[str, bool]]:
+    """Zhang et al.'s Fig. 1b claim on mean steps to fit per corruption level p: fitting noisier labels takes
+    longer, but only by a small factor (every p > 0 within (1, 5] x the steps of true labels), and the time
+    grows with p (Kendall tau(p, steps) >= 0.6). A level that was not fitted (NaN) fails both."""
+    base = steps.get(0.0, np.nan)
+    noisy = steps.drop(0.0, errors="ignore")
+    ratios = noisy / base
+    small = bool(len(noisy) and ratios.notna().all() and ((ratios > 1.0) & (ratios <= MAX_SLOWDOWN)).all())
+    tau = stats.kendalltau(steps.index, steps.to_numpy()).statistic if steps.notna().all() and len(steps) >= 3 \
+        else np.nan
+    return [(f"time to fit grows by a small factor: every p > 0 takes 1-{MAX_SLOWDOWN:g}x the steps of true labels",
+             small),
+            ("time to fit grows with p (Kendall tau of p and steps to fit >= 0.6)", bool(tau >= 0.6))]
