@@ -24,7 +24,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pandas as pd
 import torch
@@ -40,6 +40,7 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
 from genlab.spec.fields import Init, Loss, PositiveInts, Probabilities
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 HYPERPARAMETERS = ("width", "depth", "lr", "batch_size", "label_noise")
 MEASURES = (
@@ -65,6 +66,9 @@ class MeasuresSpec(StudySpec):
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     init: Init = Field("default", description="weight initializer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
+    sweep_model: Literal["mlp", "nin"] = Field("mlp", description="network family swept: mlp (width = hidden units, "
+                                              "depth = hidden layers) or nin (Jiang et al.: width = channels, depth = "
+                                              "NiN blocks)")
     sweep_widths: PositiveInts = Field([64, 256], description="hidden widths swept (all hidden layers of a model share "
                                        "the width)")
     sweep_depths: PositiveInts = Field([1, 3], description="numbers of hidden layers swept")
@@ -92,11 +96,19 @@ class MeasuresSpec(StudySpec):
         "paper": dict(optimizer="sgd", momentum=0.9, epochs=300, sweep_widths=[128, 512, 1024], sweep_depths=[1, 2, 4],
                       sweep_lrs=[0.01, 0.03, 0.1], sweep_batch_sizes=[32, 128, 512], sweep_label_noise=[0.0, 0.1, 0.2],
                       stop_train_acc=1.0, sharpness_points=2000, seeds=[0]),
+        "cifar": cifar_preset("measures"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(optimizer="sgd", momentum=0.9, epochs=2, n_train=200, n_test=100, sweep_widths=[8, 16],
                       sweep_depths=[1], sweep_lrs=[0.05, 0.1], sweep_batch_sizes=[64], sweep_label_noise=[0.0, 0.2],
                       sharpness_points=50,
                       sharpness_draws=1, seeds=[0]),
     }
+
+
+def sweep_options(spec: MeasuresSpec, width: int, depth: int) -> dict:
+    """Builder options of the swept network at ``width`` and ``depth``."""
+    if spec.sweep_model == "nin":
+        return {"width": width, "depth": depth}
+    return {"widths": [width] * depth, "dropout": spec.dropout}
 
 
 def sweep_groups(spec: MeasuresSpec) -> list[tuple[int, int]]:
@@ -157,9 +169,9 @@ class MeasuresStudy(Study):
             labels = y_clean.numpy()
             if noise > 0:
                 labels = corrupt_labels(labels, noise, data.num_classes, derive_seed(seed, "measures-noise", noise))[0]
-            model = build_model("mlp", data.input_shape, data.num_classes, init=spec.init,
-                                seed=derive_seed(seed, "measures-init", width, depth), widths=[width] * depth,
-                                dropout=spec.dropout)
+            model = build_model(spec.sweep_model, data.input_shape, data.num_classes, init=spec.init,
+                                seed=derive_seed(seed, "measures-init", width, depth),
+                                **sweep_options(spec, width, depth))
             key = f"w{width}-d{depth}-lr{lr:g}-bs{batch_size}-noise{noise:g}-seed{seed}"
             # one data order per replicate: the models of a call then share each batch (a faster forward)
             jobs.append(ModelJob(key, model, seed=derive_seed(seed, "measures-order"), y_train=torch.from_numpy(labels),

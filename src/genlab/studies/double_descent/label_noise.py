@@ -1,5 +1,11 @@
 """Model-wise double descent under label noise (Nakkiran, Kaplun, Bansal, Yang, Barak & Sutskever
-2019, with the MNIST-1D set-up of Greydanus 2020): its unit, figure and checks."""
+2019, with the MNIST-1D set-up of Greydanus 2020): its unit, figure and checks.
+
+The swept network is the MLP 40-h-h-10 (``model="mlp"``, width h) or Nakkiran et al.'s Fig. 1
+ResNet-18 of width k (``model="resnet18"``: widths [k, 2k, 4k, 8k], ``preact`` for their
+pre-activation blocks), every width in one batched engine call either way (BatchNorm statistics
+exact per model), with optional crop + flip augmentation.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +21,7 @@ from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import DataSpec, Group, OptimSpec
+from genlab.spec import AugmentSpec, DataSpec, Group, OptimSpec
 from genlab.spec.fields import Init
 from genlab.studies.base import Summary, UnitResult
 from genlab.studies.double_descent.common import (
@@ -36,16 +42,27 @@ class NoiseSweep(Group):
     level: float = Field(0.15, ge=0.0, le=1.0, description="fraction of training labels replaced")
     mode: Literal["other", "uniform"] = Field("other", description="other = a different class (Nakkiran: exactly "
                                               "that fraction wrong); uniform = any class")
+    model: Literal["mlp", "resnet18"] = Field("mlp", description="network swept: mlp (40-h-h-10, width h) or "
+                                              "resnet18 (width k: widths k, 2k, 4k, 8k; Nakkiran et al. Fig. 1)")
+    preact: bool = Field(False, description="resnet18: pre-activation blocks (as Nakkiran et al. trained)")
     widths: list[int] = Field([8, 16, 24, 32, 48, 64, 96, 128], min_length=3, description="widths h of the MLP "
-                              "40-h-h-10")
+                              "40-h-h-10 (resnet18: k)")
     init: Init = Field("default", description="weight initializer")
     eval_every: int = Field(5, gt=0, description="epochs between evaluations (the epoch-wise curve)")
     optim: OptimSpec = OptimSpec(optimizer="sgd", lr=0.05, batch_size=100, epochs=100, schedule="cosine")
+    augment: AugmentSpec = AugmentSpec()
 
     @field_validator("widths")
     @classmethod
     def _widths_valid(cls, v: list[int]) -> list[int]:
         return sorted_widths(v)
+
+
+def noise_network(sweep: NoiseSweep, width: int) -> tuple[str, dict]:
+    """The zoo family and builder options of the swept network at ``width``."""
+    if sweep.model == "resnet18":
+        return "resnet18", {"width": width, **({"preact": True} if sweep.preact else {})}
+    return "mlp", {"widths": [width, width]}
 
 
 def run_label_noise(spec, ctx) -> UnitResult:
@@ -58,10 +75,11 @@ def run_label_noise(spec, ctx) -> UnitResult:
                                   spec.noise.mode)
         wrong[s] = float(np.mean(noisy != data.y_train.numpy()))
         for h in spec.noise.widths:
-            model = build_model("mlp", data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
-                                widths=[h, h])
+            family, options = noise_network(spec.noise, h)
+            model = build_model(family, data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
+                                **options)
             jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=derive_seed(s, "noise-order", h),
-                                 y_train=torch.from_numpy(noisy)))
+                                 y_train=torch.from_numpy(noisy), augment=spec.noise.augment.build()))
             keys.append((h, s))
     config = spec.noise.optim.train_config("ce", eval_every=spec.noise.eval_every, device=spec.device)
     ctx.progress.start_unit("label_noise", spec.noise.optim.epochs, len(jobs))

@@ -1,0 +1,106 @@
+"""Training cost from floating-point work: FLOPs of a zoo network counted on the meta device.
+
+A network's forward FLOPs per example are counted by PyTorch's ``FlopCounterMode`` on the meta
+device (shapes only: nothing is allocated or computed; a multiply-add counts as 2 FLOPs).
+Training one example costs about 3 forward passes (forward, and a backward of twice the work),
+so ``training_flops = 3 x forward x examples x epochs``, plus one forward over the training and
+test sets per evaluation.
+
+Seconds are FLOPs over a throughput. These rates are assumptions, not measurements:
+
+* :data:`GPU_FLOPS` = 10 TFLOP/s: what a recent data-centre or high-end desktop GPU (A100,
+  RTX 4090 class) sustains in float32/TF32 on CIFAR-sized convolutional networks with large
+  enough batches - a fraction of their peak. Set ``GENLAB_GPU_TFLOPS`` to your GPU's rate, or
+  let :func:`measured_flops_per_second` time a few steps on the device.
+* :data:`CPU_FLOPS` = 20 GFLOP/s: two cores of a laptop CPU on convolutions.
+
+Early stopping (a model that fits stops training) makes the real time shorter; data loading,
+Python overhead and small batches make it longer.
+"""
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+
+import torch
+
+GPU_FLOPS = 10e12
+CPU_FLOPS = 20e9
+BACKWARD_FACTOR = 3.0
+
+
+def gpu_flops() -> float:
+    """The GPU throughput assumed for estimates: ``$GENLAB_GPU_TFLOPS`` x 1e12, else :data:`GPU_FLOPS`."""
+    value = os.environ.get("GENLAB_GPU_TFLOPS", "").strip()
+    try:
+        rate = float(value) * 1e12 if value else GPU_FLOPS
+    except ValueError:
+        return GPU_FLOPS
+    return rate if rate > 0 else GPU_FLOPS
+
+
+def _dataset_shape(dataset: str) -> tuple[tuple[int, ...], int]:
+    from genlab.data import DATASETS
+
+    entry = DATASETS[dataset]
+    return tuple(entry.input_shape), entry.num_classes
+
+
+@lru_cache(maxsize=256)
+def _forward_flops(model: str, input_shape: tuple[int, ...], num_classes: int, options: tuple) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genlab.models.zoo import _build
+
+    with torch.device("meta"):
+        net = _build(model, input_shape, num_classes, dict(options))
+        x = torch.empty(1, *input_shape)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            net(x)
+    return float(counter.get_total_flops())
+
+
+def forward_flops(model: str, dataset: str, **options) -> float:
+    """Forward FLOPs of zoo network ``model`` for one example of ``dataset`` (multiply-add = 2)."""
+    shape, classes = _dataset_shape(dataset)
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+    return _forward_flops(model, shape, classes, frozen)
+
+
+def training_flops(model: str, dataset: str, examples: int, epochs: int, evaluations: int = 0,
+                   eval_examples: int = 0, **options) -> float:
+    """FLOPs of training one ``model`` on ``examples`` for ``epochs`` epochs, plus ``evaluations``
+    forward passes over ``eval_examples`` examples."""
+    forward = forward_flops(model, dataset, **options)
+    return forward * (BACKWARD_FACTOR * examples * epochs + evaluations * eval_examples)
+
+
+def measured_flops_per_second(model: str, dataset: str, device: str, batch_size: int = 128, steps: int = 3,
+                              **options) -> float:
+    """FLOP/s of a few SGD steps of ``model`` on random inputs of ``dataset``'s shape on ``device``
+    (after one warm-up step): the short measurement behind a device-specific estimate."""
+    from genlab.models import build_model
+
+    shape, classes = _dataset_shape(dataset)
+    net = build_model(model, shape, classes, seed=0, **options).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, *shape, device=device)
+    y = torch.randint(0, classes, (batch_size,), device=device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    step()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = max(time.perf_counter() - started, 1e-9)
+    return BACKWARD_FACTOR * forward_flops(model, dataset, **options) * batch_size * steps / seconds
