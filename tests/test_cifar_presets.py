@@ -199,7 +199,7 @@ def test_device_reaches_every_engine_call(study_name, cifar_root, tmp_path, monk
     overrides = {**TINY, **SLOW_TINY}[study_name]
     spec = plan_spec(study, "cifar", device="cuda:3", data_root=cifar_root).replace(**overrides)
     with pytest.raises(_Stop):
-        for unit in study.units(spec):
+        for unit in [u for u in study.units(spec) if not u.needs]:
             from genlab.progress import NullProgress
             from genlab.studies.base import Context
 
@@ -273,3 +273,64 @@ def test_time_estimate_follows_flops_and_counts():
 def test_measured_throughput_runs_on_the_device():
     rate = measured_flops_per_second("lenet-li", "cifar10", "cpu", batch_size=8, steps=1)
     assert rate > 0
+
+
+# ----- the phenomena on real data at reduced size (mnist5k; slow) -----------------------------
+
+def _study_run(study_name: str, values: dict, tmp_path: Path):
+    study = get_study(study_name)
+    spec = resolve_spec(study.Spec, "smoke", None, values)
+    store = run_study(study, spec, tmp_path / study_name)
+    return spec, store.results()
+
+
+@pytest.mark.slow
+def test_narrow_vgg11_and_resnet18_layer_robustness_on_mnist5k(tmp_path):
+    """Zhang, Bengio & Singer on mnist5k with VGG-11-BN and ResNet-18-BN of width 8: re-randomizing
+    the first convolution destroys either network; most of the ResNet's layers are robust to being
+    reset to their initial values (the paper: all but the first layers of some blocks)."""
+    spec, results = _study_run("layer-robustness", dict(
+        networks=["vgg11", "resnet18"], zoo_width=8, dataset="mnist5k", n_train=2000, n_test=500, epochs=4,
+        optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64, checkpoint_epochs=[0, 1, 4], draws=1, seeds=[0]),
+        tmp_path)
+    rows = results[results["operation"].notna()]
+    for network, first in (("vgg11", "features.conv1"), ("resnet18", "stem.conv")):
+        part = rows[rows["model"] == network]
+        trained = float(part["trained_test_acc"].iloc[0])
+        assert trained > 0.9, (network, trained)
+        rerand = part[(part["operation"] == "rerandomize") & (part["layer"] == first)]["test_acc"].mean()
+        assert rerand < 0.5, (network, rerand)
+    resnet = rows[(rows["model"] == "resnet18") & (rows["operation"] == "reinit") & (rows["checkpoint_epoch"] == 0)
+                  & (rows["layer_kind"] == "layer")]
+    trained = float(rows[rows["model"] == "resnet18"]["trained_test_acc"].iloc[0])
+    robust = (trained - resnet["test_acc"] <= spec.threshold).mean()
+    assert robust >= 0.5, robust
+
+
+@pytest.mark.slow
+def test_conv2_lottery_tickets_on_mnist5k(tmp_path):
+    """Frankle & Carbin's Conv-2 (Gaussian Glorot, Adam 2e-4) on mnist5k: after pruning to a few
+    percent of the fully connected weights the winning ticket trains at least as well as the same
+    mask re-initialized at random."""
+    spec, results = _study_run("lottery", dict(
+        model="conv2", init="paper", dataset="mnist5k", n_train=1200, n_test=500, val_size=200, optimizer="adam",
+        lr=2e-4, batch_size=60, epochs=5, rounds=3, prune_rate=0.6, conv_prune_rate=0.3, output_prune_rate=0.3,
+        controls=["reinit"], seeds=[0]), tmp_path)
+    last = results[results["round"] == results["round"].max()].set_index("arm")
+    dense = float(results[results["round"] == 0]["test_acc_at_early_stop"].iloc[0])
+    assert dense > 0.85, dense
+    assert float(last.loc["ticket", "weights_remaining"]) < 0.1
+    assert float(last.loc["ticket", "test_acc_at_early_stop"]) >= float(last.loc["reinit", "test_acc_at_early_stop"])
+
+
+@pytest.mark.slow
+def test_small_inception_fits_random_labels_on_mnist5k(tmp_path):
+    """Zhang et al.'s small Inception memorizes random labels of mnist5k images (test accuracy at
+    chance) and learns the true ones."""
+    spec, results = _study_run("randomization", dict(
+        model="inception-small", dataset="mnist5k", n_train=200, n_test=500, corruptions=[1.0], pixel_variants=[],
+        optimizer="adam", lr=1e-3, batch_size=50, epochs=40, stop_train_acc=1.0, seeds=[0]), tmp_path)
+    by = results.set_index("variant")
+    assert float(by.loc["random_labels", "train_acc"]) >= 0.95
+    assert float(by.loc["random_labels", "test_acc"]) < 0.2
+    assert float(by.loc["true_labels", "test_acc"]) > 0.6
