@@ -131,6 +131,17 @@ def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, lik
     return net
 
 
+class _WidthContext:
+    """A unit's context whose engine snapshot is named after one width of the sweep."""
+
+    def __init__(self, ctx, width: int):
+        self._ctx, self._width = ctx, width
+        self.progress = ctx.progress
+
+    def snapshot(self, name: str = "") -> Path:
+        return self._ctx.snapshot(f"w{self._width}{'-' + name if name else ''}")
+
+
 @register
 class MeasuresStudy(Study):
     name = "measures"
@@ -157,8 +168,18 @@ class MeasuresStudy(Study):
     def run_unit(self, spec: MeasuresSpec, unit: Unit, ctx) -> UnitResult:
         if unit.key == RANKING:
             return UnitResult(ranking_rows([row for key in unit.needs for row in ctx.rows_of(key).rows]))
-        done = self._train_group(spec, spec.data.load(), unit["batch_size"], unit["depth"], ctx)
-        return UnitResult(done["rows"], done["curves"])
+        data = spec.data.load()
+        if spec.sweep_model == "mlp":
+            done = self._train_group(spec, data, unit["batch_size"], unit["depth"], ctx)
+            return UnitResult(done["rows"], done["curves"])
+        # NiNs of different widths: BatchNorm buffers of different sizes do not stack, one engine call per width
+        rows, curves = [], []
+        for width in spec.sweep_widths:
+            done = self._train_group(spec.replace(sweep_widths=[width]), data, unit["batch_size"], unit["depth"],
+                                     _WidthContext(ctx, width))
+            rows += done["rows"]
+            curves += done["curves"]
+        return UnitResult(rows, curves)
 
     def _train_group(self, spec: MeasuresSpec, data, batch_size: int, depth: int, ctx) -> dict:
         """One engine call: every width x lr x label noise x seed at this batch size and depth."""
