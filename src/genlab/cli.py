@@ -127,8 +127,10 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
 def print_summary(study, spec, store, console) -> None:
     from rich.table import Table
 
+    from genlab.studies.cifar import with_cifar_references
+
     results, curves = store.results(), store.curves()
-    summary = study.summarize(results, curves, spec)
+    summary = with_cifar_references(study, results, curves, spec)
     cols = [c for c in study.result_columns if c in results.columns]
     table = Table(title=f"{study.name}: {store.path / 'results.csv'}", show_lines=False)
     for c in cols:
@@ -202,20 +204,24 @@ def list_cmd():
 
 
 @cli.command("reproduce")
-@click.option("--preset", type=click.Choice(["quick", "paper", "smoke"]), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(["quick", "paper", "smoke", "cifar"]), default="quick", show_default=True,
               help="quick: every study in minutes on a laptop CPU; paper: settings close to the papers (hours); "
-                   "smoke: tiny sizes that only exercise the pipeline")
+                   "smoke: tiny sizes that only exercise the pipeline; cifar: the papers' CIFAR-10 experiments (a GPU, "
+                   "--data-root)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True,
               help="folder for the study runs (DIR/STUDY) and DIR/report.html; re-running continues it")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="folder holding the dataset files (cifar-10-batches-py/ or cifar-10-python.tar.gz) for every study")
 @click.option("--only", default=None, help="comma-separated studies to run (default: all)")
 @click.option("--dataset", default=None, help="dataset for every study that takes one (default: each study's own)")
 @click.option("--device", default=None, help="torch device for every study (default: cpu)")
 @click.option("--quiet", is_flag=True, default=False, help="no progress display")
-def reproduce_cmd(preset, out, only, dataset, device, quiet):
+def reproduce_cmd(preset, out, data_root, only, dataset, device, quiet):
     """Run every study and write DIR/report.html (the main job)."""
     from genlab.reproduce import reproduce
 
-    reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet)
+    reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet,
+              data_root=data_root)
 
 
 @cli.command("report")

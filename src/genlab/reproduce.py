@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from genlab.errors import UserError
@@ -18,30 +19,110 @@ from genlab.studies import STUDIES
 QUICK_SECONDS_GUESS = 60.0
 
 
-def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None):
-    """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device and the
-    dataset asked for every study; an error names the study."""
+def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None,
+              data_root: Path | str | None = None):
+    """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device, the data
+    folder (every ``*data_root`` setting) and the dataset asked for every study; an error names the study."""
     try:
         spec = resolve_spec(study.Spec, preset, None, {"device": device})
+        if data_root is not None:
+            roots = {name: str(data_root) for name in spec.flat_fields() if name.endswith("data_root")}
+            spec = spec.replace(**roots) if roots else spec
         return spec.on_dataset(dataset) if dataset is not None else spec
     except UserError as exc:
         raise UserError(f"{study.name}: {exc}") from None
 
 
+def spec_datasets(spec) -> set[str]:
+    """Every dataset a spec names (its ``dataset`` settings and lists of ``datasets``)."""
+    found: set[str] = set()
+    for name, value in spec.flat().items():
+        if name.endswith("dataset") and isinstance(value, str):
+            found.add(value)
+        elif name.endswith("datasets") and isinstance(value, list):
+            found.update(v for v in value if isinstance(v, str))
+    return found
+
+
+def check_cifar_files(data_root: Path | str | None) -> None:
+    """One line (exit 2) unless ``data_root`` holds CIFAR-10's python batches or their archive."""
+    from genlab.data.sources.cifar10 import CIFAR10_ARCHIVE, CIFAR10_FOLDER, _cifar10_batches_present
+
+    if data_root is None:
+        raise UserError("--preset cifar needs --data-root DIR, a folder holding cifar-10-batches-py/ or "
+                        "cifar-10-python.tar.gz (from https://www.cs.toronto.edu/~kriz/cifar.html)")
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--data-root {root}: no such folder (it should hold {CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE})")
+    if not _cifar10_batches_present(root) and not (root / CIFAR10_ARCHIVE).is_file():
+        raise UserError(f"--data-root {root} holds neither {CIFAR10_FOLDER}/ (data_batch_1..5, test_batch) nor "
+                        f"{CIFAR10_ARCHIVE}; put CIFAR-10's python version there "
+                        "(https://www.cs.toronto.edu/~kriz/cifar.html)")
+
+
+def cifar_estimates(plan, device: str, measure: bool = True) -> tuple[list[float | None], str]:
+    """Seconds per study of a cifar plan (None where a study's work is not training) and a line saying
+    what the estimate rests on: FLOPs counted on the meta device over a throughput measured by a few
+    steps of VGG-11 on a CUDA device, or the assumed rate of :mod:`genlab.estimate`."""
+    from genlab.estimate import CPU_FLOPS, gpu_flops, measured_flops_per_second, study_work
+
+    kind = torch.device(device).type
+    if kind == "cuda" and measure:
+        rate = measured_flops_per_second("vgg11", "cifar10", device)
+        basis = f"{rate / 1e12:.1f} TFLOP/s measured on {device} (3 SGD steps of VGG-11, batch 128)"
+    elif kind == "cuda":
+        rate = gpu_flops()
+        basis = f"an assumed {rate / 1e12:.0f} TFLOP/s GPU (GENLAB_GPU_TFLOPS)"
+    else:
+        rate = CPU_FLOPS
+        basis = f"an assumed {rate / 1e9:.0f} GFLOP/s on {device} (a CPU: use --device cuda)"
+    seconds = []
+    for study, spec in plan:
+        work = study_work(study.name, spec)
+        seconds.append(None if work is None else work.seconds(rate))
+    return seconds, (f"training FLOPs of every model's full epoch budget (counted on the meta device) at {basis}, "
+                     "plus 1 ms per model step; early stopping makes it shorter")
+
+
 def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = None, dataset: str | None = None,
-              device: str | None = None, quiet: bool = False) -> Path:
-    """Run the chosen studies (all by default) with ``preset`` and build the report."""
+              device: str | None = None, quiet: bool = False, data_root: Path | str | None = None) -> Path:
+    """Run the chosen studies (all by default) with ``preset`` and build the report.
+
+    ``preset="cifar"`` (the papers' CIFAR-10 experiments) first checks that ``data_root`` holds
+    CIFAR-10, then prints each study's estimated time (:func:`cifar_estimates`); re-running the same
+    command continues where it stopped (complete studies are skipped, the others resume)."""
     out = Path(out)
     names = list(STUDIES) if not only else only
     for name in names:
         if name not in STUDIES:
             raise UserError(f"unknown study {name!r} in --only; choose from: {', '.join(STUDIES)}")
-    plan = []
+    plan, without = [], []
     for name in names:
         study = STUDIES[name]
-        plan.append((study, plan_spec(study, preset, dataset, device)))
+        if preset not in study.Spec.presets:
+            without.append(name)
+            continue
+        plan.append((study, plan_spec(study, preset, dataset, device, data_root)))
+    if not plan:
+        raise UserError(f"no chosen study has a {preset!r} preset ({', '.join(without)})")
     console = Console(stderr=True, quiet=quiet)
-    estimates = [s.estimate_seconds(spec) or QUICK_SECONDS_GUESS for s, spec in plan]
+    if without:
+        console.print(f"genlab reproduce --preset {preset}: {', '.join(without)} "
+                      f"{'has' if len(without) == 1 else 'have'} no {preset} preset yet and "
+                      f"{'is' if len(without) == 1 else 'are'} skipped")
+    if any("cifar10" in spec_datasets(spec) for _, spec in plan):
+        check_cifar_files(data_root)
+    if preset == "cifar":
+        gpu, basis = cifar_estimates(plan, plan[0][1].device if plan else "cpu")
+        estimates = [g if g is not None else (s.estimate_seconds(spec) or QUICK_SECONDS_GUESS)
+                     for g, (s, spec) in zip(gpu, plan)]
+        console.print(f"[bold]genlab reproduce --preset cifar[/]: {len(plan)} studies, expected about "
+                      f"{sum(estimates) / 3600:.1f} hours ({basis}):")
+        for (study, _), seconds in zip(plan, estimates):
+            console.print(f"  {study.name}: {seconds / 3600:.1f} h")
+        console.print("re-run the same command to continue after an interruption.")
+    else:
+        estimates = [s.estimate_seconds(spec) or QUICK_SECONDS_GUESS for s, spec in plan]
     total_estimate = sum(estimates)
     if preset == "paper":
         console.print(f"[bold]genlab reproduce --preset paper[/]: {len(plan)} studies, expected about "

@@ -27,12 +27,16 @@ class RandomShift:
     Equivalent to padding each spatial axis by ``max_shift`` on both sides and cropping a window
     of the original size at a uniformly random position (the "random crop" of Zhang et al.). The
     padding repeats the edge value (``replicate``: the blank MNIST border stays blank, a 1-D signal
-    keeps its end level) or is zero (``zeros``). Offsets are drawn from the CPU generator given
-    at each call; the result has the input's shape, dtype and device.
+    keeps its end level) or is zero (``zeros``). ``hflip`` then mirrors each example along its
+    last axis with probability 1/2 (the crop + flip of He et al. 2016's CIFAR training). Offsets and
+    flips are drawn from the CPU generator given at each call (flips after the offsets, so
+    ``hflip=False`` draws exactly what it did before flips existed); the result has the input's
+    shape, dtype and device.
     """
 
     max_shift: int
     pad: PadMode = "replicate"
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         if self.max_shift < 0:
@@ -45,11 +49,15 @@ class RandomShift:
         if spatial not in (1, 2):
             raise UserError(f"RandomShift needs [B, C, L] or [B, C, H, W] inputs, got shape {tuple(x.shape)}")
         s = self.max_shift
-        if s == 0 or x.shape[0] == 0:
+        if x.shape[0] == 0 or (s == 0 and not self.hflip):
             return x
-        offsets = torch.randint(0, 2 * s + 1, (x.shape[0], spatial), generator=generator).to(x.device)
-        padded = _pad(x, s, spatial, self.pad)
-        return _crop(padded, offsets, x.shape[2:])
+        if s > 0:
+            offsets = torch.randint(0, 2 * s + 1, (x.shape[0], spatial), generator=generator).to(x.device)
+            x = _crop(_pad(x, s, spatial, self.pad), offsets, x.shape[2:])
+        if self.hflip:
+            flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+            x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        return x
 
 
 def _pad(x: torch.Tensor, s: int, spatial: int, mode: PadMode) -> torch.Tensor:

@@ -91,7 +91,7 @@ def lenet_li(input_shape, num_classes, dropout=0.0, **_) -> nn.Module:
     ]))
 
 
-def alexnet_small(input_shape, num_classes, **_) -> nn.Module:
+def alexnet_small(input_shape, num_classes, dropout=0.0, **_) -> nn.Module:
     """The small AlexNet of Zhang et al. (2017, appendix A), for 28x28x3 CIFAR-10 crops.
 
     Two modules of conv5x5(64, SAME) - ReLU - max-pool 3x3 stride 2 (SAME) - local response
@@ -100,7 +100,8 @@ def alexnet_small(input_shape, num_classes, **_) -> nn.Module:
     the TensorFlow CIFAR-10 tutorial network it is taken from (depth radius 4, bias 1,
     alpha 0.001/9, beta 0.75: a window of 9 channels, PyTorch alpha = 9 * 0.001/9) - the paper
     does not list them; nor does it state the initializer (the registry's paper init is the default).
-    Layer names: ``features.conv1`` .. ``features.norm2``, ``classifier.fc1`` .. ``fc3``.
+    ``dropout`` (default 0, as in the paper) adds dropout after each hidden FC layer (for the
+    regularization grid). Layer names: ``features.conv1`` .. ``features.norm2``, ``classifier.fc1`` .. ``fc3``.
     """
     shape = image_shape("alexnet-small", input_shape)
     pool = Window(3, 2, 1)
@@ -114,7 +115,7 @@ def alexnet_small(input_shape, num_classes, **_) -> nn.Module:
         prev = 64
     return nn.Sequential(OrderedDict([
         ("features", nn.Sequential(OrderedDict(parts))), ("flatten", nn.Flatten()),
-        ("classifier", fc_classifier(64 * h * w, [384, 192], num_classes)),
+        ("classifier", fc_classifier(64 * h * w, [384, 192], num_classes, dropout_rate("alexnet-small", dropout))),
     ]))
 
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from genlab.models.layers import conv_module, image_shape
+from genlab.models.layers import conv_module, dropout_rate, image_shape
 
 LAYOUT: list[tuple] = [
     ("inception", 32, 32), ("inception", 32, 48), ("downsample", 80),
@@ -63,8 +63,13 @@ class DownsampleModule(nn.Module):
         return torch.cat([self.branch3x3(x), self.pool(x)], dim=1)
 
 
-def inception_small(input_shape, num_classes, batchnorm=True, **_) -> nn.Module:
-    """Zhang et al.'s small Inception (see the module docstring) for any image shape."""
+def inception_small(input_shape, num_classes, batchnorm=True, dropout=0.0, **_) -> nn.Module:
+    """Zhang et al.'s small Inception (see the module docstring) for any image shape.
+
+    ``dropout`` (default 0: the paper's network has none) puts a dropout layer on the pooled
+    features before the classifier, for the regularization study's dropout cells (no parameters,
+    so the count and the layer names stay the same).
+    """
     shape = image_shape("inception-small", input_shape)
     batchnorm = bool(batchnorm)
     parts: list[tuple[str, nn.Module]] = [("conv1", _conv(shape[0], 96, 3, 1, batchnorm))]
@@ -80,5 +85,8 @@ def inception_small(input_shape, num_classes, batchnorm=True, **_) -> nn.Module:
             parts.append((f"downsample{downsamples}", module))
         prev = module.out_channels
     parts += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
+    rate = dropout_rate("inception-small", dropout)
+    if rate > 0:
+        parts.append(("dropout", nn.Dropout(rate)))
     return nn.Sequential(OrderedDict([("features", nn.Sequential(OrderedDict(parts))),
                                       ("classifier", nn.Linear(prev, num_classes))]))

@@ -20,6 +20,7 @@ from genlab.errors import UserError
 from genlab.run.runner import make_figures
 from genlab.run.store import RunStore, atomic_write_text
 from genlab.studies.base import Study, Summary, get_study
+from genlab.studies.cifar import with_cifar_references
 
 
 @dataclass
@@ -49,7 +50,7 @@ def load_run(folder: Path) -> StudyRun:
                         f"({_first_line(exc)}); re-run the study with --force-new") from None
     store.verify_tables(manifest)
     figures = make_figures(study, store, spec)
-    summary = study.summarize(store.results(), store.curves(), spec)
+    summary = with_cifar_references(study, store.results(), store.curves(), spec)
     return StudyRun(study, spec, store, manifest, summary, figures)
 
 

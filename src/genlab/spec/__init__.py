@@ -8,11 +8,11 @@ compose and how flat names (flags, TOML keys) are formed.
 """
 from genlab.spec.base import FlatField, Group, Prefix, StudySpec, check_device, flat_fields
 from genlab.spec.fields import distinct, registered_names
-from genlab.spec.groups import DataSpec, ModelSpec, OptimSpec, SharedOptimSpec, SubsetSpec
+from genlab.spec.groups import AugmentSpec, DataSpec, ModelSpec, OptimSpec, SharedOptimSpec, SubsetSpec
 from genlab.spec.resolve import format_validation_error, load_toml, resolve_spec, validate_flat
 
 __all__ = [
-    "DataSpec", "FlatField", "Group", "ModelSpec", "OptimSpec", "Prefix", "SharedOptimSpec", "StudySpec",
+    "AugmentSpec", "DataSpec", "FlatField", "Group", "ModelSpec", "OptimSpec", "Prefix", "SharedOptimSpec", "StudySpec",
     "SubsetSpec", "check_device", "distinct", "flat_fields", "format_validation_error", "load_toml",
     "registered_names", "resolve_spec", "validate_flat",
 ]

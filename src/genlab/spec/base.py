@@ -30,7 +30,7 @@ from pydantic.fields import FieldInfo
 
 from genlab.errors import UserError
 
-Preset = Literal["quick", "paper", "smoke"]
+Preset = Literal["quick", "paper", "smoke", "cifar"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,8 @@ class StudySpec(SpecModel):
     """What a shared setting means in this study, where it says more than the group's description."""
 
     preset: Preset = Field("quick", description="preset the other defaults come from: quick (minutes), paper (the "
-                           "papers' settings) or smoke (tiny, pipeline test only)")
+                           "papers' settings), smoke (tiny, pipeline test only) or cifar (the papers' CIFAR-10 "
+                           "experiment, for a GPU)")
     seeds: list[int] = Field([0], min_length=1, description="seeds; each fixes every random choice of one replicate")
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
 

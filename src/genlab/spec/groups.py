@@ -8,7 +8,7 @@ instance as its default (``optim: OptimSpec = OptimSpec(optimizer="adam", lr=1.2
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -57,21 +57,75 @@ class SubsetSpec(_Loads, Group):
 
 
 class ModelSpec(Group):
-    """The network family, its hidden widths, its initializer and dropout."""
+    """The network family, its hidden widths, its initializer and dropout, and the zoo's options.
+
+    The zoo's options (``width``, ``depth``, ``batchnorm``, ``preact``, ``shortcut``) reach the
+    builder only when set (``None``) or changed from the default (``batchnorm``, ``preact``), so a
+    family that does not take one is built as before; see ``genlab list`` for which family takes which.
+    """
 
     model: ModelName = Field("mlp", description="model family (see `genlab list`)")
     widths: Widths = Field([512, 512], description="hidden layer widths of the MLP / classifier head")
-    init: Init = Field("default", description="weight initializer")
+    init: Init = Field("default", description="weight initializer ('paper': the scheme of the model's paper)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
+    width: int | None = Field(None, gt=0, le=4096, description="width multiplier of a zoo network: resnet18's k "
+                              "(widths k,2k,4k,8k; 64 = standard), vgg/resnet20/resnet56/nin channels (default: the "
+                              "paper's)")
+    depth: int | None = Field(None, gt=0, le=64, description="blocks of a zoo network that takes a depth (nin)")
+    batchnorm: bool = Field(True, description="BatchNorm in the zoo networks that have it (off: the paper's "
+                            "'without BN' variant)")
+    preact: bool = Field(False, description="resnet18: pre-activation blocks (the variant Nakkiran et al. trained)")
+    shortcut: Literal["A", "B"] | None = Field(None, description="resnet20/resnet56 shortcut: A zero-padding (He et "
+                                               "al.), B 1x1 conv + BN (open_lth) (default: A)")
+
+    def zoo_options(self) -> dict[str, Any]:
+        """The zoo options that differ from every builder's defaults, as builder keyword arguments."""
+        options: dict[str, Any] = {name: getattr(self, name) for name in ("width", "depth", "shortcut")
+                                   if getattr(self, name) is not None}
+        if not self.batchnorm:
+            options["batchnorm"] = False
+        if self.preact:
+            options["preact"] = True
+        return options
 
     def build(self, data, seed: int, **overrides: Any):
         """The network for ``data``'s inputs and classes, initialized from ``seed``; ``overrides``
         replace settings of the group (``dropout=0.0``) or add builder options."""
         from genlab.models import build_model
 
-        options = {"init": self.init, "widths": self.widths, "dropout": self.dropout, **overrides}
+        options = {"init": self.init, "widths": self.widths, "dropout": self.dropout, **self.zoo_options(),
+                   **overrides}
         family = options.pop("model", self.model)
         return build_model(family, data.input_shape, data.num_classes, seed=seed, **options)
+
+    def init_scheme(self) -> str:
+        """The initializer scheme ``init`` means for this model (``paper`` resolved through the zoo)."""
+        from genlab.models.zoo import resolve_init
+
+        return resolve_init(self.model, self.init)
+
+
+class AugmentSpec(Group):
+    """Training-batch augmentation of the CIFAR papers: random crops of a padded image, horizontal flips.
+
+    ``crop`` pads each side by ``crop_padding`` zero pixels and cuts a window of the original
+    size at a random position (a random translation, :class:`~genlab.data.augment.RandomShift`);
+    ``crop-flip`` also mirrors each image left-right with probability 1/2 (He et al. 2016's CIFAR
+    augmentation, used by Nakkiran et al. 2019 and Frankle & Carbin 2019's VGG/ResNet runs).
+    """
+
+    augment: Literal["none", "crop", "crop-flip"] = Field("none", description="training augmentation: none, crop "
+                                                          "(random crop of a zero-padded image) or crop-flip (and a "
+                                                          "random horizontal flip)")
+    crop_padding: int = Field(4, ge=1, le=16, description="augmentation: pixels of zero padding a crop may shift by")
+
+    def build(self):
+        """The engine's per-model augmentation (``ModelJob.augment``), or None for ``none``."""
+        from genlab.data.augment import RandomShift
+
+        if self.augment == "none":
+            return None
+        return RandomShift(self.crop_padding, pad="zeros", hflip=self.augment == "crop-flip")
 
 
 class SharedOptimSpec(Group):

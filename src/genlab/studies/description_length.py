@@ -49,15 +49,23 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, OptimSpec, StudySpec, distinct
 from genlab.spec.fields import Init
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 LabelKind = Literal["true", "random"]
 
 
 def parse_architecture(name: str) -> tuple[str, list[int] | None]:
-    """'mlp-512-512' -> ('mlp', [512, 512]); 'lenet' -> ('lenet', None) (the family's widths)."""
-    family, *widths = name.split("-")
-    if family not in MODELS:
-        raise ValueError(f"architecture {name!r}: unknown model family {family!r}; choose one of {', '.join(MODELS)}")
+    """'mlp-512-512' -> ('mlp', [512, 512]); 'lenet' -> ('lenet', None) (the family's widths).
+
+    The family is the longest registered model name that ``name`` equals or starts with followed by
+    ``-`` (so 'inception-small', 'alexnet-small' and 'lenet-li' are families, and 'lenet-li-84' is
+    'lenet-li' with widths [84]); the rest are the hidden widths.
+    """
+    family = max((m for m in MODELS if name == m or name.startswith(m + "-")), key=len, default=None)
+    if family is None:
+        raise ValueError(f"architecture {name!r}: unknown model family {name.split('-')[0]!r}; "
+                         f"choose one of {', '.join(MODELS)}")
+    widths = name[len(family) + 1:].split("-") if name != family else []
     try:
         parsed = [int(w) for w in widths]
     except ValueError:
@@ -107,6 +115,7 @@ class DescriptionLengthSpec(StudySpec):
                       architectures=["mlp-64", "mlp-512-512", "lenet"], seeds=[0]),
         "paper": dict(optimizer="adam", lr=0.001, batch_size=64, epochs=64, first_block=64,
                       architectures=["mlp-64", "mlp-512-512", "lenet"], seeds=[0, 1, 2]),
+        "cifar": cifar_preset("description-length"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(optimizer="adam", lr=0.003, batch_size=32, epochs=2, n_train=128, n_test=20, first_block=32,
                       min_steps=2, architectures=["mlp-16"], seeds=[0]),
     }

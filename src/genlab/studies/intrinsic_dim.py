@@ -33,6 +33,7 @@ from genlab.spec import OptimSpec, StudySpec, SubsetSpec
 from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes, parameter_count
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.lottery import split_validation
+from genlab.studies.cifar import cifar_preset
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426
@@ -95,6 +96,7 @@ class IntrinsicDimSpec(StudySpec):
                       seeds=[0, 1, 2], d_start=200, tolerance=1.5),
         "paper": dict(datasets=["mnist5k", "mnist1d"], models=["mlp", "lenet", "cnn1d"], widths=[200, 200],
                       width_factors=[1, 2], epochs=20, seeds=[0, 1, 2], d_start=100, tolerance=1.15),
+        "cifar": cifar_preset("intrinsic-dim"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(datasets=["mnist5k"], models=["mlp"], widths=[16], width_factors=[1], epochs=2, seeds=[0],
                       n_train=256, n_test=128, val_size=64, batch_size=64, d_start=16, growth=4.0, tolerance=4.0),
     }

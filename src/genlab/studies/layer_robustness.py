@@ -10,8 +10,10 @@ re-randomizing any layer destroys the network. So the trained network depends on
 layer *started*, and layers differ in how far and how usefully they moved.
 
 Networks: fully connected ``fcnDxW`` (D hidden layers of width W; the blog's 3x256 and 4x128 on
-mnist5k), a LeNet-style CNN, and a small residual net (on digits or MNIST-1D), whose basic
-blocks are also reset as a whole. Every seed of one network trains in one batched engine call
+mnist5k), a LeNet-style CNN, a small residual net (on digits or MNIST-1D), and the papers' image
+networks of the zoo by name (``vgg11``, ``resnet18``, ... on --dataset, with ``--zoo-width`` and
+``--zoo-init``). The residual blocks of ``resnet`` and of the zoo's ResNets are also reset as a
+whole (the residual-block view of the paper's Fig. 10). Every seed of one network trains in one batched engine call
 (one unit of work); all modified networks are evaluated in stacked batches.
 """
 from __future__ import annotations
@@ -29,14 +31,20 @@ from matplotlib.patches import Patch
 from pydantic import Field, field_validator, model_validator
 
 from genlab.engine import InputGroup, ModelJob, train_models
-from genlab.models import build_model
+from genlab.models import MODELS, build_model
+from genlab.models.zoo import resolve_init
 from genlab.plotting import COLORS, figure, save
 from genlab.probes.layer_robustness import layer_groups, layer_verdicts, resolve_checkpoint_epochs, trained_model_table
-from genlab.spec import DataSpec, Group, OptimSpec, Prefix, StudySpec, distinct
+from genlab.spec import AugmentSpec, DataSpec, Group, OptimSpec, Prefix, StudySpec, distinct
 from genlab.spec.fields import Init, Loss, model_takes
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 FCN_NAME = re.compile(r"^fcn(\d+)x(\d+)$")
+OWN_NETWORKS = ("mlp", "lenet", "cnn1d", "resnet")
+ZOO_NETWORKS = tuple(name for name in MODELS if name not in OWN_NETWORKS)
+"""The zoo's image networks the study takes by name (the papers' VGG, ResNet, Conv-N, ...)."""
+RESIDUAL_NETWORKS = ("resnet", "resnet18", "resnet20", "resnet56")
 
 
 class ResNetSpec(Group):
@@ -53,8 +61,9 @@ class ResNetSpec(Group):
 
 class LayerRobustnessSpec(StudySpec):
     networks: list[str] = Field(["fcn3x256", "fcn4x128", "lenet", "resnet"],
-                                description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256) and lenet "
-                                "train on --dataset, resnet on --resnet-dataset")
+                                description="networks: fcnDxW (D hidden layers of width W, e.g. fcn3x256), lenet and "
+                                "the zoo's image networks (vgg11, resnet18, ...) train on --dataset, resnet on "
+                                "--resnet-dataset")
     data: DataSpec = DataSpec()
     optim: OptimSpec = OptimSpec()
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
@@ -70,6 +79,10 @@ class LayerRobustnessSpec(StudySpec):
     resnet: Annotated[ResNetSpec, Prefix("resnet")] = ResNetSpec()
     models_per_pass: int | None = Field(None, gt=0, le=1024, description="modified networks evaluated together "
                                         "in one batched forward pass (default: 16, or 1 for conv nets on a CPU)")
+    zoo_width: int | None = Field(None, gt=0, le=4096, description="width of the zoo networks (vgg channels of the "
+                                  "first layer, resnet18's k; default: the paper's)")
+    zoo_init: Init = Field("paper", description="initializer of the zoo networks ('paper': each network's paper's)")
+    augment: AugmentSpec = AugmentSpec()
 
     @field_validator("networks")
     @classmethod
@@ -77,8 +90,9 @@ class LayerRobustnessSpec(StudySpec):
         if not v:
             raise ValueError("choose at least one network")
         for name in v:
-            if not (FCN_NAME.match(name) or name in ("lenet", "resnet")):
-                raise ValueError(f"unknown network {name!r}; use fcnDxW (e.g. fcn3x256), lenet or resnet")
+            if not (FCN_NAME.match(name) or name in ("lenet", "resnet") or name in ZOO_NETWORKS):
+                raise ValueError(f"unknown network {name!r}; use fcnDxW (e.g. fcn3x256), lenet, resnet or one of "
+                                 f"{', '.join(ZOO_NETWORKS)}")
             m = FCN_NAME.match(name)
             if m and (int(m.group(1)) < 1 or int(m.group(2)) < 1):
                 raise ValueError(f"network {name!r} needs at least one hidden layer of positive width")
@@ -106,13 +120,18 @@ class LayerRobustnessSpec(StudySpec):
         if "lenet" in self.networks and not model_takes("lenet", self.data.dataset):
             raise ValueError(f"network 'lenet' needs image inputs, and dataset {self.data.dataset!r} has none; "
                              "leave lenet out of networks or choose an image dataset")
+        for name in self.networks:
+            if name in ZOO_NETWORKS and not model_takes(name, self.data.dataset, **zoo_options(self)):
+                raise ValueError(f"network {name!r} cannot take the inputs of dataset {self.data.dataset!r}; "
+                                 "leave it out of networks or choose an image dataset")
         return self
 
     def on_dataset(self, name: str) -> "LayerRobustnessSpec":
         """fcn and lenet networks train on ``name``, the residual net too when it can; a network that
         cannot take ``name``'s inputs (lenet on 1-D signals) is left out."""
         resnet_choices = typing.get_args(ResNetSpec.model_fields["dataset"].annotation)
-        networks = [n for n in self.networks if n != "lenet" or model_takes("lenet", name)]
+        networks = [n for n in self.networks if n not in ("lenet", *ZOO_NETWORKS)
+                    or model_takes(n, name, **(zoo_options(self) if n in ZOO_NETWORKS else {}))]
         return self.replace(dataset=name, networks=networks,
                             **({"resnet_dataset": name} if name in resnet_choices else {}))
 
@@ -121,6 +140,7 @@ class LayerRobustnessSpec(StudySpec):
                       checkpoint_epochs=[0, 1, 2, 5, 10], draws=3, resnet_epochs=20),
         "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=100, seeds=[0, 1, 2],
                       draws=5, resnet_epochs=100),
+        "cifar": cifar_preset("layer-robustness"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2,
                       n_train=200, n_test=100, lenet_widths=[16], resnet_channels=8, resnet_blocks=2, batch_size=50,
                       draws=2, seeds=[0]),
@@ -141,19 +161,28 @@ class NetworkPlan:
     granularity: str             # layers reset alone, or residual blocks too
 
 
+def zoo_options(spec: LayerRobustnessSpec) -> dict:
+    """Builder options of the zoo networks (their width, when set)."""
+    return {} if spec.zoo_width is None else {"width": spec.zoo_width}
+
+
 def network_plan(spec: LayerRobustnessSpec, name: str) -> NetworkPlan:
+    """How network ``name`` is built and trained; ``init="paper"`` is resolved to the network's scheme."""
     fcn = FCN_NAME.match(name)
     if fcn:
         widths = [int(fcn.group(2))] * int(fcn.group(1))
-        return NetworkPlan(name, "mlp", spec.data.dataset, {"widths": widths, "dropout": spec.dropout}, spec.init,
-                           spec.optim.lr, spec.optim.epochs, "layer")
+        return NetworkPlan(name, "mlp", spec.data.dataset, {"widths": widths, "dropout": spec.dropout},
+                           resolve_init("mlp", spec.init), spec.optim.lr, spec.optim.epochs, "layer")
     if name == "lenet":
         return NetworkPlan(name, "lenet", spec.data.dataset,
                            {"widths": list(spec.lenet_widths), "dropout": spec.dropout},
-                           spec.init, spec.optim.lr, spec.optim.epochs, "layer")
+                           resolve_init("lenet", spec.init), spec.optim.lr, spec.optim.epochs, "layer")
+    if name in ZOO_NETWORKS:
+        return NetworkPlan(name, name, spec.data.dataset, zoo_options(spec), resolve_init(name, spec.zoo_init),
+                           spec.optim.lr, spec.optim.epochs, "both" if name in RESIDUAL_NETWORKS else "layer")
     return NetworkPlan(name, "resnet", spec.resnet.dataset,
                        {"channels": spec.resnet.channels, "blocks": spec.resnet.blocks},
-                       spec.resnet.init, spec.resnet.lr, spec.resnet.epochs, "both")
+                       resolve_init("resnet", spec.resnet.init), spec.resnet.lr, spec.resnet.epochs, "both")
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
@@ -210,9 +239,18 @@ class LayerRobustness(Study):
         return [Unit(name, {"network": name}) for name in spec.networks]
 
     def estimate_seconds(self, spec: LayerRobustnessSpec) -> float | None:
+        from genlab.estimate import CPU_FLOPS, training_flops
+
         seconds_per_epoch = {"mlp": 0.35, "lenet": 1.3, "resnet": 0.65}  # one model, mnist5k / digits, incl. evaluation
-        plans = [network_plan(spec, n) for n in spec.networks]
-        return float(sum(seconds_per_epoch[p.family] * p.epochs * len(spec.seeds) for p in plans))
+        total = 0.0
+        for p in (network_plan(spec, n) for n in spec.networks):
+            if p.family in seconds_per_epoch:
+                total += seconds_per_epoch[p.family] * p.epochs * len(spec.seeds)
+            else:  # a zoo network: its training FLOPs at the CPU rate genlab assumes
+                n_train = spec.data.n_train or 4000
+                flops = training_flops(p.family, p.dataset, n_train, p.epochs, **p.options)
+                total += flops * len(spec.seeds) / CPU_FLOPS
+        return float(total)
 
     def run_unit(self, spec: LayerRobustnessSpec, unit: Unit, ctx) -> UnitResult:
         network = unit["network"]
@@ -221,7 +259,7 @@ class LayerRobustness(Study):
         jobs = [ModelJob(f"{network}-seed{seed}",
                          build_model(plan.family, data.input_shape, data.num_classes, init=plan.init, seed=seed,
                                      **plan.options),
-                         seed=seed, y_train=data.y_train)
+                         seed=seed, y_train=data.y_train, augment=spec.augment.build())
                 for seed in spec.seeds]
         wanted = [e for e in spec.checkpoint_epochs if e <= plan.epochs]
         saved = resolve_checkpoint_epochs(wanted or None, plan.epochs)

@@ -32,6 +32,7 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 ARM_LABELS = {"ticket": "winning ticket (reset to init)", "reinit": "random re-init (same mask)",
               "random_prune": "random pruning (same sparsity)"}
@@ -78,6 +79,7 @@ class LotterySpec(StudySpec):
         # quick: 40% per round reaches 60, 36, 22, 13, 7.9, 4.7, 2.9% of the weights in 7 rounds
         "quick": dict(seeds=[0, 1, 2], rounds=7, prune_rate=0.4, epochs=15),
         "paper": dict(seeds=[0, 1, 2, 3, 4], rounds=16, prune_rate=0.2, epochs=40),
+        "cifar": cifar_preset("lottery"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(seeds=[0, 1], widths=[32], n_train=300, n_test=200, val_size=100, batch_size=50, epochs=2,
                       rounds=2, prune_rate=0.5),
     }
@@ -215,7 +217,8 @@ class Lottery(Study):
                            conv_rate=conv_rate(spec),
                            mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
                            controls=tuple(spec.controls))
-        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan)
+        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
+                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.network.init_scheme(), s))
         total = Mask.dense(modules[0]).total()
 
         def run_round() -> dict:

@@ -31,6 +31,7 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 PixelVariant = Literal["shuffled_pixels", "random_pixels", "gaussian"]
 
@@ -67,6 +68,7 @@ class RandomizationSpec(StudySpec):
                       batch_size=128, epochs=150, seeds=[0]),
         "paper": dict(widths=[512, 512, 512], optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=1000,
                       seeds=[0, 1, 2]),
+        "cifar": cifar_preset("randomization"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(widths=[64], optimizer="adam", lr=0.003, batch_size=64, epochs=3, n_train=300, n_test=200,
                       corruptions=[0.5, 1.0], seeds=[0]),
     }

@@ -35,6 +35,7 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 REGULARIZERS = ("wd", "dropout", "aug")
 UNITS = ("dropout_off", "dropout_on")
@@ -81,6 +82,7 @@ class RegularizationSpec(StudySpec):
                       stop_train_acc=0.99, eval_every=5, seeds=[0]),
         "paper": dict(widths=[512], optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=1000,
                       max_shift=2, seeds=[0, 1, 2]),
+        "cifar": cifar_preset("regularization"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(widths=[32], optimizer="adam", lr=0.003, batch_size=64, epochs=2, n_train=200, n_test=100,
                       seeds=[0]),
     }

@@ -53,6 +53,7 @@ from pydantic import Field, field_validator, model_validator
 
 from genlab.spec import Prefix, StudySpec, distinct
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 from genlab.studies.double_descent.common import (
     FLOPS,
     STEP_OVERHEAD,
@@ -138,6 +139,7 @@ class DoubleDescentSpec(StudySpec):
                       nn_step_gamma=0.9, nn_eval_every=50, nn_stop_mse=1e-3,
                       noise_widths=[4, 8, 12, 16, 20, 24, 32, 40, 47, 56, 64, 80, 100, 128, 200, 300],
                       noise_epochs=500, noise_lr=0.01, noise_schedule="constant", noise_eval_every=2),
+        "cifar": cifar_preset("double-descent"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(seeds=[0], rff_n_train=200, rff_n_test=200, rff_points=9, nn_n_train=100, nn_n_test=100,
                       nn_points=4, nn_epochs=2, nn_eval_every=1, noise_n_train=200, noise_n_test=100,
                       noise_widths=[4, 8, 16], noise_epochs=2, noise_eval_every=1),

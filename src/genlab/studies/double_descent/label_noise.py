@@ -1,5 +1,11 @@
 """Model-wise double descent under label noise (Nakkiran, Kaplun, Bansal, Yang, Barak & Sutskever
-2019, with the MNIST-1D set-up of Greydanus 2020): its unit, figure and checks."""
+2019, with the MNIST-1D set-up of Greydanus 2020): its unit, figure and checks.
+
+The swept network is the MLP 40-h-h-10 (``model="mlp"``, width h) or Nakkiran et al.'s Fig. 1
+ResNet-18 of width k (``model="resnet18"``: widths [k, 2k, 4k, 8k], ``preact`` for their
+pre-activation blocks), every width in one batched engine call either way (BatchNorm statistics
+exact per model), with optional crop + flip augmentation.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +21,7 @@ from genlab.engine import InputGroup, ModelJob, train_models
 from genlab.models import build_model
 from genlab.plotting import COLORS, figure, save
 from genlab.seeding import derive_seed
-from genlab.spec import DataSpec, Group, OptimSpec
+from genlab.spec import AugmentSpec, DataSpec, Group, OptimSpec
 from genlab.spec.fields import Init
 from genlab.studies.base import Summary, UnitResult
 from genlab.studies.double_descent.common import (
@@ -36,11 +42,15 @@ class NoiseSweep(Group):
     level: float = Field(0.15, ge=0.0, le=1.0, description="fraction of training labels replaced")
     mode: Literal["other", "uniform"] = Field("other", description="other = a different class (Nakkiran: exactly "
                                               "that fraction wrong); uniform = any class")
+    model: Literal["mlp", "resnet18"] = Field("mlp", description="network swept: mlp (40-h-h-10, width h) or "
+                                              "resnet18 (width k: widths k, 2k, 4k, 8k; Nakkiran et al. Fig. 1)")
+    preact: bool = Field(False, description="resnet18: pre-activation blocks (as Nakkiran et al. trained)")
     widths: list[int] = Field([8, 16, 24, 32, 48, 64, 96, 128], min_length=3, description="widths h of the MLP "
-                              "40-h-h-10")
+                              "40-h-h-10 (resnet18: k)")
     init: Init = Field("default", description="weight initializer")
     eval_every: int = Field(5, gt=0, description="epochs between evaluations (the epoch-wise curve)")
     optim: OptimSpec = OptimSpec(optimizer="sgd", lr=0.05, batch_size=100, epochs=100, schedule="cosine")
+    augment: AugmentSpec = AugmentSpec()
 
     @field_validator("widths")
     @classmethod
@@ -48,40 +58,67 @@ class NoiseSweep(Group):
         return sorted_widths(v)
 
 
+def noise_network(sweep: NoiseSweep, width: int) -> tuple[str, dict]:
+    """The zoo family and builder options of the swept network at ``width``."""
+    if sweep.model == "resnet18":
+        return "resnet18", {"width": width, **({"preact": True} if sweep.preact else {})}
+    return "mlp", {"widths": [width, width]}
+
+
 def run_label_noise(spec, ctx) -> UnitResult:
-    """Nakkiran's label-noise width sweep on MNIST-1D: every width and seed in one engine call."""
+    """Nakkiran's label-noise width sweep: every width and seed of the MLP in one engine call; the
+    ResNet-18 widths one engine call each (all seeds of a width together), because BatchNorm
+    statistics of different widths do not stack - each width's rows are cached as it finishes."""
     data = spec.noise.data.load()
     k, n = data.num_classes, len(data.y_train)
-    jobs, keys, wrong = [], [], {}
+    noisy_labels, wrong = {}, {}
     for s in spec.seeds:
         noisy, _ = corrupt_labels(data.y_train.numpy(), spec.noise.level, k, derive_seed(s, "label-noise"),
                                   spec.noise.mode)
+        noisy_labels[s] = noisy
         wrong[s] = float(np.mean(noisy != data.y_train.numpy()))
-        for h in spec.noise.widths:
-            model = build_model("mlp", data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
-                                widths=[h, h])
-            jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=derive_seed(s, "noise-order", h),
-                                 y_train=torch.from_numpy(noisy)))
-            keys.append((h, s))
+    inputs = InputGroup(data.x_train, data.x_test, data.y_test)
     config = spec.noise.optim.train_config("ce", eval_every=spec.noise.eval_every, device=spec.device)
-    ctx.progress.start_unit("label_noise", spec.noise.optim.epochs, len(jobs))
-    outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
-                           on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
-    rows = []
-    for pos, ((h, s), o) in enumerate(zip(keys, outcome.outcomes)):
-        parameters = trained_parameters(outcome, pos)
-        rows.append({"mode": "label_noise", "dataset": spec.noise.data.dataset, "n": n, "features_or_width": h,
-                     "params": sum(t.numel() for t in parameters.values()), "threshold_params": None, "seed": s,
-                     "train_mse": None, "test_mse": None, "train_ce": o.train_loss, "test_ce": o.test_loss,
-                     "train_err": 1.0 - o.train_acc, "test_err": 1.0 - o.test_acc,
-                     "norm": parameter_norm(parameters), "scheme": spec.noise.init, "ridge": None, "epochs": o.epochs,
-                     "label_noise": spec.noise.level, "noise_mode": spec.noise.mode, "fraction_wrong": wrong[s],
-                     "diverged": o.diverged})
-    by_key = {f"h{h}-seed{s}": (h, s) for h, s in keys}
-    curves = [{"mode": "label_noise", "width": by_key[c["key"]][0], "seed": by_key[c["key"]][1],
-               "scheme": spec.noise.init, "epoch": c["epoch"], "step": c["step"],
-               "train_ce": c["train_loss"], "test_ce": c["test_loss"],
-               "train_err": 1.0 - c["train_acc"], "test_err": 1.0 - c["test_acc"]} for c in outcome.curves]
+
+    def train(keys: list[tuple[int, int]], label: str, snapshot) -> dict:
+        jobs = []
+        for h, s in keys:
+            family, options = noise_network(spec.noise, h)
+            model = build_model(family, data.input_shape, k, init=spec.noise.init, seed=derive_seed(s, "noise-init", h),
+                                **options)
+            jobs.append(ModelJob(f"h{h}-seed{s}", model, seed=derive_seed(s, "noise-order", h),
+                                 y_train=torch.from_numpy(noisy_labels[s]), augment=spec.noise.augment.build()))
+        ctx.progress.start_unit(label, spec.noise.optim.epochs, len(jobs))
+        outcome = train_models(jobs, [inputs], config, on_epoch=ctx.progress.epoch, snapshot=snapshot)
+        rows = []
+        for pos, ((h, s), o) in enumerate(zip(keys, outcome.outcomes)):
+            parameters = trained_parameters(outcome, pos)
+            rows.append({"mode": "label_noise", "dataset": spec.noise.data.dataset, "n": n, "features_or_width": h,
+                         "params": sum(t.numel() for t in parameters.values()), "threshold_params": None, "seed": s,
+                         "train_mse": None, "test_mse": None, "train_ce": o.train_loss, "test_ce": o.test_loss,
+                         "train_err": 1.0 - o.train_acc, "test_err": 1.0 - o.test_acc,
+                         "norm": parameter_norm(parameters), "scheme": spec.noise.init, "ridge": None,
+                         "epochs": o.epochs, "label_noise": spec.noise.level, "noise_mode": spec.noise.mode,
+                         "fraction_wrong": wrong[s], "diverged": o.diverged})
+        by_key = {f"h{h}-seed{s}": (h, s) for h, s in keys}
+        curves = [{"mode": "label_noise", "width": by_key[c["key"]][0], "seed": by_key[c["key"]][1],
+                   "scheme": spec.noise.init, "epoch": c["epoch"], "step": c["step"],
+                   "train_ce": c["train_loss"], "test_ce": c["test_loss"],
+                   "train_err": 1.0 - c["train_acc"], "test_err": 1.0 - c["test_acc"]} for c in outcome.curves]
+        return {"rows": rows, "curves": curves}
+
+    keys = [(h, s) for s in spec.seeds for h in spec.noise.widths]
+    if spec.noise.model == "mlp":
+        done = train(keys, "label_noise", ctx.snapshot())
+        return UnitResult(done["rows"], done["curves"])
+    rows, curves = [], []
+    for h in spec.noise.widths:
+        group = [(h, s) for s in spec.seeds]
+        done = ctx.cached(f"width{h}", lambda g=group, h=h: train(g, f"label_noise k={h}", ctx.snapshot(f"w{h}")))
+        rows += done["rows"]
+        curves += done["curves"]
+    order = {key: i for i, key in enumerate(keys)}
+    rows.sort(key=lambda r: order[(r["features_or_width"], r["seed"])])
     return UnitResult(rows, curves)
 
 

@@ -44,6 +44,7 @@ from genlab.probes.ramp_system import ramp_matrix
 from genlab.seeding import derive_seed
 from genlab.spec import StudySpec, distinct, registered_names
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 from genlab.studies.expressivity.figures import plot_scaling, plot_toy
 from genlab.studies.expressivity.fitting import chance_band, fit_range, power_law, time_exponent
 
@@ -85,6 +86,7 @@ class ExpressivitySpec(StudySpec):
     presets = {
         "quick": dict(sizes=[250, 500, 1000, 2000, 4000, 10000, 20000], seeds=[0]),
         "paper": dict(sizes=[250, 500, 1000, 2000, 4000, 10000, 20000, 50000, 100000], seeds=[0, 1, 2]),
+        "cifar": cifar_preset("expressivity"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(sizes=[100, 300], seeds=[0]),
     }
 
