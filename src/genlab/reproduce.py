@@ -9,6 +9,7 @@ from rich.console import Console
 from genlab.errors import UserError
 from genlab.progress import make_progress
 from genlab.report import build_report
+from genlab.run.precision import at_precision, slow_precision_notes
 from genlab.run.runner import run_study
 from genlab.run.store import RunStore
 from genlab.spec import resolve_spec
@@ -18,18 +19,21 @@ from genlab.studies import STUDIES
 QUICK_SECONDS_GUESS = 60.0
 
 
-def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None):
-    """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device and the
-    dataset asked for every study; an error names the study."""
+def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None,
+              precision: str | None = None):
+    """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device, the
+    dataset and the training precision asked for every study (a study that trains no network keeps
+    its spec); an error names the study."""
     try:
         spec = resolve_spec(study.Spec, preset, None, {"device": device})
-        return spec.on_dataset(dataset) if dataset is not None else spec
+        spec = spec.on_dataset(dataset) if dataset is not None else spec
+        return at_precision(spec, precision) if precision is not None else spec
     except UserError as exc:
         raise UserError(f"{study.name}: {exc}") from None
 
 
 def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = None, dataset: str | None = None,
-              device: str | None = None, quiet: bool = False) -> Path:
+              device: str | None = None, quiet: bool = False, precision: str | None = None) -> Path:
     """Run the chosen studies (all by default) with ``preset`` and build the report."""
     out = Path(out)
     names = list(STUDIES) if not only else only
@@ -39,8 +43,11 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
     plan = []
     for name in names:
         study = STUDIES[name]
-        plan.append((study, plan_spec(study, preset, dataset, device)))
+        plan.append((study, plan_spec(study, preset, dataset, device, precision)))
     console = Console(stderr=True, quiet=quiet)
+    if precision is not None:
+        for note in slow_precision_notes([spec for _, spec in plan]):
+            Console(stderr=True).print(note)
     estimates = [s.estimate_seconds(spec) or QUICK_SECONDS_GUESS for s, spec in plan]
     total_estimate = sum(estimates)
     if preset == "paper":

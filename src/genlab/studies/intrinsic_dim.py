@@ -167,6 +167,8 @@ class IntrinsicDim(Study):
     Spec = IntrinsicDimSpec
     result_columns = ("model", "arch", "dataset", "projection", "kind", "D", "d", "seed", "test_acc",
                       "baseline_acc", "fraction_of_baseline", "d_int90", "D_over_d_int90")
+    own_precision = ("the subspace transform theta_0 + P theta_d is float32 (the network's own products follow the "
+                     "precision)")
 
     def estimate_seconds(self, spec: IntrinsicDimSpec) -> float:
         """Per network: (1 baseline + ~7 searched d, or the grid) x seeds x epochs model-epochs, each
