@@ -154,6 +154,8 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
 def print_summary(study, spec, store, console) -> None:
     from rich.table import Table
 
+    from genlab.report.build import precision_note
+
     results, curves = store.results(), store.curves()
     summary = study.summarize(results, curves, spec)
     cols = [c for c in study.result_columns if c in results.columns]
@@ -169,6 +171,8 @@ def print_summary(study, spec, store, console) -> None:
     console.print(f"[bold]verdict:[/] {summary.verdict}")
     for text, ok in summary.checks:
         console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+    if precision_note(summary, spec):
+        console.print(precision_note(summary, spec))
     manifest = store.read_manifest() or {}
     console.print(f"figures: {', '.join(manifest.get('figures', []))} in {store.path}")
 

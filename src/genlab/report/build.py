@@ -8,6 +8,7 @@ embedded (PNG as data URIs; the SVGs stay beside them in each study's ``figures/
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import platform
 from collections import Counter
@@ -51,7 +52,7 @@ def load_run(folder: Path) -> StudyRun:
                         f"({_first_line(exc)}); re-run the study with --force-new") from None
     store.verify_tables(manifest)
     figures = make_figures(study, store, spec)
-    summary = study.summarize(store.results(), store.curves(), spec)
+    summary = with_precision_note(study.summarize(store.results(), store.curves(), spec), spec)
     return StudyRun(study, spec, store, manifest, summary, figures)
 
 
@@ -79,22 +80,49 @@ def precision_line(run: StudyRun) -> str:
     return f"{trained}; {own}" if own else trained
 
 
+LOW_PRECISION_WHY = {
+    "bf16": "bfloat16 keeps 8 significant bits in every product (float32: 24), so the trained weights, and "
+            "with them margins, crossings and ties the check compares, move by more than seed-to-seed rounding",
+    "fp16": "float16 keeps 11 significant bits in every product and a narrow range (loss-scaled), so the trained "
+            "weights, and with them margins, crossings and ties the check compares, move",
+}
+
+
+def precision_note(summary: Summary, spec) -> str:
+    """When networks were trained below fp32 and a check failed: which claims do not hold at that
+    precision in this run, and why they can move (else empty)."""
+    low = sorted({p for p in precisions_of(spec).values() if p != "fp32"})
+    failed = [text for text, ok in summary.checks if not ok]
+    if not low or not failed:
+        return ""
+    claims = "; ".join(f"'{text}'" for text in failed)
+    why = " ".join(f"{LOW_PRECISION_WHY[p]}." for p in low)
+    return (f"At {'/'.join(low)} (not the fp32 reference) these claims do not hold in this run: {claims}. {why} "
+            "Re-run with --precision fp32 to tell the precision from the networks.")
+
+
+def with_precision_note(summary: Summary, spec) -> Summary:
+    """``summary`` with :func:`precision_note` added to its reading."""
+    note = precision_note(summary, spec)
+    return dataclasses.replace(summary, reading=f"{summary.reading} {note}") if note else summary
+
+
 def engine_line(manifest: dict) -> str:
     """What the engine ran for the whole run (from the manifest's per-unit records): strategies by
-    number of sessions, why, and the calibrations timed."""
+    number of engine calls that ran them, how they were chosen, and the calibrations timed."""
     records = [r for r in (manifest.get("engine") or {}).values() if isinstance(r, dict)]
     if not any(r.get("engine_calls") for r in records):
         return "no engine call"
     strategies, reasons = Counter(), Counter()
     for record in records:
         strategies.update(record.get("strategies") or {})
-        reasons.update(record.get("reasons") or {})
+        reasons.update(record.get("chosen_by") or {})
     calls = sum(int(r.get("engine_calls", 0)) for r in records)
     timed = sum(int(r.get("calibrations", 0)) for r in records)
     seconds = sum(float(r.get("calibration_seconds", 0.0)) for r in records)
     shown = ", ".join(f"{name} x{n}" for name, n in strategies.most_common())
     why = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common())
-    return (f"{calls} engine call{'s' if calls != 1 else ''}; sessions by strategy: {shown} ({why}); "
+    return (f"{calls} engine call{'s' if calls != 1 else ''}; strategies: {shown} (chosen: {why}); "
             f"{timed} calibration{'s' if timed != 1 else ''} timed in this run ({seconds:.1f} s)")
 
 

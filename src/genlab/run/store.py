@@ -105,16 +105,24 @@ def recording_unit_decisions():
 
 
 def summarize_decisions(log: list[dict]) -> dict[str, Any]:
-    """The compact record of a unit's engine calls kept in ``done.json`` and the manifest: the
-    precisions, how many calls and models, how many sessions ran each strategy, why strategies
-    were chosen (count per reason), and the calibrations timed in this run (count, seconds)."""
-    sessions = [d for call in log for d in call.get("decisions", [])]
-    timed = [d for d in sessions if d.get("reason") == "calibrated"]
+    """The compact record of a unit's engine calls kept in ``done.json`` and the manifest: their
+    precisions, how many calls and models, how many calls ran each strategy, how each call's first
+    strategy was chosen (count per reason), and the calibrations timed (count, seconds).
+
+    A call resumed from its snapshot records what it would have uninterrupted: its earlier
+    decisions come back with the snapshot, and it continues with the strategies chosen then."""
+    strategies: Counter = Counter()
+    chosen_by: Counter = Counter()
+    timed = []
+    for call in log:
+        decisions = call.get("decisions") or []
+        strategies.update({str(d.get("strategy")) for d in decisions})
+        if decisions:
+            chosen_by[str(decisions[0].get("reason"))] += 1
+        timed += [d for d in decisions if d.get("reason") == "calibrated"]
     return {"precision": sorted({str(call.get("precision")) for call in log}), "engine_calls": len(log),
-            "models": sum(int(call.get("models", 0)) for call in log),
-            "strategies": dict(sorted(Counter(str(d.get("strategy")) for d in sessions).items())),
-            "reasons": dict(sorted(Counter(str(d.get("reason")) for d in sessions).items())),
-            "calibrations": len(timed),
+            "models": sum(int(call.get("models", 0)) for call in log), "strategies": dict(sorted(strategies.items())),
+            "chosen_by": dict(sorted(chosen_by.items())), "calibrations": len(timed),
             "calibration_seconds": round(sum(float(d.get("calibration_seconds", 0.0)) for d in timed), 3)}
 
 
