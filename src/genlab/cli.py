@@ -27,9 +27,9 @@ def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", "VALUE").upper()
 
 
-def spec_options(spec_cls) -> list[click.Option]:
-    """One click option per setting of the spec (its flat name; older names as aliases). Values stay
-    strings for pydantic to convert and check."""
+def spec_options(spec_cls, extra_help: dict[str, str] | None = None) -> list[click.Option]:
+    """One click option per setting of the spec (its flat name; older names as aliases), ``extra_help``
+    added to the help of the settings it names. Values stay strings for pydantic to convert and check."""
     from genlab.spec.fields import choices
 
     options = []
@@ -43,6 +43,7 @@ def spec_options(spec_cls) -> list[click.Option]:
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         allowed = choices(field.info)
         help_text = (spec_cls.help_texts.get(name) or field.info.description or "") + \
+            (f" ({extra_help[name]})" if extra_help and name in extra_help else "") + \
             (f" [choices: {', '.join(allowed)}]" if allowed else "") + f" [quick default: {shown}]"
         if field.annotation is bool:
             options.append(click.Option([f"{flags[0]}/--no-{name.replace('_', '-')}", name], default=None,
@@ -90,17 +91,43 @@ def _run_options(f):
     return f
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _precision_options(study) -> tuple[dict[str, str], list[click.Option]]:
+    """The --help additions of the study's training-precision settings (what keeps its own precision),
+    and a ``--precision`` that sets them all when the study has several (double descent's sweeps)."""
+    from genlab.run.precision import precision_settings
+
+    names = precision_settings(study.Spec)
+    extra = {name: f"here {study.own_precision}" for name in names if study.own_precision}
+    if not names or "precision" in names:
+        return extra, []
+    return extra, [click.Option(["--precision", "all_precision"], type=click.Choice(PRECISIONS), default=None,
+                                help=f"training precision of every network sweep (sets {', '.join(names)} unless "
+                                     f"given){'; ' + study.own_precision if study.own_precision else ''}")]
+
+
 def _study_command(study) -> click.Command:
     def callback(**kwargs):
+        from rich.console import Console
+
+        from genlab.run.precision import precision_settings, slow_precision_notes
         from genlab.spec import resolve_spec
 
+        shared = kwargs.pop("all_precision", None)
         overrides = parse_flag_values(study.Spec, {k: v for k, v in kwargs.items() if k not in COMMON})
+        if shared is not None:
+            overrides = {**{name: shared for name in precision_settings(study.Spec)}, **overrides}
         spec = resolve_spec(study.Spec, None, kwargs["config"], overrides)
+        for note in slow_precision_notes([spec]):
+            Console(stderr=True).print(note)
         out = kwargs["out"] or Path("runs") / study.name
         run_and_summarize(study, spec, out, quiet=kwargs["quiet"], force_new=kwargs["force_new"],
                           executor=kwargs["executor"], address=kwargs["address"])
 
-    cmd = click.Command(study.name, callback=callback, params=spec_options(study.Spec),
+    extra_help, shorthand = _precision_options(study)
+    cmd = click.Command(study.name, callback=callback, params=spec_options(study.Spec, extra_help) + shorthand,
                         help=f"{study.title}.\n\n{study.question}\n\nReference: {study.citation}.",
                         short_help=study.title)
     return _run_options(cmd)
@@ -127,6 +154,7 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
 def print_summary(study, spec, store, console) -> None:
     from rich.table import Table
 
+    from genlab.report.build import precision_note
     from genlab.studies.cifar import with_cifar_references
 
     results, curves = store.results(), store.curves()
@@ -144,6 +172,8 @@ def print_summary(study, spec, store, console) -> None:
     console.print(f"[bold]verdict:[/] {summary.verdict}")
     for text, ok in summary.checks:
         console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+    if precision_note(summary, spec):
+        console.print(precision_note(summary, spec))
     manifest = store.read_manifest() or {}
     console.print(f"figures: {', '.join(manifest.get('figures', []))} in {store.path}")
 
@@ -215,13 +245,16 @@ def list_cmd():
 @click.option("--only", default=None, help="comma-separated studies to run (default: all)")
 @click.option("--dataset", default=None, help="dataset for every study that takes one (default: each study's own)")
 @click.option("--device", default=None, help="torch device for every study (default: cpu)")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="training precision of every study that trains networks (default: each study's own, fp32); "
+                   "methods that need exactness keep theirs (the report names them)")
 @click.option("--quiet", is_flag=True, default=False, help="no progress display")
-def reproduce_cmd(preset, out, data_root, only, dataset, device, quiet):
+def reproduce_cmd(preset, out, data_root, only, dataset, device, precision, quiet):
     """Run every study and write DIR/report.html (the main job)."""
     from genlab.reproduce import reproduce
 
     reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet,
-              data_root=data_root)
+              data_root=data_root, precision=precision)
 
 
 @cli.command("report")

@@ -10,6 +10,7 @@ from rich.console import Console
 from genlab.errors import UserError
 from genlab.progress import make_progress
 from genlab.report import build_report
+from genlab.run.precision import at_precision, slow_precision_notes
 from genlab.run.runner import run_study
 from genlab.run.store import RunStore
 from genlab.spec import resolve_spec
@@ -20,15 +21,17 @@ QUICK_SECONDS_GUESS = 60.0
 
 
 def plan_spec(study, preset: str, dataset: str | None = None, device: str | None = None,
-              data_root: Path | str | None = None):
+              data_root: Path | str | None = None, precision: str | None = None):
     """The spec ``study`` runs with under ``genlab reproduce``: its preset, then the device, the data
-    folder (every ``*data_root`` setting) and the dataset asked for every study; an error names the study."""
+    folder (every ``*data_root`` setting), the dataset and the training precision asked for every
+    study (a study that trains no network keeps its precision); an error names the study."""
     try:
         spec = resolve_spec(study.Spec, preset, None, {"device": device})
         if data_root is not None:
             roots = {name: str(data_root) for name in spec.flat_fields() if name.endswith("data_root")}
             spec = spec.replace(**roots) if roots else spec
-        return spec.on_dataset(dataset) if dataset is not None else spec
+        spec = spec.on_dataset(dataset) if dataset is not None else spec
+        return at_precision(spec, precision) if precision is not None else spec
     except UserError as exc:
         raise UserError(f"{study.name}: {exc}") from None
 
@@ -85,12 +88,14 @@ def cifar_estimates(plan, device: str, measure: bool = True) -> tuple[list[float
 
 
 def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = None, dataset: str | None = None,
-              device: str | None = None, quiet: bool = False, data_root: Path | str | None = None) -> Path:
+              device: str | None = None, quiet: bool = False, data_root: Path | str | None = None,
+              precision: str | None = None) -> Path:
     """Run the chosen studies (all by default) with ``preset`` and build the report.
 
     ``preset="cifar"`` (the papers' CIFAR-10 experiments) first checks that ``data_root`` holds
     CIFAR-10, then prints each study's estimated time (:func:`cifar_estimates`); re-running the same
-    command continues where it stopped (complete studies are skipped, the others resume)."""
+    command continues where it stopped (complete studies are skipped, the others resume).
+    ``precision`` sets the training precision of every study that trains networks."""
     out = Path(out)
     names = list(STUDIES) if not only else only
     for name in names:
@@ -102,7 +107,7 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
         if preset not in study.Spec.presets:
             without.append(name)
             continue
-        plan.append((study, plan_spec(study, preset, dataset, device, data_root)))
+        plan.append((study, plan_spec(study, preset, dataset, device, data_root, precision)))
     if not plan:
         raise UserError(f"no chosen study has a {preset!r} preset ({', '.join(without)})")
     console = Console(stderr=True, quiet=quiet)
@@ -110,6 +115,9 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
         console.print(f"genlab reproduce --preset {preset}: {', '.join(without)} "
                       f"{'has' if len(without) == 1 else 'have'} no {preset} preset yet and "
                       f"{'is' if len(without) == 1 else 'are'} skipped")
+    if precision is not None:
+        for note in slow_precision_notes([spec for _, spec in plan]):
+            Console(stderr=True).print(note)
     if any("cifar10" in spec_datasets(spec) for _, spec in plan):
         check_cifar_files(data_root)
     if preset == "cifar":

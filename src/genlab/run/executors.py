@@ -15,13 +15,14 @@ from pathlib import Path
 from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.run.runner import stored_inputs
+from genlab.run.store import recording_unit_decisions, summarize_decisions
 from genlab.studies.base import Context, Unit, get_study
 
 UNIT_RETRIES = 3  # times Ray re-runs a unit whose worker process died
 
 
 def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, threads: int, inputs: dict):
-    """Body of one Ray task: rebuild the spec, run the unit, return its rows."""
+    """Body of one Ray task: rebuild the spec, run the unit, return its rows and what the engine ran."""
     import torch
 
     torch.set_num_threads(threads)  # the same kernels as the driver's in-process run: identical numbers
@@ -36,8 +37,9 @@ def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, 
     except OSError:  # a worker on another machine: keep its resume snapshot locally
         folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit.key}-"))
     started = time.perf_counter()
-    result = study.run_unit(spec, unit, Context(folder, NullProgress(), inputs))
-    return unit.key, result.rows, result.curves, time.perf_counter() - started
+    with recording_unit_decisions() as decisions:
+        result = study.run_unit(spec, unit, Context(folder, NullProgress(), inputs))
+    return unit.key, result.rows, result.curves, time.perf_counter() - started, summarize_decisions(decisions)
 
 
 def run_units_ray(study, spec, units: list[Unit], store, progress, address: str | None = None) -> None:
@@ -76,7 +78,7 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         try:
-            key, rows, curves, seconds = ray.get(done[0])
+            key, rows, curves, seconds, engine = ray.get(done[0])
         except ray.exceptions.RayTaskError as exc:  # the unit itself raised: its own error, as in a local run
             if isinstance(exc.cause, UserError):
                 raise exc.cause from None
@@ -85,7 +87,7 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise UserError(f"a unit of {study.name} failed on Ray after {UNIT_RETRIES} retries ({first}); the "
                             "finished units are stored: re-run the same command to resume") from None
-        store.save_unit(key, rows, curves, seconds)
+        store.save_unit(key, rows, curves, seconds, engine=engine)
         store.rebuild_tables(keys)
         progress.end_unit(key)
         submit_ready()

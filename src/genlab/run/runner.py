@@ -7,7 +7,8 @@ from pathlib import Path
 
 from genlab.errors import UserError
 from genlab.progress import NullProgress
-from genlab.run.store import RunStore
+from genlab.run.precision import precisions_of
+from genlab.run.store import RunStore, recording_unit_decisions, summarize_decisions
 from genlab.spec import StudySpec
 from genlab.studies.base import Context, Study, Unit, UnitResult, get_study
 
@@ -68,7 +69,9 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
     """Run every unfinished unit of ``study`` into ``out`` and draw its figures.
 
     Finished units are skipped, an interrupted unit resumes from its snapshot and cache. The
-    manifest's status is ``complete`` only when every unit finished and the figures were drawn.
+    manifest's status is ``complete`` only when every unit finished and the figures were drawn; it
+    then records the training precision and, per unit, what the engine ran
+    (:func:`~genlab.run.store.summarize_decisions`).
     """
     study = get_study(study) if isinstance(study, str) else study
     progress = progress or NullProgress()
@@ -95,8 +98,10 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
                 ctx = Context(store.unit_dir(unit.key), progress, stored_inputs(store, unit))
                 if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
                     progress.log(f"[{study.name}] unit {unit.key}: resuming from its snapshot")
-                result = study.run_unit(spec, unit, ctx)
-                store.save_unit(unit.key, result.rows, result.curves, time.perf_counter() - unit_started)
+                with recording_unit_decisions() as decisions:
+                    result = study.run_unit(spec, unit, ctx)
+                store.save_unit(unit.key, result.rows, result.curves, time.perf_counter() - unit_started,
+                                engine=summarize_decisions(decisions))
                 store.rebuild_tables(keys)
                 progress.end_unit(unit.key)
         store.rebuild_tables(keys)
@@ -105,7 +110,9 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
         store.set_status("complete", finished=datetime.now(timezone.utc).isoformat(),
                          seconds=round(sum(manifest.get("unit_seconds", {}).values()), 3),
                          wall_seconds_last_attempt=round(time.perf_counter() - started, 3),
-                         figures=[str(p.relative_to(store.path)) for p in figures], tables=store.table_digests())
+                         figures=[str(p.relative_to(store.path)) for p in figures], tables=store.table_digests(),
+                         precision=precisions_of(spec), own_precision=study.own_precision,
+                         engine=store.engine_records(keys))
     except KeyboardInterrupt:
         _record_end(store, "interrupted")
         raise

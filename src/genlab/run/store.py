@@ -7,8 +7,10 @@ Layout of ``RUN_DIR``::
     results.csv         tidy results: one row per model x measurement (all finished units)
     curves.csv          per-epoch learning curves (all finished units)
     figures/            PNG (and SVG) figures, made from the CSV files only
-    units/<key>/        a unit's rows once finished (``done.json``); while it runs, its resume
-                        snapshots (``snapshot*.pt``) and its cached sub-results (``cache/``)
+    units/<key>/        a unit's rows once finished (``done.json``, with a summary of what the
+                        engine ran for it); while it runs, its resume snapshots (``snapshot*.pt``)
+                        and its cached sub-results (``cache/``, each with the engine decisions
+                        made while computing it, ``NAME.engine.json``)
 
 A unit is finished exactly when ``units/<key>/done.json`` exists; it is written atomically
 (temp file + ``os.replace``), so a run killed at any point resumes without losing or redoing
@@ -26,6 +28,9 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +86,46 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_UNIT_DECISIONS: ContextVar[list | None] = ContextVar("genlab_unit_decisions", default=None)
+
+
+@contextmanager
+def recording_unit_decisions():
+    """Collect, as a list, the engine decisions of one unit (:func:`genlab.engine.recording_decisions`),
+    including those of sub-results it reads back from its cache instead of computing them again, so
+    that a resumed unit records what an uninterrupted one does."""
+    from genlab.engine import recording_decisions
+
+    with recording_decisions() as log:
+        token = _UNIT_DECISIONS.set(log)
+        try:
+            yield log
+        finally:
+            _UNIT_DECISIONS.reset(token)
+
+
+def summarize_decisions(log: list[dict]) -> dict[str, Any]:
+    """The compact record of a unit's engine calls kept in ``done.json`` and the manifest: their
+    precisions, how many calls and models, how many calls ran each strategy, how each call's first
+    strategy was chosen (count per reason), and the calibrations timed (count, seconds).
+
+    A call resumed from its snapshot records what it would have uninterrupted: its earlier
+    decisions come back with the snapshot, and it continues with the strategies chosen then."""
+    strategies: Counter = Counter()
+    chosen_by: Counter = Counter()
+    timed = []
+    for call in log:
+        decisions = call.get("decisions") or []
+        strategies.update({str(d.get("strategy")) for d in decisions})
+        if decisions:
+            chosen_by[str(decisions[0].get("reason"))] += 1
+        timed += [d for d in decisions if d.get("reason") == "calibrated"]
+    return {"precision": sorted({str(call.get("precision")) for call in log}), "engine_calls": len(log),
+            "models": sum(int(call.get("models", 0)) for call in log), "strategies": dict(sorted(strategies.items())),
+            "chosen_by": dict(sorted(chosen_by.items())), "calibrations": len(timed),
+            "calibration_seconds": round(sum(float(d.get("calibration_seconds", 0.0)) for d in timed), 3)}
+
+
 def cached_value(folder: Path, name: str, compute):
     """The value stored under ``name`` in ``folder/cache``, or ``compute()`` stored there first.
 
@@ -89,17 +134,32 @@ def cached_value(folder: Path, name: str, compute):
     ``weights_only=True``, refused with one line when damaged). The value returned is
     always the one read back from disk. A computation that trains through the engine names its
     resume snapshot after itself (``snapshot-NAME.pt``): once the value is stored, it is deleted.
+    The engine decisions made by ``compute()`` are kept beside the value (``NAME.engine.json``,
+    written before it) and added to the unit's record whenever the value is used.
     """
     cache = folder / "cache"
     as_json, as_torch = cache / f"{name}.json", cache / f"{name}.pt"
+    decisions = cache / f"{name}.engine.json"
     if not (as_json.exists() or as_torch.exists()):
-        value = _plain(compute())
+        with recording_unit_decisions() as made:  # sub-results cached inside compute() land in made
+            value = _plain(compute())
         cache.mkdir(parents=True, exist_ok=True)
+        if made:
+            atomic_write_json(decisions, made)
+        else:
+            decisions.unlink(missing_ok=True)
         if _holds_tensors(value):
             save_snapshot({"value": value}, as_torch)
         else:
             atomic_write_text(as_json, json.dumps(value))
         (folder / f"snapshot-{name}.pt").unlink(missing_ok=True)
+    unit_log = _UNIT_DECISIONS.get()
+    if unit_log is not None and decisions.exists():
+        try:
+            unit_log.extend(json.loads(decisions.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"{decisions} is unreadable ({_reason(exc)}); delete it and {name}.* beside it to "
+                            f"recompute them, or re-run with --force-new") from None
     if as_json.exists():
         try:
             return json.loads(as_json.read_text())
@@ -286,10 +346,15 @@ class RunStore:
     def unit_done(self, unit: str) -> bool:
         return (self.path / "units" / unit / "done.json").exists()
 
-    def save_unit(self, unit: str, rows: list[dict], curves: list[dict], seconds: float) -> None:
-        """Record a finished unit atomically, then refresh the run's tables."""
+    def save_unit(self, unit: str, rows: list[dict], curves: list[dict], seconds: float,
+                  engine: dict | None = None) -> None:
+        """Record a finished unit atomically (with ``engine``, the :func:`summarize_decisions` of
+        what the engine ran for it), then refresh the manifest."""
         folder = self.unit_dir(unit)
-        atomic_write_json(folder / "done.json", {"rows": rows, "curves": curves, "seconds": seconds})
+        record = {"rows": rows, "curves": curves, "seconds": seconds}
+        if engine is not None:
+            record["engine"] = engine
+        atomic_write_json(folder / "done.json", record)
         for leftover in folder.glob("snapshot*.pt"):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(folder / "cache", ignore_errors=True)
@@ -297,6 +362,8 @@ class RunStore:
         if unit not in manifest.setdefault("units_done", []):
             manifest["units_done"].append(unit)
         manifest.setdefault("unit_seconds", {})[unit] = round(seconds, 3)
+        if engine is not None:
+            manifest.setdefault("engine", {})[unit] = engine
         self.write_manifest(manifest)
 
     def load_unit(self, unit: str) -> dict:
@@ -311,6 +378,16 @@ class RunStore:
             raise UserError(f"{path} does not hold a finished unit's rows (damaged?); delete it to run unit {unit} "
                             f"again, or re-run with --force-new to start over")
         return data
+
+    def engine_records(self, units: list[str]) -> dict[str, dict]:
+        """What the engine ran for each finished unit (from ``done.json``), in unit order."""
+        records = {}
+        for unit in units:
+            if self.unit_done(unit):
+                engine = self.load_unit(unit).get("engine")
+                if isinstance(engine, dict):
+                    records[unit] = engine
+        return records
 
     def rebuild_tables(self, units: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Concatenate finished units' rows in unit order into results.csv and curves.csv."""

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Loss = Literal["ce", "mse"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 def distinct(values: list, what: str) -> list:

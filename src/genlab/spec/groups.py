@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from genlab.spec.base import Group
-from genlab.spec.fields import DatasetName, Init, ModelName, Optimizer, Schedule, Widths
+from genlab.spec.fields import DatasetName, Init, ModelName, Optimizer, Precision, Schedule, Widths
 
 
 class _Loads:
@@ -128,6 +128,11 @@ class AugmentSpec(Group):
         return RandomShift(self.crop_padding, pad="zeros", hflip=self.augment == "crop-flip")
 
 
+PRECISION = ("training arithmetic: fp32 (bitwise reproducible), or bf16 / fp16 matrix products with float32 master "
+             "weights, optimizer state and evaluation (fp16 with loss scaling); methods that need exactness keep "
+             "their own precision")
+
+
 class SharedOptimSpec(Group):
     """Optimizer settings shared by every model of a sweep whose learning rate and batch size vary."""
 
@@ -140,6 +145,7 @@ class SharedOptimSpec(Group):
     step_every: int | None = Field(None, gt=0, validate_default=True,
                                    description="with schedule=step: epochs between decays")
     step_gamma: float = Field(0.1, gt=0.0, le=1.0, description="with schedule=step: factor applied at each decay")
+    precision: Precision = Field("fp32", description=PRECISION)
 
     @field_validator("step_every")
     @classmethod
@@ -154,7 +160,8 @@ class SharedOptimSpec(Group):
         from genlab.engine import TrainConfig
 
         settings = {name: getattr(self, name) for name in ("optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                                                           "batch_size", "epochs", "schedule") if hasattr(self, name)}
+                                                           "batch_size", "epochs", "schedule", "precision")
+                    if hasattr(self, name)}
         epochs = overrides.get("epochs", self.epochs)
         milestones = tuple(range(self.step_every, epochs, self.step_every)) if self.step_every else ()
         return TrainConfig(loss=loss, **{**settings, "milestones": milestones, "gamma": self.step_gamma, **overrides})

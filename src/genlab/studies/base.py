@@ -70,6 +70,9 @@ class Study:
     result_columns: ClassVar[tuple[str, ...]] = ()
     timing_columns: ClassVar[tuple[str, ...]] = ()
     """Columns that hold measured wall times: the only numbers a rerun may change."""
+    own_precision: ClassVar[str] = ""
+    """The methods that keep their own precision whatever the spec's training precision says (they
+    need exactness), for ``--help`` and the report; empty when everything follows it."""
 
     def units(self, spec: StudySpec) -> list[Unit]:
         """The units of work, in the order their rows appear in the tables."""

@@ -32,8 +32,8 @@ from genlab.seeding import derive_seed
 from genlab.spec import OptimSpec, StudySpec, SubsetSpec
 from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes, parameter_count
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
-from genlab.studies.lottery import split_validation
 from genlab.studies.cifar import cifar_preset
+from genlab.studies.lottery import split_validation
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426
@@ -178,6 +178,8 @@ class IntrinsicDim(Study):
     Spec = IntrinsicDimSpec
     result_columns = ("model", "arch", "dataset", "projection", "kind", "D", "d", "seed", "test_acc",
                       "baseline_acc", "fraction_of_baseline", "d_int90", "D_over_d_int90")
+    own_precision = ("the subspace transform theta_0 + P theta_d is float32 (the network's own products follow the "
+                     "precision)")
 
     def estimate_seconds(self, spec: IntrinsicDimSpec) -> float:
         """Per network: (1 baseline + ~7 searched d, or the grid) x seeds x epochs model-epochs, each

@@ -217,8 +217,7 @@ class Lottery(Study):
                            conv_rate=conv_rate(spec),
                            mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
                            controls=tuple(spec.controls))
-        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan,
-                               reinit=lambda m, s: initialize(copy.deepcopy(m), spec.network.init_scheme(), s))
+        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan)
         total = Mask.dense(modules[0]).total()
 
         def run_round() -> dict:

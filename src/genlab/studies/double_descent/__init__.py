@@ -159,6 +159,7 @@ class DoubleDescent(Study):
     result_columns = ("mode", "dataset", "n", "features_or_width", "params", "seed", "train_mse", "test_mse",
                       "train_err", "test_err", "norm", "scheme", "ridge", "epochs")
     timing_columns = ("seconds",)
+    own_precision = "the random-features sweep is float64 (its features and minimum-norm solve)"
 
     def units(self, spec: DoubleDescentSpec) -> list[Unit]:
         units: list[Unit] = []
