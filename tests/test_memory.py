@@ -27,11 +27,33 @@ def test_activation_count_of_an_mlp_is_every_layer_output():
     assert memory.activation_values(mlp([64, 32]), (1, 28, 28)) == 784 + 64 + 64 + 32 + 32 + 10
 
 
-def test_activation_count_of_a_cnn_runs_on_meta_without_storage():
+def test_activation_count_of_a_cnn():
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                         nn.Linear(4 * 14 * 14, 10))
     expected = 4 * 28 * 28 * 2 + 4 * 14 * 14 * 2 + 10   # conv, relu, pool, flatten, linear
     assert memory.activation_values(net, (1, 28, 28)) == expected
+
+
+def test_counting_activations_changes_neither_the_model_nor_the_random_stream():
+    """The count runs the model once: its training flags, buffers and the global random state
+    (which later draws would use) are as before, so a run's numbers do not depend on the estimate."""
+    class Noise(nn.Module):  # draws in every mode
+        def forward(self, x):
+            return x + torch.randn_like(x)
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), Noise(), nn.Flatten(),
+                        nn.Linear(4 * 26 * 26, 10))
+    net.train()
+    net[2].eval()
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    example = torch.randn(7, 1, 28, 28)
+    torch.manual_seed(3)
+    expected_draw = torch.rand(5)
+    torch.manual_seed(3)
+    assert memory.activation_values(net, (1, 28, 28), example=example) > 0
+    assert torch.equal(torch.rand(5), expected_draw)
+    assert [m.training for m in net.modules()] == [True, True, True, False, True, True, True]
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in buffers.items())
 
 
 @pytest.mark.parametrize("optimizer,momentum,states", [("sgd", 0.0, 0), ("sgd", 0.9, 1), ("adam", 0.0, 2)])

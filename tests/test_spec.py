@@ -3,6 +3,7 @@ import dataclasses
 import math
 import subprocess
 import sys
+import typing
 
 import pytest
 import torch
@@ -176,3 +177,15 @@ def test_a_run_folder_of_the_old_spec_layout_is_refused_with_one_line(tmp_path, 
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "does not describe a run this version of genlab can read" in err and "'model'" in err
     assert "--force-new" in err
+
+
+def test_strategy_setting_names_the_engines_strategies_and_reaches_train_config(genlab_cli):
+    from genlab.engine.config import STRATEGIES
+    from genlab.spec.fields import Strategy
+
+    assert typing.get_args(Strategy) == tuple(STRATEGIES)
+    spec = resolve_spec(get_study("randomization").Spec, "smoke", None, {"strategy": "lockstep"})
+    assert spec.optim.train_config("ce").strategy == "lockstep"
+    assert resolve_spec(get_study("randomization").Spec, "smoke").optim.train_config("ce").strategy == "auto"
+    code, err = genlab_cli(["run", "randomization", "--preset", "smoke", "--strategy", "fastest", "--out", "x"])
+    assert code == 2 and "fastest" in err and len(err.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from genlab.spec.base import Group
-from genlab.spec.fields import DatasetName, Init, ModelName, Optimizer, Precision, Schedule, Widths
+from genlab.spec.fields import DatasetName, Init, ModelName, Optimizer, Precision, Schedule, Strategy, Widths
 
 
 class _Loads:
@@ -133,6 +133,10 @@ PRECISION = ("training arithmetic: fp32 (bitwise reproducible), or bf16 / fp16 m
              "their own precision")
 
 
+STRATEGY = ("how the engine executes the models trained together: auto (the fastest, timed on this machine and "
+            "cached), or one of packed, packed-threads, stacked, lockstep, threads (-cl: channels-last convolutions)")
+
+
 class SharedOptimSpec(Group):
     """Optimizer settings shared by every model of a sweep whose learning rate and batch size vary."""
 
@@ -146,6 +150,7 @@ class SharedOptimSpec(Group):
                                    description="with schedule=step: epochs between decays")
     step_gamma: float = Field(0.1, gt=0.0, le=1.0, description="with schedule=step: factor applied at each decay")
     precision: Precision = Field("fp32", description=PRECISION)
+    strategy: Strategy = Field("auto", description=STRATEGY)
 
     @field_validator("step_every")
     @classmethod
@@ -160,7 +165,8 @@ class SharedOptimSpec(Group):
         from genlab.engine import TrainConfig
 
         settings = {name: getattr(self, name) for name in ("optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                                                           "batch_size", "epochs", "schedule", "precision")
+                                                           "batch_size", "epochs", "schedule", "precision",
+                                                           "strategy")
                     if hasattr(self, name)}
         epochs = overrides.get("epochs", self.epochs)
         milestones = tuple(range(self.step_every, epochs, self.step_every)) if self.step_every else ()
