@@ -126,12 +126,12 @@ def test_full_disk_ends_clearly_and_keeps_earlier_results(tmp_path, capsys, monk
     real_save = store.RunStore.save_unit
     calls = {"n": 0}
 
-    def failing_save(self, unit, rows, curves, seconds):
+    def failing_save(self, unit, rows, curves, seconds, **options):
         calls["n"] += 1
         if calls["n"] == 2:
             raise UserError(f"cannot write {self.path / 'units' / unit / 'done.json'}: {errno.errorcode[errno.ENOSPC]} "
                             "(No space left on device)")
-        return real_save(self, unit, rows, curves, seconds)
+        return real_save(self, unit, rows, curves, seconds, **options)
 
     monkeypatch.setattr(store.RunStore, "save_unit", failing_save)
     with pytest.raises(SystemExit) as e:
