@@ -133,7 +133,7 @@ TINY = {  # the cifar preset's network at a size a CPU trains in seconds
     "lottery": dict(n_train=120, n_test=40, val_size=40, epochs=1, rounds=1, seeds=[0]),
     "layer-robustness": dict(n_train=80, n_test=40, epochs=1, zoo_width=4, draws=1, checkpoint_epochs=[0, 1],
                              batch_size=40),
-    "intrinsic-dim": dict(n_train=80, n_test=40, epochs=1, seeds=[0], d_start=16, d_max=64, growth=4.0,
+    "intrinsic-dim": dict(n_train=80, n_test=40, val_size=20, epochs=1, seeds=[0], d_start=16, d_max=64, growth=4.0,
                           tolerance=4.0, batch_size=40),
     "double-descent": dict(noise_n_train=80, noise_n_test=40, noise_widths=[1, 2, 3], noise_epochs=1,
                            noise_eval_every=1, noise_batch_size=40),

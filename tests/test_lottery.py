@@ -335,10 +335,10 @@ def test_no_test_set_statistic_is_used_for_selection(tmp_path, monkeypatch):
     import dataclasses
 
     import genlab.data
+    from genlab.data.splits import split_validation
     from genlab.run.runner import run_study
     from genlab.spec import resolve_spec
     from genlab.studies import get_study
-    from genlab.studies.lottery import split_validation
 
     data_x = torch.arange(20.0).reshape(10, 2)
     x_fit, _, x_val, _ = split_validation(data_x, torch.arange(10), 3, seed=0)

@@ -195,7 +195,7 @@ def test_resume_keeps_the_engine_records_of_snapshots_and_cached_sub_results(tmp
     what an uninterrupted run records."""
     monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "strategy-cache"))
     study = STUDIES["lottery"]
-    spec = resolve_spec(study.Spec, "smoke").replace(precision="bf16")
+    spec = resolve_spec(study.Spec, "smoke").replace(precision="bf16", epochs=6)
     reference = run_study(study, spec, tmp_path / "whole")
     expected = json.loads(reference.manifest_path.read_text())["engine"]
     assert all(r["engine_calls"] > 1 for r in expected.values())  # several rounds per unit
@@ -218,7 +218,7 @@ def test_resume_keeps_the_engine_records_of_snapshots_and_cached_sub_results(tmp
             run_study(study, spec, folder)
     assert any((folder / "units").rglob("*.engine.json"))
     with pytest.raises(KeyboardInterrupt):
-        run_study(study, spec, folder, progress=_StopAt(2))
+        run_study(study, spec, folder, progress=_StopAt(7))  # past the snapshot of epoch 5
     assert any((folder / "units").rglob("snapshot*.pt"))
     resumed = run_study(study, spec, folder)
     records = json.loads(resumed.manifest_path.read_text())["engine"]

@@ -53,7 +53,7 @@ def test_old_names_are_aliases():
     assert spec.sweep_lrs == [0.2, 0.4] and spec.sweep_batch_sizes == [32] and spec.sweep_widths == [8]
     dd = resolve_spec(get_study("double-descent").Spec, "smoke", None, {"ridges": [0.0, 0.5]})
     assert dd.rff.ridges == [0.0, 0.5]
-    with pytest.raises(UserError, match="learning rate"):
+    with pytest.raises(UserError, match="'sweep_lrs'.*> 0"):  # the old name is refused as the field it names
         resolve_spec(measures, "smoke", None, {"lr": [0.1, -1.0]})
 
 
@@ -66,13 +66,16 @@ def test_a_partial_group_starts_from_the_study_defaults():
 
 def test_train_config_maps_every_setting_of_the_group():
     changed = OptimSpec(optimizer="adamw", lr=0.3, momentum=0.5, nesterov=True, weight_decay=0.01, batch_size=7,
-                        epochs=9, schedule="step", step_every=4, step_gamma=0.5)
+                        epochs=9, schedule="step", step_every=4, step_gamma=0.5, precision="bf16",
+                        strategy="lockstep")
     config = changed.train_config("mse", stop_train_acc=0.9)
     expected = TrainConfig(loss="mse", optimizer="adamw", lr=0.3, momentum=0.5, nesterov=True, weight_decay=0.01,
-                           batch_size=7, epochs=9, schedule="step", milestones=(4, 8), gamma=0.5, stop_train_acc=0.9)
+                           batch_size=7, epochs=9, schedule="step", milestones=(4, 8), gamma=0.5, stop_train_acc=0.9,
+                           precision="bf16", strategy="lockstep")
     assert config == expected
     assert OptimSpec().train_config("ce", epochs=3, lr=1.0) == TrainConfig(epochs=3, lr=1.0, batch_size=128)
-    covered = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs", "schedule"}
+    covered = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs", "schedule",
+               "precision", "strategy"}
     assert covered | {"step_every", "step_gamma"} == set(OptimSpec.model_fields)
     assert covered <= {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter
 from pydantic import Field, model_validator
 
 from genlab.data import DATASETS
+from genlab.data.splits import split_validation
 from genlab.engine import InputGroup
 from genlab.errors import UserError
 from genlab.models import build_model
@@ -33,7 +34,6 @@ from genlab.spec import OptimSpec, StudySpec, SubsetSpec
 from genlab.spec.fields import DatasetNames, Init, Loss, ModelNames, PositiveInts, Widths, model_takes, parameter_count
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.cifar import cifar_preset
-from genlab.studies.lottery import split_validation
 
 PAPER_MNIST_FC = 750          # Li et al. 2018, Table 1: MNIST FC 784-200-200-10, D = 199,210
 PAPER_MNIST_LENET = 290       # Table 1: MNIST LeNet, D = 44,426

@@ -20,10 +20,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from pydantic import Field, model_validator
 
+from genlab.data.splits import split_validation
 from genlab.engine import InputGroup
 from genlab.errors import UserError
 from genlab.plotting import COLORS, figure, save
@@ -91,15 +91,6 @@ def conv_rate(spec: LotterySpec) -> float:
     if spec.conv_prune_rate is not None:
         return spec.conv_prune_rate
     return spec.prune_rate / 2 if spec.pruning == "layerwise" else spec.prune_rate
-
-
-def split_validation(x: torch.Tensor, y: torch.Tensor, size: int, seed: int):
-    """(x_train, y_train, x_val, y_val): ``size`` examples drawn at random (seeded) for validation."""
-    if size >= len(y):
-        raise UserError(f"val_size={size} must be smaller than the {len(y)} training examples")
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
-    val, train = order[:size], order[size:]
-    return x[train], y[train], x[val], y[val]
 
 
 def early_stop(curve: pd.DataFrame, metric: str = "val_loss") -> pd.Series | None:
