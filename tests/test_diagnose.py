@@ -121,7 +121,12 @@ def test_cnn_with_record_numbers_match_plain_pytorch(recorded_cnn, digits):
     assert perf["acc_gap"] == pytest.approx(train_acc - test_acc)
     init = torch.load(folder / "ckpt" / "epoch-00000.pt", weights_only=True)["state_dict"]
     distance = math.sqrt(sum(float((p.detach() - init[n]).double().pow(2).sum()) for n, p in net.named_parameters()))
-    assert result.measures["dist_from_init"] == pytest.approx(distance, rel=1e-6)
+    # Jiang et al.'s dist.l2 is over the weight layers' matrices only (convolution and linear weights)
+    weights = {n for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    weight_distance = math.sqrt(sum(float((p.detach() - init[n]).double().pow(2).sum())
+                                    for n, p in net.named_parameters() if n.rsplit(".", 1)[0] in weights
+                                    and n.endswith(".weight")))
+    assert result.measures["dist_from_init"] == pytest.approx(weight_distance, rel=1e-6)
     assert list(result.trajectory["epoch"]) == [0, 1, 2, 3, 5, 6]
     last = result.trajectory.iloc[-1]  # the record's last epoch is the trained network
     assert last.test_acc == pytest.approx(test_acc) and last.dist_from_init == pytest.approx(distance, rel=1e-6)
