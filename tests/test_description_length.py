@@ -170,3 +170,12 @@ def test_true_labels_compress_and_random_labels_do_not(tmp_path):
     assert totals.loc["true", "ratio"] <= 0.75
     # a resumed unit reuses the finished blocks and gives the same rows
     assert study.run_unit(spec, study.unit(spec, "mlp-64"), ctx).rows == rows
+
+
+def test_a_run_of_several_seeds_plots_and_completes(tmp_path):
+    """The totals panel averages a model's seeds (one bar per model and label set)."""
+    from genlab.cli import main
+
+    assert main(["run", "description-length", "--preset", "smoke", "--seeds", "1,2", "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    assert (tmp_path / "r" / "figures").is_dir() and any((tmp_path / "r" / "figures").glob("*.png"))

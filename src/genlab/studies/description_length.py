@@ -253,7 +253,7 @@ class DescriptionLength(Study):
         label_sets = list(dict.fromkeys(results["labels"]))
         width = 0.8 / (len(label_sets) + 1)
         for j, labels in enumerate(label_sets):
-            part = totals[totals["labels"] == labels].set_index("model").reindex(models)
+            part = totals[totals["labels"] == labels].groupby("model")[["total_bits"]].mean().reindex(models)  # seeds
             ax.bar(x + j * width, part["total_bits"] / 1000, width, color=COLORS[j + 3], label=f"prequential, {labels} "
                    "labels")
         first = totals.drop_duplicates("model").set_index("model").reindex(models)
