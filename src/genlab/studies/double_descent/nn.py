@@ -36,6 +36,7 @@ from genlab.studies.double_descent.common import (
 
 ReuseRule = Literal["always", "never", "below_threshold"]
 SCHEME_LABELS = {"reuse": "weight reuse", "glorot": "fresh Glorot", "default": "fresh PyTorch default"}
+MARKER_NAMES = {"o": "circles", "s": "squares"}
 
 
 class NetSweep(Group):
@@ -286,8 +287,9 @@ def plot_nn(rows: pd.DataFrame, spec, out_dir: Path) -> Path:
     epochs = int(rows["epochs"].max())
     fig.suptitle(f"One-hidden-layer nets d-h-K, squared loss, {rows['dataset'].iloc[0]} n = {n}, {epochs} epochs - "
                  "Belkin et al. "
-                 f"2019 Fig. 3\ninit scheme per point: reuse rule '{spec.nn.reuse}' (circles: weight reuse, "
-                 f"squares: fresh Glorot)")
+                 f"2019 Fig. 3\ninit scheme per point: reuse rule '{spec.nn.reuse}' ("
+                 + ", ".join(f"{MARKER_NAMES[markers.get(s, 'o')]}: {SCHEME_LABELS.get(s, s)}"
+                             for s in sorted(rows["scheme"].unique(), key=lambda s: s != "reuse")) + ")")
     return save(fig, out_dir, "double_descent_nn")
 
 
