@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 
 import pytest
@@ -34,6 +35,20 @@ def _guard(address) -> None:
         return
     if not _is_local(host):
         raise NetworkBlocked(f"tests may not use the network (tried to reach {address!r})")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(tmp_path_factory):
+    """One ``$GENLAB_CACHE`` (generated data, the engine's strategy choices) for the whole run and
+    the subprocesses it starts, so that tests neither read nor change the user's cache, and every
+    run of a workload in the session computes with the strategy chosen for it first."""
+    before = os.environ.get("GENLAB_CACHE")
+    os.environ["GENLAB_CACHE"] = str(tmp_path_factory.mktemp("genlab-cache"))
+    yield
+    if before is None:
+        os.environ.pop("GENLAB_CACHE", None)
+    else:
+        os.environ["GENLAB_CACHE"] = before
 
 
 @pytest.fixture(autouse=True)

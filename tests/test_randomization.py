@@ -1,4 +1,6 @@
 """The randomization study end to end at small size, and the phenomenon it must show."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,6 +60,8 @@ def test_same_spec_gives_the_same_numbers(tmp_path):
     run_study(study, spec, tmp_path / "b")
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "results.csv"),
                                   pd.read_csv(tmp_path / "b" / "results.csv"))
+    chosen = json.loads((tmp_path / "a" / "engine-choices.json").read_text())  # what a resume would reuse
+    assert chosen and chosen == json.loads((tmp_path / "b" / "engine-choices.json").read_text())
     study, other = small_spec(epochs=3, corruptions=[1.0], pixel_variants=["gaussian"], seeds=[5])
     run_study(study, other, tmp_path / "c")
     assert not pd.read_csv(tmp_path / "a" / "results.csv")["train_loss"].equals(

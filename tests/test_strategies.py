@@ -1,6 +1,7 @@
 """Every execution strategy computes what the plain one-model-at-a-time PyTorch loop computes:
 weights, BatchNorm statistics, stop rules and divergence, with the engine's data order."""
 import copy
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, stack_modules, train_models
+from genlab.engine.choose import cache_file, pinned_choices
 from genlab.engine.strategies import candidates
 from genlab.engine.strategies.lockstep import dropout_seed
 from genlab.engine.strategies.packed import bucket_cost, packed_plan, partition
@@ -140,6 +142,47 @@ def test_auto_records_its_choice_and_calibration(tmp_path, monkeypatch):
     for k in range(2):
         for name, value in first.stack.state_dict(k).items():
             assert torch.equal(again.stack.state_dict(k)[name], value)  # same choice, same numbers
+
+
+def test_a_run_directory_keeps_its_choices_and_they_come_before_the_machine_cache(tmp_path, monkeypatch):
+    """A killed run resumes with the strategies it started with, even if the machine's cache was
+    cleared or now says otherwise (strategies differ in the last bits of their sums)."""
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    x, y = images()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=1)
+
+    def run():
+        return train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)],
+                            [InputGroup(x, x[:10], y[:10])], cfg).strategies[0]
+
+    pinned = tmp_path / "run" / "engine-choices.json"
+    with pinned_choices(pinned):
+        first = run()
+    assert first["reason"] == "calibrated"
+    assert json.loads(pinned.read_text()) == {first["signature"]: first["strategy"]}
+    other = next(n for n in first["seconds_per_step"] if n != first["strategy"])
+    cache = json.loads(cache_file().read_text())
+    cache[first["signature"]]["strategy"] = other  # the machine's cache now says otherwise
+    cache_file().write_text(json.dumps(cache))
+    with pinned_choices(pinned):
+        resumed = run()
+    assert (resumed["strategy"], resumed["reason"]) == (first["strategy"], "chosen earlier in this run directory")
+    assert run()["strategy"] == other  # outside the run directory, the cache decides
+
+
+def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GENLAB_CACHE", str(blocker / "cache"))  # mkdir fails: its parent is a file
+    fallback = tmp_path / "tmp" / "engine-strategies.json"
+    monkeypatch.setattr("genlab.engine.choose.fallback_cache_file", lambda: fallback)
+    x, y = images()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=1)
+    jobs = lambda: [ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)]  # noqa: E731
+    first = train_models(jobs(), [InputGroup(x, x[:10], y[:10])], cfg).strategies[0]
+    assert first["reason"] == "calibrated" and first["signature"] in json.loads(fallback.read_text())
+    again = train_models(jobs(), [InputGroup(x, x[:10], y[:10])], cfg).strategies[0]
+    assert (again["strategy"], again["reason"]) == (first["strategy"], "calibrated earlier on this machine")
 
 
 # ----- width buckets -------------------------------------------------------------------------

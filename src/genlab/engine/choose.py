@@ -7,8 +7,15 @@ trainer's state is untouched) and the fastest wins; a candidate within
 that near-ties resolve the same way every time. The choice and the timings are cached on disk per
 workload signature (architecture and parameter shapes, number of models, batch size, input shape,
 optimizer, precision, device, threads, torch version), so a workload is calibrated once per machine,
-and recorded in the trainer's decisions (and the run's manifest). A resumed run reuses the choices
-stored in its snapshot, so it continues with the same arithmetic.
+and recorded in the trainer's decisions (and the run's manifest).
+
+Strategies differ in the order of their floating-point sums, so a run's numbers depend on the choice
+(in the last bits, e.g. a loss of 0.33837840 against 0.33837846). Two records keep the same spec on
+the same machine at the same numbers: the machine's cache (when ``$GENLAB_CACHE`` cannot be written,
+a folder in the system's temporary directory), and the run directory's own record
+(:func:`pinned_choices`, ``engine-choices.json``), written the moment a choice is made and consulted
+before the cache, so a killed run resumes with the strategies it started with whatever the cache
+holds by then. A resumed ``train_models`` call also reuses the choices stored in its snapshot.
 """
 from __future__ import annotations
 
@@ -16,7 +23,10 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -37,6 +47,26 @@ def cache_file() -> Path:
     return root / "engine-strategies.json"
 
 
+def fallback_cache_file() -> Path:
+    """Where the choices go when :func:`cache_file` cannot be written (a read-only home)."""
+    return Path(tempfile.gettempdir()) / f"genlab-{os.getuid()}" / "engine-strategies.json"
+
+
+_PINNED: ContextVar[Path | None] = ContextVar("genlab_pinned_choices", default=None)
+
+
+@contextmanager
+def pinned_choices(path: Path | str):
+    """Within the block, every strategy choice is written to ``path`` (JSON, signature -> strategy)
+    as it is made, and a choice found there is taken before the machine's cache or a calibration.
+    The run store keeps one per run directory, so that a resumed run computes as it started."""
+    token = _PINNED.set(Path(path))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
 def signature(trainer, idx: torch.Tensor, names: list[str]) -> str:
     """A hash of everything that decides which strategy is fastest for the models ``idx``."""
     cfg = trainer.config
@@ -52,27 +82,44 @@ def signature(trainer, idx: torch.Tensor, names: list[str]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _read_cache() -> dict:
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads(cache_file().read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
-def _write_cache(key: str, entry: dict) -> None:
-    """Add one entry; concurrent runs take turns (a lock file), so that none loses another's entry."""
-    path = cache_file()
+def _update_json(path: Path, key: str, entry) -> bool:
+    """Set ``key`` in the JSON object at ``path``; concurrent writers take turns (a lock file), so
+    that none loses another's entry. False when the file cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.with_name(path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            data = _read_cache()
+            data = _read_json(path)
             data[key] = entry
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, path)
-    except OSError:  # a read-only home: calibrate again next time
-        pass
+        return True
+    except OSError:
+        return False
+
+
+def _read_cache() -> dict:
+    return {**_read_json(fallback_cache_file()), **_read_json(cache_file())}
+
+
+def _write_cache(key: str, entry: dict) -> None:
+    if not _update_json(cache_file(), key, entry):
+        _update_json(fallback_cache_file(), key, entry)  # failing that too: calibrate again next time
+
+
+def _pin(key: str, name: str) -> None:
+    path = _PINNED.get()
+    if path is not None:
+        _update_json(path, key, name)
 
 
 def time_strategy(name: str, trainer, idx: torch.Tensor, batches, give_up_after: float = float("inf")) -> float:
@@ -117,8 +164,12 @@ def choose(trainer, idx: torch.Tensor, batches_for_calibration) -> tuple[str, di
     key = signature(trainer, idx, names)
     if key in trainer.choices:
         return trainer.choices[key], {"reason": "chosen earlier in this run", "signature": key}
+    pinned = _read_json(_PINNED.get()).get(key) if _PINNED.get() is not None else None
+    if pinned in names:
+        return pinned, {"reason": "chosen earlier in this run directory", "signature": key}
     cached = _read_cache().get(key)
-    if cached and cached.get("strategy") in names:
+    if isinstance(cached, dict) and cached.get("strategy") in names:
+        _pin(key, cached["strategy"])
         return cached["strategy"], {"reason": "calibrated earlier on this machine", "signature": key,
                                     "seconds_per_step": cached.get("seconds_per_step", {})}
     batches = batches_for_calibration()
@@ -136,4 +187,5 @@ def choose(trainer, idx: torch.Tensor, batches_for_calibration) -> tuple[str, di
     info = {"reason": "calibrated", "signature": key, "seconds_per_step": timings,
             "calibration_seconds": time.perf_counter() - started}
     _write_cache(key, {"strategy": best, "seconds_per_step": timings})
+    _pin(key, best)
     return best, info

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from genlab.engine.choose import pinned_choices
 from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.run.runner import stored_inputs
@@ -21,7 +22,8 @@ from genlab.studies.base import Context, Unit, get_study
 UNIT_RETRIES = 3  # times Ray re-runs a unit whose worker process died
 
 
-def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, threads: int, inputs: dict):
+def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, threads: int, inputs: dict,
+                   choices_path: str):
     """Body of one Ray task: rebuild the spec, run the unit, return its rows and what the engine ran."""
     import torch
 
@@ -37,7 +39,7 @@ def _run_unit_task(study_name: str, spec_json: dict, unit: Unit, unit_dir: str, 
     except OSError:  # a worker on another machine: keep its resume snapshot locally
         folder = Path(tempfile.mkdtemp(prefix=f"genlab-{unit.key}-"))
     started = time.perf_counter()
-    with recording_unit_decisions() as decisions:
+    with recording_unit_decisions() as decisions, pinned_choices(choices_path):
         result = study.run_unit(spec, unit, Context(folder, NullProgress(), inputs))
     return unit.key, result.rows, result.curves, time.perf_counter() - started, summarize_decisions(decisions)
 
@@ -71,7 +73,7 @@ def run_units_ray(study, spec, units: list[Unit], store, progress, address: str 
         for unit in [u for u in waiting if all(store.unit_done(k) for k in u.needs)]:
             waiting.remove(unit)
             pending.append(remote.remote(study.name, spec_json, unit, str(store.unit_dir(unit.key)), threads,
-                                         stored_inputs(store, unit)))
+                                         stored_inputs(store, unit), str(store.choices_path)))
 
     submit_ready()
     progress.log(f"[{study.name}] {len(pending)} units submitted to Ray ({address or 'local instance'})")

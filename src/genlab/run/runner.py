@@ -5,6 +5,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from genlab.engine.choose import pinned_choices
 from genlab.errors import UserError
 from genlab.progress import NullProgress
 from genlab.run.precision import precisions_of
@@ -98,7 +99,7 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
                 ctx = Context(store.unit_dir(unit.key), progress, stored_inputs(store, unit))
                 if any(not p.name.startswith(".") for p in ctx.unit_dir.iterdir()):
                     progress.log(f"[{study.name}] unit {unit.key}: resuming from its snapshot")
-                with recording_unit_decisions() as decisions:
+                with recording_unit_decisions() as decisions, pinned_choices(store.choices_path):
                     result = study.run_unit(spec, unit, ctx)
                 store.save_unit(unit.key, result.rows, result.curves, time.perf_counter() - unit_started,
                                 engine=summarize_decisions(decisions))

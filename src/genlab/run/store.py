@@ -7,6 +7,9 @@ Layout of ``RUN_DIR``::
     results.csv         tidy results: one row per model x measurement (all finished units)
     curves.csv          per-epoch learning curves (all finished units)
     figures/            PNG (and SVG) figures, made from the CSV files only
+    engine-choices.json the engine's strategy per workload signature, written as each is chosen
+                        (:func:`genlab.engine.choose.pinned_choices`): a resumed run computes
+                        with the strategies the run started with
     units/<key>/        a unit's rows once finished (``done.json``, with a summary of what the
                         engine ran for it); while it runs, its resume snapshots (``snapshot*.pt``)
                         and its cached sub-results (``cache/``, each with the engine decisions
@@ -223,6 +226,10 @@ class RunStore:
     @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"
+
+    @property
+    def choices_path(self) -> Path:
+        return self.path / "engine-choices.json"
 
     @property
     def figures_dir(self) -> Path:
