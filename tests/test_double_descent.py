@@ -365,3 +365,18 @@ def test_nn_mode_shows_belkins_peak_at_the_quick_settings(tmp_path):
 
 def test_spec_class_is_registered():
     assert get_study("double-descent").Spec is DoubleDescentSpec
+
+
+def test_label_noise_text_names_the_network_swept():
+    """The reading, the references and the verdict speak of the ResNet's width k when ResNets were swept."""
+    rows = pd.DataFrame([{"features_or_width": w, "seed": 0, "train_err": t, "test_err": e, "fraction_wrong": 0.15,
+                          "dataset": "cifar10", "n": 50000}
+                         for w, e, t in zip([1, 2, 4, 8, 16], [0.5, 0.45, 0.52, 0.44, 0.40],
+                                            [0.3, 0.1, 0.0, 0.0, 0.0])])
+    spec = resolve_spec(get_study("double-descent").Spec, "quick", None, {"noise_model": "resnet18"})
+    summary = summarize_label_noise(rows, pd.DataFrame(), spec)
+    assert "ResNet-18" in summary.reading and "MLP" not in summary.reading
+    assert "k = 4" in summary.verdict and "h = " not in summary.verdict
+    assert "Nakkiran et al. Fig. 1" in summary.references[0][1]
+    mlp = summarize_label_noise(rows, pd.DataFrame(), resolve_spec(get_study("double-descent").Spec, "quick", None, {}))
+    assert "MLP 40-h-h-10" in mlp.reading and "h = 4" in mlp.verdict

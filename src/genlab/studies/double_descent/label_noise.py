@@ -3,8 +3,9 @@
 
 The swept network is the MLP 40-h-h-10 (``model="mlp"``, width h) or Nakkiran et al.'s Fig. 1
 ResNet-18 of width k (``model="resnet18"``: widths [k, 2k, 4k, 8k], ``preact`` for their
-pre-activation blocks), every width in one batched engine call either way (BatchNorm statistics
-exact per model), with optional crop + flip augmentation.
+pre-activation blocks), with optional crop + flip augmentation: all the MLP's widths and seeds in
+one batched engine call, the ResNet's one call per width with all its seeds (BatchNorm statistics
+exact per model).
 """
 from __future__ import annotations
 
@@ -65,6 +66,17 @@ def noise_network(sweep: NoiseSweep, width: int) -> tuple[str, dict]:
     return "mlp", {"widths": [width, width]}
 
 
+def network_name(sweep: NoiseSweep) -> str:
+    """The swept network as the figure and the reading name it."""
+    if sweep.model == "resnet18":
+        return f"{'pre-activation ' if sweep.preact else ''}ResNet-18 of widths k, 2k, 4k, 8k"
+    return "MLP 40-h-h-10" if sweep.data.dataset == "mnist1d" else "MLP d-h-h-C"
+
+
+def width_symbol(sweep: NoiseSweep) -> str:
+    return "k" if sweep.model == "resnet18" else "h"
+
+
 def run_label_noise(spec, ctx) -> UnitResult:
     """Nakkiran's label-noise width sweep: every width and seed of the MLP in one engine call; the
     ResNet-18 widths one engine call each (all seeds of a width together), because BatchNorm
@@ -123,7 +135,7 @@ def run_label_noise(spec, ctx) -> UnitResult:
 
 
 def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> Path:
-    tolerance = spec.interpolation_tolerance
+    tolerance, sym = spec.interpolation_tolerance, width_symbol(spec.noise)
     curve = mean_curve(rows, "features_or_width", ["train_err", "test_err"])
     fig, axes = figure(2, width=5.0, height=3.8)
     ax = axes[0, 0]
@@ -131,13 +143,13 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
     _band(ax, curve, "train_err", COLORS[0], "train error (noisy labels)", ls=":")
     fitted = first_interpolating(curve["train_err"], tolerance)
     if fitted is not None:
-        _threshold_line(ax, fitted, f"first width with train error <= {tolerance:g}: h = {fitted:g}")
+        _threshold_line(ax, fitted, f"first width with train error <= {tolerance:g}: {sym} = {fitted:g}")
     _, peak = classical_best_and_peak(curve["test_err"])
     ax.plot([peak], [curve.loc[peak, "test_err"]], marker="*", ms=12, color=COLORS[3], ls="none",
-            label=f"test-error peak: h = {peak:g}")
+            label=f"test-error peak: {sym} = {peak:g}")
     _log_x_with_plain_ticks(ax, [float(w) for w in curve.index])
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_xlabel("hidden width h of the MLP 40-h-h-10 (log scale)")
+    ax.set_xlabel(f"width {sym} of the {network_name(spec.noise)} (log scale)")
     ax.set_ylabel("zero-one error")
     ax.set_title("(a) model-wise double descent")
     ax.legend(fontsize=7)
@@ -148,8 +160,8 @@ def plot_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Pa
         for i, w in enumerate(shown):
             part = curves[(curves["width"] == w) & (curves["epoch"] > 0)]
             epoch_curve = mean_curve(part, "epoch", ["test_err", "train_err"])
-            _band(ax, epoch_curve, "test_err", COLORS[(3 + i) % 10], f"test, h = {w:g}", marker="")
-            _band(ax, epoch_curve, "train_err", COLORS[(3 + i) % 10], f"train, h = {w:g}", marker="", ls=":")
+            _band(ax, epoch_curve, "test_err", COLORS[(3 + i) % 10], f"test, {sym} = {w:g}", marker="")
+            _band(ax, epoch_curve, "train_err", COLORS[(3 + i) % 10], f"train, {sym} = {w:g}", marker="", ls=":")
     _log_x_with_plain_ticks(ax)
     ax.set_xlabel("epoch (log scale)")
     ax.set_ylabel("zero-one error")
@@ -173,7 +185,7 @@ def seed_se(rows: pd.DataFrame, width: float, other: float) -> float:
 
 
 def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Summary:
-    tolerance = spec.interpolation_tolerance
+    tolerance, sym = spec.interpolation_tolerance, width_symbol(spec.noise)
     curve = mean_curve(rows, "features_or_width", ["train_err", "test_err"])
     fitted = first_interpolating(curve["train_err"], tolerance)
     best, peak = classical_best_and_peak(curve["test_err"])
@@ -184,11 +196,11 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
     need_best, need_right = (max(0.02, 2 * seed_se(rows, peak, other)) for other in (best, widest))
     noise_text = "" if rows["seed"].nunique() < 2 else (f" and 2 standard errors of the per-seed difference "
                                                          f"({need_best:.1%} / {need_right:.1%} needed)")
-    checks = [(f"label_noise: test-error peak (h = {peak:g}) within a factor 2 of the first width with train error "
-               f"<= {tolerance:g} (h = {fitted_text})",
+    checks = [(f"label_noise: test-error peak ({sym} = {peak:g}) within a factor 2 of the first width with train error "
+               f"<= {tolerance:g} ({sym} = {fitted_text})",
                bool(fitted is not None and fitted / 2 <= peak <= fitted * 2)),
               (f"label_noise: the peak ({peak_err:.1%}) stands >= 2 points{noise_text} above the bottom of the "
-               f"classical U (h = {best:g}: {best_err:.1%}) and the widest (h = {widest:g}: {right:.1%})",
+               f"classical U ({sym} = {best:g}: {best_err:.1%}) and the widest ({sym} = {widest:g}: {right:.1%})",
                bool(peak > best and peak_err >= best_err + need_best and peak_err >= right + need_right))]
     epoch_text = ""
     if len(curves):
@@ -199,13 +211,15 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
             after = big[big.index > low_epoch]
             rise = (f"then up to {after.max():.1%} (epoch {int(after.idxmax())})" if len(after) and
                     after.max() > big[low_epoch] + 0.005 else "no rise after it")
-            epoch_text = (f" Epoch-wise (h = {widest:g}): test error {big.iloc[0]:.1%} at epoch {int(big.index[0])}, "
+            epoch_text = (f" Epoch-wise ({sym} = {widest:g}): test error {big.iloc[0]:.1%} at epoch "
+                          f"{int(big.index[0])}, "
                           f"{big[low_epoch]:.1%} at epoch {low_epoch} (lowest before the end), {rise}, "
                           f"{big.iloc[-1]:.1%} at the last epoch ({int(big.index[-1])}).")
     noise = rows["fraction_wrong"].mean()
-    verdict = (f"label_noise: test error {best_err:.1%} (h = {best:g}) -> peak {peak_err:.1%} (h = {peak:g}) -> "
-               f"{right:.1%} (h = {widest:g}); train error first <= {tolerance:g} at h = {fitted_text}")
-    reading = (f"MLP 40-h-h-10 on {rows['dataset'].iloc[0]} (n = {int(rows['n'].iloc[0])}) with "
+    verdict = (f"label_noise: test error {best_err:.1%} ({sym} = {best:g}) -> peak {peak_err:.1%} "
+               f"({sym} = {peak:g}) -> {right:.1%} ({sym} = {widest:g}); train error first <= {tolerance:g} at "
+               f"{sym} = {fitted_text}")
+    reading = (f"{network_name(spec.noise)} on {rows['dataset'].iloc[0]} (n = {int(rows['n'].iloc[0])}) with "
                f"{spec.noise.level:.0%} label noise, convention '{spec.noise.mode}' "
                f"({'each selected label moved to a different class' if spec.noise.mode == 'other' else ''}"
                f"{'each selected label redrawn from all classes' if spec.noise.mode != 'other' else ''}; "
@@ -214,13 +228,16 @@ def summarize_label_noise(rows: pd.DataFrame, curves: pd.DataFrame, spec) -> Sum
                f"({spec.noise.optim.schedule} schedule), momentum "
                f"{spec.noise.optim.momentum:g}, batch {spec.noise.optim.batch_size}, {spec.noise.optim.epochs} epochs, "
                f"{rows['seed'].nunique()} seed(s). Test error by width: "
-               + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["test_err"].items())
-               + "; train error: " + ", ".join(f"h={w:g} {e:.1%}" for w, e in curve["train_err"].items()) + ". "
+               + ", ".join(f"{sym}={w:g} {e:.1%}" for w, e in curve["test_err"].items())
+               + "; train error: " + ", ".join(f"{sym}={w:g} {e:.1%}" for w, e in curve["train_err"].items()) + ". "
                f"The peak is the largest test error at widths from the first local minimum of the test error "
-               f"(h = {best:g}) upward."
+               f"({sym} = {best:g}) upward."
                + epoch_text)
-    references = [("label_noise: test error best small / peak / wide", "47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), "
-                   "500 epochs",
-                   f"{best_err:.1%} (h={best:g}) / {peak_err:.1%} (h={peak:g}) / "
-                   f"{right:.1%} (h={widest:g}), {spec.noise.optim.epochs} epochs")]
+    paper = ("47.2% (h=16) / 54.05% (h=47) / 45.5% (h=300), MLP 40-h-h-10 on MNIST-1D, 500 epochs"
+             if spec.noise.model == "mlp" else
+             "Nakkiran et al. Fig. 1 (CIFAR-10, 15% noise, Adam 1e-4, 4K epochs): a peak where train error reaches 0, "
+             "lower test error at k = 64")
+    references = [("label_noise: test error best small / peak / wide", paper,
+                   f"{best_err:.1%} ({sym}={best:g}) / {peak_err:.1%} ({sym}={peak:g}) / "
+                   f"{right:.1%} ({sym}={widest:g}), {spec.noise.optim.epochs} epochs")]
     return Summary(verdict, reading, references, checks)
