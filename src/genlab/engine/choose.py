@@ -95,7 +95,7 @@ def _update_json(path: Path, key: str, entry) -> bool:
     that none loses another's entry. False when the file cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
+        with open(path.with_name(f".{path.name}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = _read_json(path)
             data[key] = entry

@@ -120,7 +120,8 @@ def check_units(study: Study, spec: StudySpec) -> list[Unit]:
 
 def check_run_folder(study: Study, folder: Path, units: list[Unit]) -> None:
     """Item 3: only the store's files."""
-    allowed_top = {"manifest.json", "spec.toml", "results.csv", "curves.csv", "figures", "units", ".lock"}
+    allowed_top = {"manifest.json", "spec.toml", "results.csv", "curves.csv", "figures", "units", ".lock",
+                   "engine-choices.json", ".engine-choices.json.lock"}
     extra = sorted(p.name for p in folder.iterdir() if p.name not in allowed_top)
     _require(not extra, study, f"files outside the store's layout in the run folder: {extra}")
     for unit in units:
