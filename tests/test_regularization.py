@@ -206,7 +206,11 @@ def test_end_to_end_tiny_run_memorizes_random_labels_in_every_cell(tmp_path):
     assert (off["weight_decay"] == 0).all()
     random = results[results["labels"] == "random"]
     assert (random["train_acc"] >= 0.95).all(), random[["cell", "train_acc"]]
-    assert (random["test_acc"] <= 0.3).all()
+    by_cell = results.pivot_table(index="cell", columns="labels", values="test_acc")
+    gap = by_cell["true"] - by_cell["random"]    # true labels generalize (0.67-0.69 here), random ones not (<= 0.10)
+    assert (gap >= 0.3).all(), by_cell
+    # every regularizer acts: a switch the training ignored would leave two cells with the same numbers
+    assert (results.groupby("labels")["train_loss"].nunique() == 8).all(), results[["cell", "labels", "train_loss"]]
     summary = study.summarize(results, store.curves(), spec)
     assert dict(summary.checks)["random labels memorized (>= 95% train accuracy) in every regularization cell"]
     assert (tmp_path / "run" / "figures" / "regularization.png").exists()
