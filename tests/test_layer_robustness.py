@@ -212,12 +212,31 @@ def test_api_table_shape_and_final_checkpoint_reproduces_training(trained_blobs)
     assert table["trained_test_acc"].iloc[0] > 0.9
 
 
-def test_verdict_follows_the_threshold(trained_blobs):
+def test_a_layer_is_critical_exactly_when_its_measured_reset_cost_exceeds_the_threshold():
+    """The ``threshold`` reaches the verdicts, in the right direction, on scikit-learn's digits
+    (where resetting a layer of a briefly trained MLP costs 10-55 points): at 0.10 the layers whose
+    reset costs more are critical, and just above the largest cost every layer is robust."""
+    data = load_dataset("digits")
+    net = build_model("mlp", data.input_shape, 10, widths=[32, 32], seed=3)
+
+    def verdicts(threshold):
+        table = genlab.layer_robustness(net, (data.x_train, data.y_train), (data.x_test, data.y_test), epochs=4,
+                                        lr=0.05, batch_size=50, draws=1, seed=3, threshold=threshold)
+        reset = table[(table.operation == "reinit") & (table.checkpoint_epoch == 0)].set_index("layer")
+        return layer_verdicts(table).set_index("layer")["verdict"], reset["trained_test_acc"] - reset["test_acc"]
+
+    at_ten, cost = verdicts(0.10)
+    assert cost.max() > 0.2, cost
+    assert (at_ten[cost.index[cost > 0.11]] == "critical").all() and (at_ten[cost.index[cost < 0.09]] == "robust").all()
+    lenient, again = verdicts(float(cost.max()) + 0.01)
+    assert again.equals(cost) and (lenient == "robust").all(), lenient
+
+
+def test_rerandomized_accuracy_is_the_mean_over_draws(trained_blobs):
     _, table = trained_blobs
     verdicts = layer_verdicts(table)
     assert len(verdicts) == 3
     for row in verdicts.itertuples():
-        assert row.verdict == ("critical" if row.trained_test_acc - row.reinit0_test_acc > 0.10 else "robust")
         assert row.rerandomized_test_acc == pytest.approx(
             table[(table.layer == row.layer) & (table.operation == "rerandomize")]["test_acc"].mean())
 
