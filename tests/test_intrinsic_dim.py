@@ -211,8 +211,26 @@ def test_search_finds_any_step_crossing_exactly(threshold_d, d_start, growth):
 
 # ----- the public API --------------------------------------------------------------------------
 
+def log_interpolated_crossing(accuracy_by_d: dict, target: float) -> Crossing:
+    """Li et al.'s d_int90 written out for the test: the smallest measured d whose accuracy reaches
+    the target, interpolated linearly in log d from the largest measured d below it."""
+    ds = sorted(accuracy_by_d)
+    reached = [d for d in ds if accuracy_by_d[d] >= target]
+    if not reached:
+        return Crossing(None, ds[-1], None, "not_reached")
+    hi = reached[0]
+    below = [d for d in ds if d < hi]
+    if not below:
+        return Crossing(float(hi), None, hi, "upper_bound")
+    lo = below[-1]
+    a_lo, a_hi = accuracy_by_d[lo], accuracy_by_d[hi]
+    d_int = math.exp(math.log(lo) + (target - a_lo) / (a_hi - a_lo) * (math.log(hi) - math.log(lo)))
+    return Crossing(pytest.approx(d_int), lo, hi, "interpolated")
+
+
 def test_intrinsic_dimension_api_on_a_user_module_grid_and_auto():
     x, y, xt, yt = toy_data(n=200)
+    torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
     before = [p.detach().clone() for p in net.parameters()]
     grid = intrinsic_dimension(net, (x, y), (xt, yt), epochs=3, seeds=[0, 1], search="grid", dims=[2, 8, 32, 1000],
@@ -222,14 +240,17 @@ def test_intrinsic_dimension_api_on_a_user_module_grid_and_auto():
     table = grid.table()
     assert sorted(table[table.kind == "subspace"].d.unique()) == [2, 8, 32]   # 1000 > D is skipped
     assert len(table) == 2 + 3 * 2
-    assert grid.baseline_acc == pytest.approx(table[table.kind == "direct"].test_acc.mean())
-    assert grid.crossing == find_crossing(list(grid.mean_accuracy()), list(grid.mean_accuracy().values()),
-                                          0.9 * grid.baseline_acc)
+    direct = table[table.kind == "direct"]
+    assert len(direct) == 2 and grid.baseline_acc == pytest.approx(direct.test_acc.mean())
+    by_d = table[table.kind == "subspace"].groupby("d").test_acc.mean().to_dict()
+    assert grid.crossing == log_interpolated_crossing(by_d, 0.9 * grid.baseline_acc)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the user's module is untouched
     auto = intrinsic_dimension(lambda s: small_mlp(s, widths=(16,)), (x, y), (xt, yt), epochs=3, seeds=[0],
                                d_start=4, tolerance=2.0, lr=0.02, batch_size=20)
-    assert auto.crossing.status in ("interpolated", "upper_bound", "not_reached")
     assert auto.settings.mode == "auto" and len(auto.runs) >= 2
+    accs = {run.d: run.test_acc for run in auto.runs}
+    assert auto.crossing == log_interpolated_crossing(accs, 0.9 * auto.baseline_acc)
+    assert auto.crossing.status == "interpolated"  # the search bracketed the target between two measured d
     for run in auto.runs:  # default subspace step: lr x sqrt(D / d)
         assert run.lr == pytest.approx(matched_subspace_lr(0.02, auto.D, run.d)) and run.lr >= 0.02
 
