@@ -284,12 +284,18 @@ def report_cmd(directory):
 @click.option("--budget", type=click.Choice(["quick", "full", "retrain"]), default="quick", show_default=True,
               help="quick/full: no retraining (full: all points, more draws); retrain: also the randomization test")
 @click.option("--retrain-epochs", type=click.IntRange(min=1), default=30, show_default=True,
-              help="with --budget retrain: epochs per retrained model at most")
+              help="with --budget retrain: epochs per retrained model of the randomization test at most")
+@click.option("--retrain-parts", default=None, metavar="PART,...",
+              help="with --budget retrain: which retraining to run (default all: randomization, description_length, "
+                   "intrinsic_dim, lottery)")
+@click.option("--retrain-examples", type=int, default=1000, show_default=True,
+              help="with --budget retrain: training examples the description length, intrinsic dimension and "
+                   "lottery ticket retrain on (a seeded subset)")
 @click.option("--init", default="default", show_default=True,
               help="initializer layers are re-randomized from (default: PyTorch's)")
 @click.option("--seed", type=int, default=0, show_default=True, help="fixes every random choice")
-def diagnose_cmd(model_path, weights, record, dataset, data_file, n_train, n_test, out, budget, retrain_epochs, init,
-                 seed):
+def diagnose_cmd(model_path, weights, record, dataset, data_file, n_train, n_test, out, budget, retrain_epochs,
+                 retrain_parts, retrain_examples, init, seed):
     """Is my model overfitted? Diagnose a network trained anywhere; write OUT/report.html."""
     from genlab.diagnosis import diagnose
     from genlab.diagnosis.inputs import build, load_factory, load_npz, load_weights
@@ -310,9 +316,11 @@ def diagnose_cmd(model_path, weights, record, dataset, data_file, n_train, n_tes
         f" --{flag} {value}" for flag, value in (("n-train", n_train), ("n-test", n_test)) if value is not None)
     command = (f"genlab diagnose --model {model_path} --weights {weights}" + (f" --record {record}" if record else "")
                + f" {source} --out {out} --budget {budget} --init {init} --seed {seed}"
-               + (f" --retrain-epochs {retrain_epochs}" if budget == "retrain" else ""))
+               + (f" --retrain-epochs {retrain_epochs} --retrain-examples {retrain_examples}" if budget == "retrain"
+                  else "") + (f" --retrain-parts {retrain_parts}" if retrain_parts else ""))
     result = diagnose(model, train, test, record=record, out=out, budget=budget, factory=factory, init=init,
-                      seed=seed, retrain_epochs=retrain_epochs, dataset=name, command=command)
+                      seed=seed, retrain_epochs=retrain_epochs, retrain_parts=retrain_parts,
+                      retrain_examples=retrain_examples, dataset=name, command=command)
     click.echo(result.answer.verdict)
     click.echo(f"wrote {result.report}")
 

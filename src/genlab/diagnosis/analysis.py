@@ -1,7 +1,8 @@
 """The numbers of a diagnosis, computed on the trained network without retraining it.
 
 * performance: loss and accuracy on the training and the test set, and their gaps;
-* trajectory (with a record): the same at every recorded epoch, and ||theta_t - theta_0||_2;
+* trajectory (with a record): the same at every recorded epoch, and ||theta_t - theta_0||_2 over
+  all parameters (``dist_from_init_all_params``; not Jiang et al.'s weight-matrix distance);
 * spectra: singular values of every weight matrix and its stable rank ||W||_F^2 / ||W||_2^2
   (Sanyal, Torr & Dokania 2020; the matrix convention of :mod:`genlab.probes.measures`);
 * margins: output margins f_y(x) - max_{j != y} f_j(x) on both sets (Bartlett et al. 2017);
@@ -71,7 +72,10 @@ def parameter_distance(a: Params, b: Params) -> float:
 
 def trajectory(model: nn.Module, record: dict[int, Params], train: Data, test: Data) -> pd.DataFrame:
     """Loss and accuracy on both sets at every recorded epoch (each epoch's full state, BatchNorm
-    statistics included), with the distance of its parameters from epoch 0's when recorded."""
+    statistics included), with ``dist_from_init_all_params``, the distance ||theta_t - theta_0||_2
+    over all trainable parameters (biases and normalization parameters included) from epoch 0's
+    when recorded. Jiang et al.'s ``dist_from_init`` (:mod:`genlab.probes.measures`) is over the
+    weight matrices only."""
     work = copy.deepcopy(model)
     names = list(parameters(model))
     start = {n: record[0][n] for n in names} if 0 in record else None
@@ -79,7 +83,8 @@ def trajectory(model: nn.Module, record: dict[int, Params], train: Data, test: D
     for epoch, state in record.items():
         work.load_state_dict(state)
         row = {"epoch": epoch, **performance(work, train, test)}
-        row["dist_from_init"] = parameter_distance({n: state[n] for n in names}, start) if start else math.nan
+        row["dist_from_init_all_params"] = (parameter_distance({n: state[n] for n in names}, start) if start
+                                            else math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 

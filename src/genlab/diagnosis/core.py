@@ -26,7 +26,11 @@ from torch import nn
 
 from genlab.diagnosis import analysis, figures, retrain
 from genlab.diagnosis.inputs import build, check_data
+from genlab.diagnosis.prequential import description_length
+from genlab.diagnosis.retrain_settings import PARTS, RetrainSettings, checked_examples, checked_parts
+from genlab.diagnosis.subspace_dim import intrinsic_dimension
 from genlab.diagnosis.summary import Answer, answer
+from genlab.diagnosis.ticket import lottery_ticket
 from genlab.errors import UserError
 from genlab.models import INITIALIZERS
 from genlab.probes.measures import compute_measures
@@ -42,12 +46,17 @@ BUDGETS = {
                 "draws": 2, "retrain": True},
 }
 """quick: no retraining, evaluations of many modified networks on at most 2000 points; full: the
-same on all points with more noise draws; retrain: quick plus the randomization test (trains
-the factory's architecture through the engine)."""
+same on all points with more noise draws; retrain: quick plus the retraining experiments of
+:data:`genlab.diagnosis.retrain_settings.PARTS` (the randomization test, prequential description
+length, intrinsic dimension, a lottery ticket), each training fresh copies of the factory's
+architecture through the engine at the sizes of :class:`RetrainSettings`."""
+
+RETRAINED = ("description_length", "intrinsic_dim", "lottery")
+"""The retraining results beside the randomization test, in the order the report shows them."""
 
 
 FIGURES = ("performance", "trajectory", "margins", "layer_robustness_heatmaps", "layer_robustness", "spectra",
-           "randomization")
+           "randomization", "description_length", "intrinsic_dim", "lottery")
 """The figures a diagnosis may draw (files of these names in OUT/figures belong to it)."""
 
 
@@ -63,6 +72,9 @@ class Diagnosis:
     robustness: pd.DataFrame
     trajectory: pd.DataFrame | None
     randomization: dict | None
+    retrained: dict[str, dict] = field(default_factory=dict)
+    """description_length / intrinsic_dim / lottery results (each with ``value``, ``suggests``,
+    ``settings``, ``caveat``; ``skipped`` with the reason when the probe cannot handle the model)."""
     notes: list[str] = field(default_factory=list)
     margins: tuple | None = None
     report: Path | None = None
@@ -71,7 +83,8 @@ class Diagnosis:
 
 def diagnose(model: nn.Module, train_data, test_data, record=None, out: str | Path = "diagnosis",
              budget: str = "quick", *, factory: Callable[[], nn.Module] | None = None, init: str = "default",
-             threshold: float = 0.10, seed: int = 0, retrain_epochs: int = 30, command: str | None = None,
+             threshold: float = 0.10, seed: int = 0, retrain_epochs: int = 30, retrain_parts=None,
+             retrain_examples: int = RetrainSettings.examples, command: str | None = None,
              dataset: str = "data") -> Diagnosis:
     """Diagnose the trained ``model`` on ``train_data`` (what it was trained on) and ``test_data``
     (held out), both ``(inputs, integer labels)``; write ``out/report.html``.
@@ -82,6 +95,10 @@ def diagnose(model: nn.Module, train_data, test_data, record=None, out: str | Pa
     ``factory``, a function returning the untrained architecture). ``init``: the initializer
     layers are re-randomized from (``genlab.models.INITIALIZERS``; PyTorch's ``default``).
     A layer is critical when resetting it costs more than ``threshold`` of test accuracy.
+    With ``budget="retrain"``: ``retrain_parts`` (default all of
+    :data:`~genlab.diagnosis.retrain_settings.PARTS`) chooses the retraining experiments,
+    ``retrain_epochs`` bounds the randomization test's epochs and ``retrain_examples`` is the
+    training subset the description length, intrinsic dimension and lottery ticket train on.
     """
     started = time.perf_counter()
     if budget not in BUDGETS:
@@ -93,16 +110,21 @@ def diagnose(model: nn.Module, train_data, test_data, record=None, out: str | Pa
     settings = BUDGETS[budget]
     if settings["retrain"] and factory is None:
         raise UserError("budget 'retrain' needs factory=, a function returning the untrained model")
+    if not settings["retrain"] and retrain_parts is not None:
+        raise UserError(f"retrain_parts={retrain_parts!r} needs budget 'retrain' (budget {budget!r} retrains nothing)")
+    parts = checked_parts(PARTS if retrain_parts is None else retrain_parts) if settings["retrain"] else ()
+    retrain_settings = RetrainSettings(examples=checked_examples(retrain_examples))
     if not isinstance(model, nn.Module):
         raise UserError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = unwrap(model)
-    train, test, _ = check_data(model, train_data, test_data)
+    train, test, classes = check_data(model, train_data, test_data)
     states = _record_states(record, model)
     out = Path(out)
     work_dir = _work_dir(out)
     try:
         result = _measure(model, train, test, states, settings, factory=factory, init=init, threshold=threshold,
-                          seed=seed, retrain_epochs=retrain_epochs)
+                          seed=seed, retrain_epochs=retrain_epochs, parts=parts, retrain_settings=retrain_settings,
+                          classes=classes)
         result.seconds = time.perf_counter() - started
         figure_paths = _figures(result, work_dir / "figures", type(model).__name__, dataset, seed)
         _write_tables(result, work_dir)
@@ -131,7 +153,8 @@ def _subsample(data, limit: int | None, seed: int, stream: int):
     return x[order], y[order]
 
 
-def _measure(model, train, test, states, settings, *, factory, init, threshold, seed, retrain_epochs) -> Diagnosis:
+def _measure(model, train, test, states, settings, *, factory, init, threshold, seed, retrain_epochs, parts,
+             retrain_settings, classes) -> Diagnosis:
     notes: list[str] = []
     perf = analysis.performance(model, train, test)
     perf["n_train"], perf["n_test"] = len(train[1]), len(test[1])
@@ -154,13 +177,34 @@ def _measure(model, train, test, states, settings, *, factory, init, threshold, 
     layers = analysis.per_layer(robustness)
     spectra = analysis.spectra(model)
     randomization = retrain.randomization_test(factory, train, test, seed=seed, epochs=retrain_epochs) \
-        if settings["retrain"] else None
+        if "randomization" in parts else None
+    retrained = _retrain(factory, train, test, parts, retrain_settings, seed=seed, classes=classes,
+                         test_limit=settings["max_points"])
     result = Diagnosis(answer=Answer(verdict=""), performance=perf, measures=measures, spectra=spectra,
                        layers=layers, robustness=robustness, trajectory=trajectory, randomization=randomization,
-                       notes=notes)
+                       retrained=retrained, notes=notes)
     result.margins = (analysis.margins(model, train), analysis.margins(model, test))
-    result.answer = answer(perf, measures, trajectory, layers, spectra, randomization, has_init=init_model is not None)
+    result.answer = answer(perf, measures, trajectory, layers, spectra, randomization, has_init=init_model is not None,
+                           retrained=retrained, retrain=bool(settings["retrain"]))
     return result
+
+
+def _retrain(factory, train, test, parts, settings: RetrainSettings, *, seed: int, classes: int,
+             test_limit: int | None) -> dict[str, dict]:
+    """The retraining results beside the randomization test, on a seeded subset of the training set."""
+    wanted = [p for p in RETRAINED if p in parts]
+    if not wanted:
+        return {}
+    few = _subsample(train, settings.examples, seed, 3)
+    test_few = _subsample(test, test_limit, seed, 4)
+    out = {}
+    if "description_length" in wanted:
+        out["description_length"] = description_length(factory, few, classes, seed=seed, settings=settings)
+    if "intrinsic_dim" in wanted:
+        out["intrinsic_dim"] = intrinsic_dimension(factory, few, test_few, seed=seed, settings=settings)
+    if "lottery" in wanted:
+        out["lottery"] = lottery_ticket(factory, few, test_few, seed=seed, settings=settings)
+    return out
 
 
 def _copy_with(model: nn.Module, state: dict) -> nn.Module:
@@ -180,6 +224,13 @@ def _figures(result: Diagnosis, folder: Path, network: str, dataset: str, seed: 
         paths.append(figures.spectra_figure(result.spectra, folder))
     if result.randomization and result.randomization.get("curves") is not None:
         paths.append(figures.randomization_figure(result.randomization["curves"], folder))
+    retrained = result.retrained
+    if "blocks" in retrained.get("description_length", {}):
+        paths.append(figures.description_length_figure(retrained["description_length"], folder))
+    if "runs" in retrained.get("intrinsic_dim", {}):
+        paths.append(figures.intrinsic_dim_figure(retrained["intrinsic_dim"], folder))
+    if "table" in retrained.get("lottery", {}):
+        paths.append(figures.lottery_figure(retrained["lottery"]["table"], folder))
     return paths
 
 
@@ -200,12 +251,18 @@ def _write_tables(result: Diagnosis, folder: Path) -> None:
         "layers": result.layers.to_dict("records") if not result.layers.empty else [],
         "trajectory": result.trajectory.to_dict("records") if result.trajectory is not None else None,
         "randomization": {k: v for k, v in (result.randomization or {}).items() if k != "curves"} or None,
+        **{name: _retrained_numbers(part) for name, part in result.retrained.items()},
         "notes": result.notes, "seconds": result.seconds,
         "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
     }
     (folder / "diagnosis.json").write_text(json.dumps(numbers, indent=2, default=_json_default) + "\n")
     if not result.robustness.empty:
         result.robustness.to_csv(folder / "layer_robustness.csv", index=False)
+
+
+def _retrained_numbers(part: dict) -> dict:
+    """A retraining result for diagnosis.json: its tables as lists of records, NaN as null."""
+    return {k: v.to_dict("records") if isinstance(v, pd.DataFrame) else _plain(v) for k, v in part.items()}
 
 
 def _json_default(value):

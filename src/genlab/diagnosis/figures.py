@@ -36,10 +36,10 @@ def performance_figure(perf: dict, trajectory: pd.DataFrame | None, out_dir: Pat
         ax.set_title(label)
         ax.legend()
     ax = axes[0, 2]
-    ax.plot(epochs, trajectory["dist_from_init"], marker="o", ms=3, color=COLORS[2])
+    ax.plot(epochs, trajectory["dist_from_init_all_params"], marker="o", ms=3, color=COLORS[2])
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("recorded epoch")
-    ax.set_title(r"$\|\theta_t - \theta_0\|_2$")
+    ax.set_title(r"distance from init, all parameters: $\|\theta_t - \theta_0\|_2$", fontsize=9)
     fig.suptitle("the recorded training: train and test at each saved epoch", fontsize=10)
     return save(fig, out_dir, "trajectory")
 
@@ -120,3 +120,71 @@ def randomization_figure(curves: pd.DataFrame, out_dir: Path) -> Path:
     ax.set_title("randomization test: the architecture retrained from scratch")
     ax.legend()
     return save(fig, out_dir, "randomization")
+
+
+def description_length_figure(result: dict, out_dir: Path) -> Path:
+    """Cumulative prequential code of the true and the random labels against the uniform code, and
+    bits per label in each block."""
+    blocks = result["blocks"]
+    fig, axes = figure(2, 1, width=4.2, height=3.0)
+    for i, (labels, part) in enumerate(blocks.groupby("labels", sort=False)):
+        style = "-o" if labels == "true" else "--x"
+        axes[0, 0].plot(part["block_end"], part["cumulative_bits"] / 1000, style, ms=4, color=COLORS[i],
+                        label=f"{labels} labels")
+        coded = part.iloc[1:]
+        axes[0, 1].plot(coded["block_end"], coded["bits_per_label"], style, ms=4, color=COLORS[i],
+                        label=f"{labels} labels")
+    ends = blocks.drop_duplicates("block_end").sort_values("block_end")["block_end"].to_numpy()
+    log_k = np.log2(result["classes"])
+    axes[0, 0].plot(ends, ends * log_k / 1000, color="black", lw=1, ls=":", label="uniform code")
+    axes[0, 1].axhline(log_k, color="black", lw=1, ls=":", label=f"uniform: log2 {result['classes']}")
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_xlabel("labels sent")
+    axes[0, 0].set_ylabel("cumulative code length (kbits)")
+    axes[0, 0].set_title("prequential code length")
+    axes[0, 1].set_xlabel("end of the coded block")
+    axes[0, 1].set_ylabel("bits per label in the block")
+    axes[0, 1].set_title("cost per label as the data grows")
+    return save(fig, out_dir, "description_length")
+
+
+def intrinsic_dim_figure(result: dict, out_dir: Path) -> Path:
+    """Validation and test accuracy of the subspace-trained networks against d, with the direct
+    baseline and the 90% target."""
+    runs = result["runs"]
+    sub = runs[runs["kind"] == "subspace"].sort_values("d")
+    fig, axes = figure(1, 1, width=5.2, height=3.0)
+    ax = axes[0, 0]
+    ax.plot(sub["d"], sub["val_acc"], "-o", ms=4, color=COLORS[0], label="subspace: validation")
+    ax.plot(sub["d"], sub["test_acc"], "--x", ms=4, color=COLORS[1], label="subspace: test")
+    ax.axhline(result["baseline_val_acc"], color="black", lw=1, label=f"direct (D = {result['D']:,}): validation")
+    ax.axhline(result["target_val_acc"], color="black", lw=1, ls=":", label="90% of direct")
+    if result["d_int90"] is not None:
+        ax.axvline(result["d_int90"], color=COLORS[2], lw=1, label=f"d_int90 = {result['d_int90']:,.0f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("subspace dimension d")
+    ax.set_ylabel("accuracy")
+    ax.set_title("intrinsic dimension: training in random d-dimensional subspaces")
+    ax.legend(fontsize=7)
+    return save(fig, out_dir, "intrinsic_dim")
+
+
+def lottery_figure(table: pd.DataFrame, out_dir: Path) -> Path:
+    """Test accuracy of the ticket and of its re-initialized control against the weights remaining."""
+    fig, axes = figure(1, 1, width=5.2, height=3.0)
+    ax = axes[0, 0]
+    for i, (arm, label) in enumerate((("ticket", "ticket (reset to init)"), ("reinit", "same mask, re-initialized"))):
+        part = table[table["arm"] == arm].sort_values("weights_remaining", ascending=False)
+        if arm == "reinit":  # the dense round has no control; start the line at the dense network
+            part = pd.concat([table[table["round"] == 0], part])
+        ax.plot(100 * part["weights_remaining"], part["test_acc"], "-o" if arm == "ticket" else "--x", ms=4,
+                color=COLORS[i], label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("lottery ticket: iterative magnitude pruning")
+    ax.legend(fontsize=7)
+    return save(fig, out_dir, "lottery")

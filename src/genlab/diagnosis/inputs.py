@@ -64,6 +64,14 @@ def build(factory: Callable[[], nn.Module], what: str) -> nn.Module:
     return unwrap(model)
 
 
+def build_seeded(factory: Callable[[], nn.Module], seed: int, what: str = "--model") -> nn.Module:
+    """A fresh model from ``factory`` with torch's random stream set to ``seed`` while it runs (so
+    its initialization is fixed by the seed), the caller's random stream left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(factory, what)
+
+
 def read_tensor_file(path: Path, what: str) -> object:
     """``torch.load(path, weights_only=True)``; a file needing more than tensors and plain values is
     refused without running anything."""

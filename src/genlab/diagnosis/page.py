@@ -16,7 +16,9 @@ from genlab.run.store import environment, package_versions
 MEASURES = {
     "params": "number of trainable parameters (a poor predictor of the gap in Jiang et al., if anything the wrong way)",
     "l2_norm": "||theta||_2 over all trainable parameters",
-    "dist_from_init": "||theta - theta_0||_2 (needs the record's epoch 0; Nagarajan & Kolter 2019)",
+    "dist_from_init": "||W - W_0||_2 over the weight matrices only (convolution and linear kernels; biases and "
+                      "normalization excluded), Jiang et al.'s dist.l2 (needs the record's epoch 0; Nagarajan & "
+                      "Kolter 2019)",
     "spectral_product": "prod_i ||W_i||_2 over weight matrices (Bartlett et al. 2017)",
     "frobenius_product": "prod_i ||W_i||_F (Neyshabur et al. 2015)",
     "path_norm": "squared l2 path norm: sum over input-output paths of prod w^2 (Neyshabur et al. 2015)",
@@ -31,6 +33,10 @@ MEASURES = {
     "magnitude_aware_sigma": "the same with noise std proportional to |theta_i| + 1e-3",
     "magnitude_aware_sharpness": "1 / sigma'^2 (Jiang et al. pacbayes.mag.flatness, their best predictor)",
 }
+
+
+LABELS = {"dist_from_init": "Jiang et al. dist_from_init, weight matrices"}
+"""Names shown instead of a measure's key where the key alone would be ambiguous."""
 
 
 def _fmt(value) -> str:
@@ -58,7 +64,11 @@ def sections(result, figure_paths: list[Path], root: Path) -> list[dict]:
                            ["gap", _fmt(perf["loss_gap"]), _fmt(perf["acc_gap"]), ""]]},
         "meaning": [("accuracy", "fraction of examples whose arg-max output is the label (eval mode)"),
                     ("loss", "mean cross-entropy of the outputs as logits"),
-                    ("gap", "train accuracy minus test accuracy; test loss minus train loss")],
+                    ("gap", "train accuracy minus test accuracy; test loss minus train loss")]
+                   + ([("distance from init, all parameters", "||theta_t - theta_0||_2 over every trainable "
+                        "parameter (biases and normalization included) at each recorded epoch (the trajectory "
+                        "figure; dist_from_init_all_params in diagnosis.json); not Jiang et al.'s dist_from_init, "
+                        "which is over the weight matrices only")] if result.trajectory is not None else []),
     }, {
         "id": "margins", "title": "Margins",
         "question": "How confidently are training and test points classified?",
@@ -72,7 +82,7 @@ def sections(result, figure_paths: list[Path], root: Path) -> list[dict]:
                    "sharpness and path norm ranking networks by their gap best, norm products worst. On one "
                    "network they describe it; to judge it, compare with another training run on the same data.",
         "figures": [], "table": {"header": ["measure", "value", "what it is"],
-                                 "rows": [[k, _fmt(m[k]), MEASURES.get(k, "")] for k in m]},
+                                 "rows": [[LABELS.get(k, k), _fmt(m[k]), MEASURES.get(k, "")] for k in m]},
         "meaning": [],
     }]
     if not result.robustness.empty:
@@ -119,6 +129,76 @@ def sections(result, figure_paths: list[Path], root: Path) -> list[dict]:
                        f"{r['batch_size']}, at most {r['epochs']} epochs (genlab's recipe, not the user's).",
             "figures": [figs[n] for n in ("randomization",) if n in figs], "table": None, "meaning": [],
         })
+    out += _retrained_sections(result, figs)
+    return out
+
+
+def _skipped_section(section: dict, part: dict) -> dict:
+    return {**section, "reading": f"Skipped: {part['skipped']}.", "figures": [], "table": None, "meaning": []}
+
+
+def _description_length_section(section: dict, dl: dict, figs: dict) -> dict:
+    blocks = dl["blocks"]
+    return {**section, "reading": f"{dl['value']}: {dl['suggests']} {dl['caveat']} Settings: {dl['n']} training "
+                                  f"examples; {dl['settings']}.",
+            "figures": [figs[n] for n in ("description_length",) if n in figs],
+            "table": {"header": ["labels", "prequential bits", "of uniform", "last block, bits/label"],
+                      "rows": [[labels, _fmt(dl[f"{labels}_bits"]), f"{dl[f'{labels}_ratio']:.1%}",
+                                _fmt(float(blocks[blocks.labels == labels]["bits_per_label"].iloc[-1]))]
+                               for labels in ("true", "random")]},
+            "meaning": [("prequential bits", "the first block sent uniformly (log2 K bits per label), each later "
+                         "block with -log2 p(y|x) of a fresh network trained on the labels already sent (its "
+                         "stopping epoch chosen on a validation part of them)"),
+                        ("of uniform", "the code over n log2 K; random labels cannot go below about 100%"),
+                        ("32 bits x parameters", "the naive two-part code: sending the weights")]}
+
+
+def _retrained_sections(result, figs: dict) -> list[dict]:
+    out = []
+    dl = result.retrained.get("description_length")
+    if dl:
+        section = {"id": "description_length", "title": "Description length (Blier & Ollivier 2018), retrained",
+                   "question": "How many bits does this architecture need to send its training labels, against "
+                               "random labels?"}
+        out.append(_skipped_section(section, dl) if "skipped" in dl else _description_length_section(section, dl, figs))
+    iid = result.retrained.get("intrinsic_dim")
+    if iid:
+        section = {"id": "intrinsic_dim", "title": "Intrinsic dimension (Li et al. 2018), retrained",
+                   "question": "How many degrees of freedom does this architecture need to learn this data?"}
+        if "skipped" in iid:
+            out.append(_skipped_section(section, iid))
+        else:
+            runs = iid["runs"]
+            out.append({**section, "reading": f"{iid['value']}: {iid['suggests']} {iid['caveat']} Settings: "
+                                              f"{iid['settings']}.",
+                        "figures": [figs[n] for n in ("intrinsic_dim",) if n in figs],
+                        "table": {"header": ["training", "d", "validation accuracy", "test accuracy"],
+                                  "rows": [[r.kind, r.d, _fmt(r.val_acc), _fmt(r.test_acc)]
+                                           for r in runs.itertuples()]},
+                        "meaning": [("d", "dimension of the random subspace theta_0 + P theta_d trained (direct: D, "
+                                     "all parameters)"),
+                                    ("d_int90", "smallest d reaching 90% of the direct validation accuracy, "
+                                     "interpolated in log d")]})
+    lt = result.retrained.get("lottery")
+    if lt:
+        section = {"id": "lottery", "title": "Lottery ticket (Frankle & Carbin 2019), retrained",
+                   "question": "Does a sparse subnetwork, reset to its initial weights, train as well as the dense "
+                               "network, and better than the same mask re-initialized?"}
+        if "skipped" in lt:
+            out.append(_skipped_section(section, lt))
+        else:
+            out.append({**section, "reading": f"{lt['value']}. {lt['suggests']} {lt['caveat']} Settings: "
+                                              f"{lt['settings']}.",
+                        "figures": [figs[n] for n in ("lottery",) if n in figs],
+                        "table": {"header": ["round", "network", "weights remaining", "validation accuracy",
+                                             "test accuracy"],
+                                  "rows": [[r.round, r.arm, f"{100 * r.weights_remaining:.1f}%", _fmt(r.val_acc),
+                                            _fmt(r.test_acc)] for r in lt["table"].itertuples()]},
+                        "meaning": [("ticket", "the kept weights reset to their initial values, then trained"),
+                                    ("reinit", "the same mask on a fresh initialization from the factory, trained as "
+                                     "long (the control)"),
+                                    ("weights remaining", "fraction of the prunable weights (linear and convolution "
+                                     "kernels) kept")]})
     return out
 
 

@@ -39,8 +39,15 @@ class Answer:
     missing: list[str] = field(default_factory=list)
 
 
+RETRAINED_NAMES = {"description_length": "description length (retrained; Blier & Ollivier 2018)",
+                   "intrinsic_dim": "intrinsic dimension (retrained; Li et al. 2018)",
+                   "lottery": "lottery ticket (retrained; Frankle & Carbin 2019)"}
+"""The summary's name of each retraining result beside the randomization test."""
+
+
 def answer(perf: dict, measures: dict, trajectory: pd.DataFrame | None, layers: pd.DataFrame,
-           spectra: pd.DataFrame, randomization: dict | None, has_init: bool) -> Answer:
+           spectra: pd.DataFrame, randomization: dict | None, has_init: bool, retrained: dict | None = None,
+           retrain: bool = False) -> Answer:
     out = Answer(verdict=_verdict(perf, trajectory))
     out.findings.append(_gap_finding(perf))
     if trajectory is not None and len(trajectory) >= 2:
@@ -49,17 +56,20 @@ def answer(perf: dict, measures: dict, trajectory: pd.DataFrame | None, layers: 
     out.findings.append(_sharpness_finding(measures))
     if has_init and not math.isnan(measures.get("dist_from_init", math.nan)):
         out.findings.append(Finding(
-            "distance from initialization", f"||theta - theta_0|| = {measures['dist_from_init']:.3g} "
-            f"(||theta|| = {measures['l2_norm']:.3g})",
-            "how far training moved the weights (Nagarajan & Kolter 2019); in Jiang et al. a moderate predictor of "
-            "the gap across networks trained alike (farther usually meaning more capacity used), with no absolute "
-            "threshold"))
+            "Jiang et al. dist_from_init, weight matrices", f"||W - W_0|| = {measures['dist_from_init']:.3g} over "
+            f"the weight matrices (||W|| = {measures['l2_norm']:.3g})",
+            "how far training moved the weight matrices (Nagarajan & Kolter 2019); in Jiang et al. a moderate "
+            "predictor of the gap across networks trained alike (farther usually meaning more capacity used), with no "
+            "absolute threshold. The trajectory's distance from init, all parameters, also counts biases and "
+            "normalization parameters"))
     if not layers.empty:
         out.findings.append(_layers_finding(layers))
     if not spectra.empty:
         out.findings.append(_spectra_finding(spectra))
     if randomization:
         out.findings.append(_randomization_finding(randomization))
+    for name, part in (retrained or {}).items():
+        out.findings.append(Finding(RETRAINED_NAMES[name], part["value"], part["suggests"]))
     out.caveats = [
         "No single measure decides whether a network is overfitted (Jiang et al. 2019): the gap is the direct "
         "measurement, the other numbers are hints about why, each valid only relative to other networks on the "
@@ -75,10 +85,11 @@ def answer(perf: dict, measures: dict, trajectory: pd.DataFrame | None, layers: 
         out.missing.append("A record of the training (genlab.Recorder: two lines in the training loop) would add "
                            "the test loss across epochs (the direct sign of overfitting in time), distances from "
                            "initialization, and the re-initialization heatmap of each layer to each epoch.")
-    if not randomization:
+    if not retrain:
         out.missing.append("A retraining budget (budget='retrain' with the model's factory) would add the "
-                           "randomization test: whether this architecture memorizes random labels on this data, "
-                           "and how much slower.")
+                           "randomization test (whether this architecture memorizes random labels on this data, and "
+                           "how much slower), the prequential description length of its labels against random "
+                           "labels, its intrinsic dimension, and a lottery ticket at a few sparsities.")
     return out
 
 
