@@ -11,6 +11,7 @@ import pickle
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,10 @@ from torch import nn
 import genlab
 from genlab.data.registry import load_dataset
 from genlab.diagnosis.analysis import robustness_groups
+from genlab.diagnosis.prequential import description_length
+from genlab.diagnosis.retrain_settings import RetrainSettings
+from genlab.diagnosis.subspace_dim import intrinsic_dimension
+from genlab.diagnosis.ticket import lottery_ticket
 from genlab.errors import UserError
 
 
@@ -129,7 +134,9 @@ def test_cnn_with_record_numbers_match_plain_pytorch(recorded_cnn, digits):
     assert result.measures["dist_from_init"] == pytest.approx(weight_distance, rel=1e-6)
     assert list(result.trajectory["epoch"]) == [0, 1, 2, 3, 5, 6]
     last = result.trajectory.iloc[-1]  # the record's last epoch is the trained network
-    assert last.test_acc == pytest.approx(test_acc) and last.dist_from_init == pytest.approx(distance, rel=1e-6)
+    assert last.test_acc == pytest.approx(test_acc)
+    assert last.dist_from_init_all_params == pytest.approx(distance, rel=1e-6)
+    assert "dist_from_init" not in result.trajectory  # the two distances are named apart
     # re-initializing a layer to the last epoch gives back the trained network; to epoch 0 costs accuracy
     rows = result.robustness
     at_last = rows[(rows.operation == "reinit") & (rows.checkpoint_epoch == 6)]
@@ -152,6 +159,7 @@ def test_cnn_report_is_one_page_with_the_answer_and_figures(recorded_cnn):
     assert "Is this model overfitted?" in page and result.answer.verdict.split("(")[0].strip() in page
     assert page.count("data:image/png;base64,") == 4  # trajectory, margins, layer heatmap, spectra
     assert "Layer robustness" in page and "Caveats" in page and "genlab.Recorder" not in page.split("Not measured")[0]
+    assert "Jiang et al. dist_from_init, weight matrices" in page and "distance from init, all parameters" in page
     numbers = json.loads((folder / "out" / "diagnosis.json").read_text())
     assert numbers["performance"]["test_acc"] == pytest.approx(result.performance["test_acc"])
     assert not [p for p in os.listdir(folder / "out") if p.startswith(".")]
@@ -279,6 +287,10 @@ def test_cli_writes_the_report(project, genlab_cli):
     (["--data", "lacks.npz"], "lacks the arrays y_test"),
     (["--weights", "evil.pt"], "holds objects other than tensors and plain values: refused without loading it"),
     (["--dataset", "digits"], "give exactly one of --dataset NAME or --data FILE.npz"),
+    (["--budget", "retrain", "--retrain-parts", "lottery,mdl"], "retrain parts 'mdl': choose one or more of "
+                                                                "randomization, description_length"),
+    (["--retrain-parts", "lottery"], "retrain_parts='lottery' needs budget 'retrain'"),
+    (["--budget", "retrain", "--retrain-examples", "20"], "retrain_examples=20 must be an integer of at least 200"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_no_report(project, genlab_cli, args, message):
     np.savez(project / "bad_shape.npz", x_train=np.zeros((5, 1, 4, 4), np.float32), y_train=np.zeros(5, np.int64),
@@ -316,7 +328,7 @@ def test_retrain_budget_runs_the_randomization_test(digits, tmp_path):
     torch.manual_seed(0)
     net = train(factory(), x[:100], y[:100], 10)
     result = genlab.diagnose(net, (x[:100], y[:100]), (xt[:100], yt[:100]), out=tmp_path, budget="retrain",
-                             factory=factory, retrain_epochs=25)
+                             factory=factory, retrain_epochs=25, retrain_parts=["randomization"])
     r = result.randomization
     # above chance (0.1) on random labels is memorization; it comes more slowly than on true labels
     assert r["true_train_acc"] > r["random_train_acc"] > 0.15
@@ -340,3 +352,192 @@ def test_a_diagnosis_that_fails_late_leaves_the_previous_report_and_no_partial_f
         genlab.diagnose(net, (x[:40], y[:40]), (x[40:], y[40:]), out=tmp_path)
     assert (tmp_path / "report.html").read_text() == "the previous, complete report"
     assert sorted(os.listdir(tmp_path)) == ["report.html"]
+
+
+# ----- the retraining experiments beside the randomization test ------------------------------
+
+TINY = RetrainSettings(examples=160, first_block=32, mdl_epochs=2, mdl_min_steps=4, id_epochs=2, id_dims=(8, 64),
+                       lottery_epochs=2, lottery_rounds=2)
+"""Sizes at which each retraining result takes a second or two (the defaults are tested in the slow tests)."""
+
+
+def _mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
+
+
+def _bn_mlp():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.BatchNorm1d(24), nn.ReLU(), nn.Linear(24, 10))
+
+
+def _finite(values) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    (x, y), (xt, yt) = digits
+    return (x[:160], y[:160]), (xt[:100], yt[:100])
+
+
+@pytest.mark.parametrize("factory", [_mlp, _bn_mlp], ids=["mlp", "bn"])
+def test_description_length_true_and_random_labels(tiny, factory):
+    train_set, _ = tiny
+    r = description_length(factory, train_set, 10, seed=0, settings=TINY)
+    blocks = r["blocks"]
+    assert list(blocks[blocks.labels == "true"].block_end) == [32, 64, 128, 160]
+    assert _finite(blocks.bits) and (blocks.bits > 0).all()
+    # the first block is the uniform code; the totals add the blocks up
+    assert blocks.iloc[0].bits == pytest.approx(32 * math.log2(10))
+    assert r["true_bits"] == pytest.approx(blocks[blocks.labels == "true"].bits.sum())
+    assert r["uniform_bits"] == pytest.approx(160 * math.log2(10))
+    assert 0.9 < r["random_ratio"] < 1.15 and r["true_ratio"] < r["random_ratio"]
+    again = description_length(factory, train_set, 10, seed=0, settings=TINY)["blocks"]
+    pd.testing.assert_frame_equal(blocks, again)  # a seed fixes every choice
+    other = description_length(factory, train_set, 10, seed=1, settings=TINY)["blocks"]
+    assert not np.allclose(other.bits, blocks.bits)
+
+
+class _ScaledMLP(nn.Module):
+    """The same network with its constant factor as a buffer or as a plain attribute."""
+
+    def __init__(self, as_buffer: bool):
+        super().__init__()
+        if as_buffer:
+            self.register_buffer("scale", torch.tensor(1.0))
+        else:
+            self.scale = 1.0
+        self.inp, self.out = nn.Linear(64, 24), nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.out(self.scale * F.relu(self.inp(x.flatten(1))))
+
+
+def test_description_length_of_a_model_with_buffers_equals_the_checkpoint_path(tiny):
+    """A model with buffers is coded by one run per candidate epoch (its statistics that epoch's);
+    with a buffer that never changes it must give the bits of the one-run checkpoint path."""
+    train_set, _ = tiny
+
+    def make(as_buffer):
+        def factory():
+            torch.manual_seed(5)
+            return _ScaledMLP(as_buffer)
+        return factory
+
+    settings = RetrainSettings(examples=160, first_block=32, mdl_epochs=4, mdl_min_steps=4)
+    plain = description_length(make(False), train_set, 10, seed=0, settings=settings)["blocks"]
+    buffered = description_length(make(True), train_set, 10, seed=0, settings=settings)["blocks"]
+    assert list(buffered.chosen_epoch.fillna(-1)) == list(plain.chosen_epoch.fillna(-1))
+    assert np.allclose(buffered.bits, plain.bits, rtol=1e-4)
+
+
+@pytest.mark.parametrize("factory", [_mlp, _bn_mlp], ids=["mlp", "bn"])
+def test_intrinsic_dimension_of_the_users_architecture(tiny, factory):
+    train_set, test_set = tiny
+    r = intrinsic_dimension(factory, train_set, test_set, seed=0, settings=TINY)
+    assert "skipped" not in r and r["D"] == sum(p.numel() for p in factory().parameters())
+    runs = r["runs"]
+    assert list(runs.kind) == ["direct", "subspace", "subspace"] and list(runs.d) == [r["D"], 8, 64]
+    assert _finite(runs.val_acc) and _finite(runs.test_acc)
+    assert r["target_val_acc"] == pytest.approx(0.9 * r["baseline_val_acc"])
+    assert r["status"] in {"interpolated", "upper_bound", "not_reached"} and "d_int90" in r["value"]
+    again = intrinsic_dimension(factory, train_set, test_set, seed=0, settings=TINY)["runs"]
+    pd.testing.assert_frame_equal(runs, again)
+
+
+def test_intrinsic_dimension_skipped_with_its_reason(tiny):
+    train_set, test_set = tiny
+    r = intrinsic_dimension(_mlp, train_set, test_set, seed=0, settings=RetrainSettings(id_dims=(100_000,)))
+    assert r["skipped"].startswith("the model has only D=1,810 parameters") and r["value"] == "skipped"
+
+
+@pytest.mark.parametrize("factory", [_mlp, _bn_mlp], ids=["mlp", "bn"])
+def test_lottery_ticket_at_a_few_sparsities(tiny, factory):
+    train_set, test_set = tiny
+    r = lottery_ticket(factory, train_set, test_set, seed=0, settings=TINY)
+    table = r["table"]
+    assert list(zip(table["round"], table.arm)) == [(0, "ticket"), (1, "ticket"), (1, "reinit"), (2, "ticket"),
+                                                    (2, "reinit")]
+    remaining = table.groupby("round").weights_remaining.first()
+    assert remaining[0] == 1.0 and remaining[0] > remaining[1] > remaining[2] > 0.2
+    # the control prunes exactly the ticket's weights: same sparsity in every round
+    assert (table.groupby("round").weights_remaining.nunique() == 1).all()
+    assert _finite(table.test_acc) and _finite(table.val_acc)
+    pd.testing.assert_frame_equal(table, lottery_ticket(factory, train_set, test_set, seed=0, settings=TINY)["table"])
+
+
+class _NoMatrices(nn.Module):
+    """Only 1-D parameters: nothing for magnitude pruning to prune."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale, self.shift = nn.Parameter(torch.ones(10)), nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * self.scale + self.shift
+
+
+def test_lottery_skipped_with_its_reason(tiny):
+    train_set, test_set = tiny
+    r = lottery_ticket(_NoMatrices, train_set, test_set, seed=0, settings=TINY)
+    assert "has no prunable weights" in r["skipped"] and r["value"] == "skipped"
+
+
+def test_retrain_report_shows_each_result_with_its_settings(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr("genlab.diagnosis.core.RetrainSettings", lambda examples: TINY)
+    train_set, test_set = tiny
+    torch.manual_seed(0)
+    net = train(_mlp(), *train_set, 3)
+    result = genlab.diagnose(net, train_set, test_set, out=tmp_path, budget="retrain", factory=_mlp,
+                             retrain_parts=["description_length", "intrinsic_dim", "lottery"])
+    assert result.randomization is None and set(result.retrained) == {"description_length", "intrinsic_dim",
+                                                                      "lottery"}
+    names = [f.name for f in result.answer.findings]
+    for name in ("description length", "intrinsic dimension", "lottery ticket"):
+        assert any(n.startswith(name + " (retrained") for n in names)
+    assert not any("retraining budget" in m for m in result.answer.missing)
+    page = (tmp_path / "report.html").read_text()
+    for title in ("Description length (Blier", "Intrinsic dimension (Li", "Lottery ticket (Frankle"):
+        assert title in page
+    assert "Settings: 160 training examples; adam lr 0.001" in page and "rounds pruning 50%" in page
+    assert page.count("data:image/png;base64,") == 7  # performance, margins, layers, spectra and the three new ones
+    numbers = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert numbers["lottery"]["table"][0]["weights_remaining"] == 1.0
+    assert numbers["description_length"]["true_bits"] == pytest.approx(result.retrained["description_length"]
+                                                                       ["true_bits"])
+    assert numbers["intrinsic_dim"]["D"] == 1810
+
+
+def test_retrain_options_bad_input_is_one_line(tiny, tmp_path):
+    train_set, test_set = tiny
+    net = _mlp()
+    with pytest.raises(UserError, match="retrain parts 'lotery': choose one or more of randomization, "):
+        genlab.diagnose(net, train_set, test_set, out=tmp_path, budget="retrain", factory=_mlp, retrain_parts="lotery")
+    with pytest.raises(UserError, match="retrain_parts=.* needs budget 'retrain'"):
+        genlab.diagnose(net, train_set, test_set, out=tmp_path, retrain_parts=["lottery"])
+    with pytest.raises(UserError, match="retrain_examples=50 must be an integer of at least 200"):
+        genlab.diagnose(net, train_set, test_set, out=tmp_path, budget="retrain", factory=_mlp, retrain_examples=50)
+    assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", [_mlp, BNCNN], ids=["mlp", "bn-cnn"])
+def test_retrain_budget_at_its_default_sizes(digits, tmp_path, factory):
+    """Every retraining result at the sizes a user gets, finite, for an MLP and a BatchNorm CNN;
+    the same seed gives the same numbers."""
+    (x, y), test = digits
+    torch.manual_seed(0)
+    net = train(factory(), x, y, 5)
+    runs = []
+    for out in ("a", "b"):
+        result = genlab.diagnose(net, (x, y), test, out=tmp_path / out, budget="retrain", factory=factory,
+                                 retrain_epochs=5, retrain_examples=300)
+        runs.append(json.loads((tmp_path / out / "diagnosis.json").read_text()))
+    dl, iid, lt = (result.retrained[k] for k in ("description_length", "intrinsic_dim", "lottery"))
+    assert math.isfinite(dl["true_bits"]) and 0.97 < dl["random_ratio"] < 1.05 and dl["true_ratio"] < 0.97
+    assert "skipped" not in iid and _finite(iid["runs"].val_acc)
+    assert list(iid["runs"].d[1:]) == [d for d in RetrainSettings.id_dims if d < iid["D"]]
+    table = lt["table"]
+    assert _finite(table.test_acc) and sorted(set(table["round"])) == [0, 1, 2, 3]
+    assert table.weights_remaining.min() < 0.3  # the output layer is pruned at half the rate
+    for key in ("description_length", "intrinsic_dim", "lottery"):
+        assert runs[0][key] == runs[1][key], key

@@ -43,8 +43,8 @@ def intrinsic_dimension(factory: Callable[[], nn.Module], train, test, *, seed: 
     D = parameter_count(make(0))
     dims = tuple(d for d in settings.id_dims if d < D)
     if not dims:
-        return _skipped(f"the model has only D={D} parameters, fewer than the smallest d tried "
-                        f"({min(settings.id_dims)})", settings)
+        return _skipped(f"the model has only D={D:,} parameters, fewer than the smallest d tried "
+                        f"({min(settings.id_dims):,})", settings)
     config = TrainConfig(optimizer=settings.optimizer, lr=settings.id_lr, batch_size=settings.batch_size,
                          epochs=settings.id_epochs, eval_every=settings.id_epochs)
     search = SearchSettings(threshold=settings.id_threshold, mode="grid", dims=dims, projection="fastfood")
@@ -60,7 +60,7 @@ def intrinsic_dimension(factory: Callable[[], nn.Module], train, test, *, seed: 
               "baseline_test_acc": measured.baseline_acc, "target_val_acc": measured.target_acc,
               "test_acc_at_d_above": measured.test_acc_at_crossing(), "runs": table,
               "settings": settings.describe("intrinsic_dim"), "caveat": CAVEAT}
-    result["value"], result["suggests"] = _reading(result)
+    result["value"], result["suggests"] = _reading(result, chance=1.0 / (int(y.max()) + 1))
     return result
 
 
@@ -69,9 +69,13 @@ def _skipped(reason: str, settings: RetrainSettings) -> dict:
             "caveat": CAVEAT}
 
 
-def _reading(r: dict) -> tuple[str, str]:
+def _reading(r: dict, chance: float) -> tuple[str, str]:
     D, target = r["D"], r["target_val_acc"]
     base = f"direct training: {100 * r['baseline_val_acc']:.1f}% validation accuracy (target {100 * target:.1f}%)"
+    if r["baseline_val_acc"] < 1.5 * chance:
+        return (f"not measurable ({base})",
+                "the directly trained network stays near chance under this budget, so 90% of it is no target; more "
+                "examples (retrain_examples) or epochs would be needed.")
     if r["status"] == "not_reached":
         return (f"d_int90 > {r['d_below']:,} of D = {D:,} ({base})",
                 f"no subspace tried (up to d = {r['d_below']:,}) reached 90% of the direct baseline within this "

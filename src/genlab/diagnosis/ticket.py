@@ -60,11 +60,11 @@ def lottery_ticket(factory: Callable[[], nn.Module], train, test, *, seed: int, 
             for r in rounds for arm, o in zip(r.arms, r.outcome.outcomes)]
     table = pd.DataFrame(rows)
     result = {"table": table, "settings": settings.describe("lottery"), "caveat": CAVEAT}
-    result["value"], result["suggests"] = _reading(table)
+    result["value"], result["suggests"] = _reading(table, chance=1.0 / (int(y.max()) + 1))
     return result
 
 
-def _reading(table: pd.DataFrame) -> tuple[str, str]:
+def _reading(table: pd.DataFrame, chance: float) -> tuple[str, str]:
     dense = float(table.loc[table["round"] == 0, "test_acc"].iloc[0])
     pruned = table[table["round"] > 0].pivot(index="round", columns="arm", values=["test_acc", "weights_remaining"])
     parts, wins = [], 0
@@ -74,6 +74,10 @@ def _reading(table: pd.DataFrame) -> tuple[str, str]:
         parts.append(f"{100 * row[('weights_remaining', 'ticket')]:.0f}% of weights: ticket {100 * ticket:.1f}%, "
                      f"reinit {100 * control:.1f}%")
     value = f"dense {100 * dense:.1f}% test accuracy; " + "; ".join(parts)
+    if dense < 1.5 * chance:
+        return value, (f"the dense network retrained with this recipe stays near chance ({100 * dense:.0f}%): the "
+                       "budget is too small for this architecture and data to say anything about tickets; more "
+                       "examples (retrain_examples) or the user's own recipe would be needed.")
     sparsest = pruned.iloc[-1]
     keeps = sparsest[("test_acc", "ticket")] >= dense - 0.02
     if wins == len(pruned):
