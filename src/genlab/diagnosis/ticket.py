@@ -29,7 +29,7 @@ CAVEAT = ("Frankle & Carbin found winning tickets at resetting to the initializa
           "moderate learning rates; for deeper networks and larger learning rates they appear only with rewinding "
           "to an early epoch (Frankle et al. 2019). A ticket no better than its reinit control here says this recipe "
           "found none, not that none exists; differences of a point or two at this size are noise.")
-WIN = 0.01
+WIN = 0.02
 """A ticket whose test accuracy exceeds its reinit control's by more than this counts as winning."""
 
 
