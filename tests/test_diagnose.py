@@ -25,6 +25,7 @@ from genlab.diagnosis.retrain_settings import RetrainSettings
 from genlab.diagnosis.subspace_dim import intrinsic_dimension
 from genlab.diagnosis.ticket import lottery_ticket
 from genlab.errors import UserError
+from genlab.seeding import derive_seed
 
 
 class BNCNN(nn.Module):
@@ -428,6 +429,26 @@ def test_description_length_of_a_model_with_buffers_equals_the_checkpoint_path(t
     buffered = description_length(make(True), train_set, 10, seed=0, settings=settings)["blocks"]
     assert list(buffered.chosen_epoch.fillna(-1)) == list(plain.chosen_epoch.fillna(-1))
     assert np.allclose(buffered.bits, plain.bits, rtol=1e-4)
+
+
+def test_description_length_codes_with_the_batchnorm_statistics_of_the_chosen_epoch(tiny, monkeypatch):
+    """With epoch 0 as the only candidate, every block of a BatchNorm network is coded by the
+    untrained network with its initial running statistics, as plain PyTorch computes it (the
+    engine's checkpoints hold parameters only: statistics of the last epoch would be wrong)."""
+    train_set, _ = tiny
+
+    def factory():
+        torch.manual_seed(3)
+        return _bn_mlp()
+
+    monkeypatch.setattr("genlab.diagnosis.prequential.checkpoint_epochs", lambda budget: (0,))
+    blocks = description_length(factory, train_set, 10, seed=0, settings=TINY)["blocks"]
+    order = np.random.default_rng(derive_seed(0, "diagnose", "mdl-order")).permutation(160)
+    x, y = train_set[0][order], train_set[1][order]
+    with torch.no_grad():
+        bits = -F.log_softmax(factory().eval()(x).double(), 1).gather(1, y[:, None]).squeeze(1) / math.log(2)
+    true = blocks[(blocks.labels == "true") & (blocks.block_start > 0)]
+    assert np.allclose(true.bits, [float(bits[a:b].sum()) for a, b in zip(true.block_start, true.block_end)])
 
 
 @pytest.mark.parametrize("factory", [_mlp, _bn_mlp], ids=["mlp", "bn"])
