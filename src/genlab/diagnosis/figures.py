@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -182,6 +183,9 @@ def lottery_figure(table: pd.DataFrame, out_dir: Path) -> Path:
         ax.plot(100 * part["weights_remaining"], part["test_acc"], "-o" if arm == "ticket" else "--x", ms=4,
                 color=COLORS[i], label=label)
     ax.set_xscale("log")
+    ticks = sorted(set(100 * table["weights_remaining"]), reverse=True)
+    ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("test accuracy")
