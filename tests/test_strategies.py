@@ -43,7 +43,7 @@ def plain_loop(net, x, y, seed, cfg: TrainConfig, epochs=None):
     opt = {"sgd": lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
            "adam": lambda p: torch.optim.Adam(p, lr=cfg.lr,
                                               weight_decay=cfg.weight_decay)}[cfg.optimizer](net.parameters())
-    for epoch in range(1, (epochs or cfg.epochs) + 1):
+    for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
         net.train()
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
         for idx in perm.split(cfg.batch_size):
@@ -113,6 +113,23 @@ def test_dropout_draws_do_not_depend_on_the_other_models():
                                        torch.arange(1))
     for name, value in alone.stack.state_dict(0).items():
         torch.testing.assert_close(swept.stack.state_dict(1)[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_keep_each_epochs_batchnorm_statistics():
+    """A checkpoint holds the running statistics of its epoch (as the plain loop has them after
+    that many epochs), so that a model restored to a checkpoint evaluates as it did then."""
+    x, y = images()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3, checkpoint_epochs=(0, 1, 3))
+    nets = [bn_cnn(s) for s in range(2)]
+    out = train_models([ModelJob(f"m{k}", n, k, y) for k, n in enumerate(nets)], [InputGroup(x, x[:20], y[:20])], cfg)
+    assert sorted(out.checkpoint_buffers) == [0, 1, 3]
+    for k, net in enumerate(nets):
+        for epoch in (0, 1, 3):
+            ref = plain_loop(net, x, y, k, cfg, epochs=epoch).state_dict()
+            for name, stacked in out.checkpoint_buffers[epoch].items():
+                torch.testing.assert_close(stacked[k].to(ref[name].dtype), ref[name], rtol=1e-4, atol=1e-5,
+                                           msg=f"model {k} epoch {epoch} {name}")
+    assert not torch.equal(out.checkpoint_buffers[1]["1.running_mean"], out.checkpoint_buffers[3]["1.running_mean"])
 
 
 def test_dropout_masks_follow_the_models_seed_epoch_and_step():

@@ -9,11 +9,10 @@ predictive distribution of a fresh copy of the architecture trained on the label
 chooses each block's stopping epoch (epoch 0 included, so a block the network cannot predict
 costs about the uniform code) and the coding step are those of
 :mod:`genlab.probes.description_length`, as in the description-length study; only the network
-comes from the user's factory. The engine keeps parameters only at a checkpoint, so a network with
-buffers (BatchNorm running statistics) is coded at each candidate epoch by a run that ends there:
-its statistics are exactly that epoch's (about twice the training of a network without buffers).
-The same is done with labels drawn uniformly at random: no model
-can compress them, so their code is the reference a real compression must beat.
+comes from the user's factory; a network with BatchNorm codes each block with the running
+statistics of its chosen epoch (the engine keeps them at every checkpoint). The same is done with
+labels drawn uniformly at random: no model can compress them, so their code is the reference a
+real compression must beat.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.corruptions import corrupt_labels
@@ -34,7 +32,6 @@ from genlab.probes.description_length import (
     block_boundaries,
     checkpoint_epochs,
     code_block,
-    code_length_bits,
     parameter_code_bits,
     uniform_code_bits,
     validation_split,
@@ -95,11 +92,9 @@ def _code_next_block(factory, x, streams: dict, start: int, end: int, *, seed: i
     fit, val = validation_split(start, settings.val_fraction, derive_seed(seed, "diagnose", "mdl-val", start))
     keys = list(streams)
 
-    def jobs() -> list[ModelJob]:
-        return [ModelJob(f"{labels}|t{start}", build_seeded(factory, derive_seed(seed, "diagnose", "mdl", labels,
-                                                                                 start)),
-                         seed=derive_seed(seed, "diagnose", "mdl-batches", start), y_train=streams[labels][fit],
-                         y_test=streams[labels][val]) for labels in keys]
+    jobs = [ModelJob(f"{labels}|t{start}", build_seeded(factory, derive_seed(seed, "diagnose", "mdl", labels, start)),
+                     seed=derive_seed(seed, "diagnose", "mdl-batches", start), y_train=streams[labels][fit],
+                     y_test=streams[labels][val]) for labels in keys]
 
     budget = max(settings.mdl_epochs, math.ceil(settings.mdl_min_steps / math.ceil(len(fit) / settings.batch_size)))
     candidates = checkpoint_epochs(budget)
@@ -107,43 +102,12 @@ def _code_next_block(factory, x, streams: dict, start: int, end: int, *, seed: i
     x_next = torch.stack([x[start:end]] * len(keys))
     y_next = torch.stack([streams[labels][start:end] for labels in keys])
 
-    def config(epochs: int, checkpoints: tuple[int, ...]) -> TrainConfig:
-        return TrainConfig(optimizer=settings.optimizer, lr=settings.lr, batch_size=settings.batch_size, epochs=epochs,
-                           eval_every=1, eval_train=False, checkpoint_epochs=checkpoints)
-
-    first = jobs()
-    if not any(True for _ in first[0].module.buffers()):
-        outcome = train_models(first, inputs, config(budget, candidates))
-        bits, chosen = code_block(outcome, [j.key for j in first], candidates, x_next, y_next)
-        return [{"labels": labels, "block_start": start, "block_end": end, "bits": float(bits[i]),
-                 "chosen_epoch": int(chosen[i])} for i, labels in enumerate(keys)]
-    # The engine keeps only parameters at a checkpoint: a model with buffers (BatchNorm statistics) is
-    # coded at each candidate epoch by a run that ends there, so its statistics are that epoch's.
-    coded = {0: _code_fresh(first, x[val], [streams[k][val] for k in keys], x_next, y_next)}
-    for epochs in candidates[1:]:
-        run = jobs()
-        outcome = train_models(run, inputs, config(epochs, (0, epochs)))  # code_block reads names at 0
-        bits, _ = code_block(outcome, [j.key for j in run], (epochs,), x_next, y_next)
-        coded[epochs] = (bits, torch.tensor([o.test_loss for o in outcome.outcomes]))
-    rows = []
-    for i, labels in enumerate(keys):
-        losses = {e: float(v[1][i]) for e, v in coded.items() if math.isfinite(float(v[1][i]))}
-        best = min(losses, key=lambda e: (losses[e], e)) if losses else 0
-        rows.append({"labels": labels, "block_start": start, "block_end": end, "bits": float(coded[best][0][i]),
-                     "chosen_epoch": int(best)})
-    return rows
-
-
-def _code_fresh(jobs: list[ModelJob], x_val, y_val: list, x_next, y_next) -> tuple[torch.Tensor, torch.Tensor]:
-    """Epoch 0 of each job's untrained network (eval mode, its own initial buffers): the bits of the
-    next block and the mean validation cross-entropy (nats), as the engine reports ``test_loss``."""
-    bits, losses = [], []
-    with torch.no_grad():
-        for i, job in enumerate(jobs):
-            net = job.module.eval()
-            bits.append(code_length_bits(net(x_next[i]), y_next[i]).sum())
-            losses.append(F.cross_entropy(net(x_val).double(), y_val[i]))
-    return torch.stack(bits), torch.stack(losses)
+    config = TrainConfig(optimizer=settings.optimizer, lr=settings.lr, batch_size=settings.batch_size, epochs=budget,
+                         eval_every=1, eval_train=False, checkpoint_epochs=candidates)
+    outcome = train_models(jobs, inputs, config)
+    bits, chosen = code_block(outcome, [j.key for j in jobs], candidates, x_next, y_next)
+    return [{"labels": labels, "block_start": start, "block_end": end, "bits": float(bits[i]),
+             "chosen_epoch": int(chosen[i])} for i, labels in enumerate(keys)]
 
 
 def _suggests(r: dict) -> str:

@@ -131,6 +131,8 @@ class TrainOutcome:
     checkpoints: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     seconds: float = 0.0
     strategies: list[dict] = field(default_factory=list)  # which strategy ran which models, and why
+    checkpoint_buffers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """The stacked buffers (BatchNorm running statistics) at each checkpoint epoch, for models that have any."""
 
     def module(self, k: int) -> nn.Module:
         return self.stack.module(k)

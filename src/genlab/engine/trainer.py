@@ -107,6 +107,7 @@ class BatchTrainer:
         self.outcomes = [ModelOutcome(j.key) for j in self.jobs]
         self.curves: list[dict] = []
         self.checkpoints: dict[int, dict[str, torch.Tensor]] = {}
+        self.checkpoint_buffers: dict[int, dict[str, torch.Tensor]] = {}  # BatchNorm statistics at each checkpoint
         self.epoch = 0            # epochs completed
         self.step = 0             # optimizer steps taken (by the models still training)
         self.seconds = 0.0
@@ -213,7 +214,8 @@ class BatchTrainer:
         return {"keys": [j.key for j in self.jobs], "params": self.stack.params,
                 "buffers": self.stack.buffers, "opt": self.opt_state, "active": self.active,
                 "outcomes": [asdict(o) for o in self.outcomes], "curves": self.curves,
-                "checkpoints": self.checkpoints, "epoch": self.epoch, "step": self.step,
+                "checkpoints": self.checkpoints, "checkpoint_buffers": self.checkpoint_buffers,
+                "epoch": self.epoch, "step": self.step,
                 "seconds": self.seconds, "choices": self.choices, "decisions": self.decisions,
                 "batch_acc": self.batch_acc, "loss_scale": self.scaler.state() if self.scaler else None}
 
@@ -230,6 +232,7 @@ class BatchTrainer:
         self.outcomes = [ModelOutcome(**o) for o in state["outcomes"]]
         self.curves = state["curves"]
         self.checkpoints = state["checkpoints"]
+        self.checkpoint_buffers = state.get("checkpoint_buffers", {})
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.choices = dict(state["choices"])
         self.decisions = list(state["decisions"])
@@ -351,6 +354,9 @@ class BatchTrainer:
         if self.epoch in self.config.checkpoint_epochs:
             self._sync()
             self.checkpoints[self.epoch] = {n: p.detach().cpu().clone() for n, p in self.stack.params.items()}
+            if self.stack.buffers:
+                self.checkpoint_buffers[self.epoch] = {n: b.detach().cpu().clone()
+                                                       for n, b in self.stack.buffers.items()}
 
     def run(self, on_epoch: Callable[["BatchTrainer"], None] | None = None,
             snapshot: Path | None = None) -> TrainOutcome:
@@ -369,7 +375,8 @@ class BatchTrainer:
         log = _DECISION_LOG.get()
         if log is not None:
             log.append({"models": len(self.jobs), "precision": cfg.precision, "decisions": self.decisions})
-        return TrainOutcome(self.stack, self.outcomes, self.curves, self.checkpoints, self.seconds, self.decisions)
+        return TrainOutcome(self.stack, self.outcomes, self.curves, self.checkpoints, self.seconds, self.decisions,
+                            self.checkpoint_buffers)
 
     def _run(self, on_epoch, snapshot: Path | None) -> None:
         cfg = self.config

@@ -99,9 +99,16 @@ def code_block(outcome: TrainOutcome, keys: list[str], candidates: tuple[int, ..
     make the same choice. Returns the summed code lengths [models] and the chosen epochs.
     """
     chosen = best_checkpoints(outcome.curves, keys, candidates)
-    params = {name: torch.stack([outcome.checkpoints[e][name][i] for i, e in enumerate(chosen)])
-              for name in outcome.checkpoints[0]}
+
+    def at_chosen(checkpoints: dict[int, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        first = checkpoints[chosen[0]]
+        return {name: torch.stack([checkpoints[e][name][i] for i, e in enumerate(chosen)]).to(device)
+                for name in first}
+
+    params = at_chosen(outcome.checkpoints)
+    # a model with BatchNorm codes with the running statistics of its chosen epoch, not the last epoch's
+    buffers = at_chosen(outcome.checkpoint_buffers) if outcome.stack.buffers else None
     outcome.stack.template.eval()
     with torch.no_grad():
-        logits = stacked_forward(outcome.stack, {n: p.to(device) for n, p in params.items()}, x_next.to(device))
+        logits = stacked_forward(outcome.stack, params, x_next.to(device), buffers=buffers)
     return code_length_bits(logits, y_next.to(device)).sum(dim=1), chosen
