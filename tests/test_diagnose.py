@@ -486,6 +486,27 @@ def test_lottery_ticket_at_a_few_sparsities(tiny, factory):
     pd.testing.assert_frame_equal(table, lottery_ticket(factory, train_set, test_set, seed=0, settings=TINY)["table"])
 
 
+def test_the_lottery_control_starts_from_a_fresh_initialization(tiny):
+    """The reinit control trains the ticket's mask from other initial values: with a factory whose
+    initialization ignores the seed (so the control would start where the ticket does) the two arms
+    give identical numbers, and with a seeded factory they differ."""
+    train_set, test_set = tiny
+
+    def same_every_time():
+        torch.manual_seed(11)
+        return _mlp()
+
+    def arms(factory):
+        table = lottery_ticket(factory, train_set, test_set, seed=0, settings=TINY)["table"]
+        pruned = table[table["round"] > 0].pivot(index="round", columns="arm", values=["train_acc", "test_acc"])
+        return pruned.xs("ticket", axis=1, level="arm"), pruned.xs("reinit", axis=1, level="arm")
+
+    ticket, control = arms(same_every_time)
+    pd.testing.assert_frame_equal(ticket, control)  # the comparison sees where the control starts
+    ticket, control = arms(_mlp)
+    assert not ticket.equals(control), (ticket, control)
+
+
 class _NoMatrices(nn.Module):
     """Only 1-D parameters: nothing for magnitude pruning to prune."""
 
