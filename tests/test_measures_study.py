@@ -25,6 +25,7 @@ from genlab.studies.measures import (
     SHARPNESS,
     base_config,
     module_at,
+    one_intra_op_thread,
     ranking_rows,
     seed_replicate_tau,
     steps_to_loss,
@@ -46,6 +47,20 @@ def test_steps_to_loss_takes_the_first_evaluation_at_or_below_the_threshold():
     assert steps_to_loss(curve, 0.1) == 20
     assert steps_to_loss(curve, 0.05) == 30
     assert math.isnan(steps_to_loss(curve, 0.001))
+
+
+def test_one_intra_op_thread_restores_the_callers_thread_count_even_after_an_error():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_intra_op_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), one_intra_op_thread():
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_module_at_cuts_padded_checkpoints_back_to_each_model():

@@ -90,10 +90,13 @@ def spectral_product(model: nn.Module) -> float:
     The norm-product term of the spectral bounds of Bartlett et al. 2017 and Neyshabur et al.
     2017 (Jiang et al. 2019, "spec.orig" is its square). NaN when the model has no weight layer.
     """
-    matrices = weight_matrices(model)
-    if not matrices:
-        return math.nan
-    return math.prod(float(torch.linalg.matrix_norm(w.double(), ord=2)) for w in matrices)
+    norms = spectral_norms(model)
+    return math.prod(norms) if norms else math.nan
+
+
+def spectral_norms(model: nn.Module) -> list[float]:
+    """||W_i||_2 (largest singular value, in float64) of every weight matrix, in module order."""
+    return [float(torch.linalg.matrix_norm(w.double(), ord=2)) for w in weight_matrices(model)]
 
 
 def frobenius_product(model: nn.Module) -> float:
@@ -251,12 +254,13 @@ def compute_measures(
         "train_loss": float(F.cross_entropy(outputs.double(), y)),
         "train_acc": 1.0 - float(zero_one_error(outputs, y)),
     }
-    measures.update(_norm_measures(work, init_model))
+    spectral = spectral_norms(work)
+    measures.update(_norm_measures(work, init_model, spectral))
     measures["path_norm"] = (
         path_norm(work, x.shape[1:], device=device) if x.is_floating_point() else math.nan
     )
     measures["margin"] = margin(outputs, y)
-    measures.update(_margin_normalized(measures, work, init_model))
+    measures.update(_margin_normalized(measures, work, init_model, spectral))
     measures.update(
         _sharpness_measures(
             work, x, y,
@@ -273,14 +277,16 @@ def compute_measures(
     return measures
 
 
-def _norm_measures(work: nn.Module, init_model: nn.Module | None) -> dict[str, float]:
+def _norm_measures(work: nn.Module, init_model: nn.Module | None, spectral: list[float]) -> dict[str, float]:
+    """The weights-only norms; ``spectral`` holds ||W_i||_2 of every weight matrix (one SVD each,
+    shared with the margin-normalized measures)."""
     trainable = [p for p in work.parameters() if p.requires_grad]
     weights = weight_matrices(work)
     return {
         "params": float(sum(p.numel() for p in trainable)),
         "l2_norm": math.sqrt(sum(float(w.double().pow(2).sum()) for w in weights)),
         "dist_from_init": _distance_from_init(weights, init_model),
-        "spectral_product": spectral_product(work),
+        "spectral_product": math.prod(spectral) if spectral else math.nan,
         "frobenius_product": frobenius_product(work),
     }
 
@@ -306,13 +312,14 @@ def _distance_from_init(weights: list[torch.Tensor], init_model: nn.Module | Non
     return math.sqrt(sum(float((w.double() - w0.double()).pow(2).sum()) for w, w0 in zip(weights, initial)))
 
 
-def _margin_normalized(measures: dict[str, float], work: nn.Module, init_model: nn.Module | None) -> dict[str, float]:
+def _margin_normalized(measures: dict[str, float], work: nn.Module, init_model: nn.Module | None,
+                       spectral_norm: list[float]) -> dict[str, float]:
     weights = weight_matrices(work)
     depth = len(weights)
     gamma_sq = measures["margin"] ** 2 if measures["margin"] > 0 else math.nan
     spectral = measures["spectral_product"] ** 2 / gamma_sq
     frobenius = measures["frobenius_product"] ** 2 / gamma_sq
-    spec_sq = [float(torch.linalg.matrix_norm(w.double(), ord=2)) ** 2 for w in weights]
+    spec_sq = [s ** 2 for s in spectral_norm]
     stable_ranks = sum(float(w.double().pow(2).sum()) / s for w, s in zip(weights, spec_sq)) if depth else math.nan
     if init_model is None or not depth:
         moved = math.nan
