@@ -2,6 +2,7 @@
 the methods that need exactness ignore it, the manifest records it with what the engine ran (kept
 exact by resume), and the report shows both."""
 import json
+import math
 from unittest import mock
 
 import pandas as pd
@@ -128,6 +129,31 @@ def test_the_subspace_transform_stays_float32_under_the_engines_bf16_autocast(pr
     assert theta.dtype == torch.float32 and torch.equal(theta, exact)
     assert out.dtype == torch.bfloat16  # the network's own products do follow the precision
     assert "float32" in STUDIES["intrinsic-dim"].own_precision
+
+
+@pytest.mark.parametrize("projection", ["dense", "sparse", "fastfood"])
+def test_a_subspace_model_trains_at_bf16_through_the_engine(projection):
+    """The intrinsic-dimension study's models (looped, _genlab_no_vmap) train at bf16: their
+    projection stays float32 and only the network's products are bf16 (the engine cast theta_d
+    to bf16 and the float32 projection refused it: the study's quick preset ended in a traceback)."""
+    from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+    from genlab.probes.subspace import SubspaceModel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 40, generator=g)
+    y = x[:, :5].argmax(1)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 5))
+        model = SubspaceModel(net, 60, projection, seed=1)
+        model._genlab_no_vmap = True
+        out = train_models([ModelJob("s", model, 0, y)], [InputGroup(x, x[:50], y[:50])],
+                           TrainConfig(lr=2.0, batch_size=50, epochs=10, precision=precision))
+        losses[precision] = out.outcomes[0].train_loss
+        assert model.theta_0.dtype == torch.float32
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02), losses
+    assert losses["fp32"] < math.log(5) - 0.05, losses  # it learned something: the comparison is not of two guesses
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from genlab.engine.losses import per_model_losses
 from genlab.engine.optim import StackedOptimizer
-from genlab.engine.precision import compute_dtype
+from genlab.engine.precision import autocast, compute_dtype
 from genlab.engine.stack import stacked_forward
 from genlab.engine.strategies.base import Session, StepBatch, unscale_owned
 
@@ -31,8 +31,8 @@ class StackedSession(Session):
         self.opt.state = {n: {s: t[idx] for s, t in st.items()} for n, st in trainer.opt_state["state"].items()}
         self.opt.steps = trainer.opt_state["steps"][idx.cpu()].clone()
         self.shared = len(set(group_of)) == 1
-        # vmap ignores torch.autocast: the low precision is cast explicitly (parameters and inputs),
-        # which normalization layers with float32 statistics do not accept under vmap
+        # vmap ignores torch.autocast: under vmap the low precision is cast explicitly (parameters and
+        # inputs), which normalization layers with float32 statistics do not accept
         self.dtype = compute_dtype(trainer.config.precision)
         if self.dtype is not None and self.buffers:
             raise ValueError(f"the stacked strategy cannot train models with buffers (BatchNorm) at "
@@ -49,11 +49,14 @@ class StackedSession(Session):
         stack = self.trainer.stack
         stack.template.train()
         params, x = self.params, self._inputs(batch)
-        if self.dtype is not None:
+        if self.dtype is not None and stack.members is None:
             params = {n: p.to(self.dtype) for n, p in params.items()}
             x = x.to(self.dtype)
-        out = stacked_forward(stack, params, x, shared_input=self.shared, models=self.idx,
-                              buffers=self.buffers).float()
+        # modules that loop over their members run outside vmap, where autocast works: their own
+        # float32 parts (a subspace model's projection of theta_d) stay float32, their products do not
+        with autocast(self.trainer.config.precision if stack.members is not None else "fp32", self.trainer.device):
+            out = stacked_forward(stack, params, x, shared_input=self.shared, models=self.idx,
+                                  buffers=self.buffers).float()
         losses = per_model_losses(out, batch.y, self.trainer.config.loss)
         finite = torch.isfinite(losses)
         scaled = losses if batch.loss_scale is None else losses * batch.loss_scale
