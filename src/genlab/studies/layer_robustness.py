@@ -136,10 +136,12 @@ class LayerRobustnessSpec(StudySpec):
                             **({"resnet_dataset": name} if name in resnet_choices else {}))
 
     presets = {
+        # resnet_lr 0.01: at 0.02 the un-normalized residual net trained to 97-99% in three of four arithmetic
+        # variants (fp32/bf16, 1 or 2 threads) and stalled at 24% in the fourth; at 0.01 all four reach 97.5-98.3%
         "quick": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=15, seeds=[0],
-                      checkpoint_epochs=[0, 1, 2, 5, 10], draws=3, resnet_epochs=20),
+                      checkpoint_epochs=[0, 1, 2, 5, 10], draws=3, resnet_epochs=20, resnet_lr=0.01),
         "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, batch_size=64, epochs=100, seeds=[0, 1, 2],
-                      draws=5, resnet_epochs=100),
+                      draws=5, resnet_epochs=100, resnet_lr=0.01),
         "cifar": cifar_preset("layer-robustness"),  # the paper's CIFAR-10 experiment (genlab.studies.cifar)
         "smoke": dict(networks=["fcn2x32", "lenet", "resnet"], optimizer="sgd", lr=0.05, epochs=2, resnet_epochs=2,
                       n_train=200, n_test=100, lenet_widths=[16], resnet_channels=8, resnet_blocks=2, batch_size=50,
