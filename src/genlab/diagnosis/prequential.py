@@ -16,7 +16,6 @@ real compression must beat.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -32,6 +31,7 @@ from genlab.probes.description_length import (
     block_boundaries,
     checkpoint_epochs,
     code_block,
+    epoch_budget,
     parameter_code_bits,
     uniform_code_bits,
     validation_split,
@@ -96,7 +96,7 @@ def _code_next_block(factory, x, streams: dict, start: int, end: int, *, seed: i
                      seed=derive_seed(seed, "diagnose", "mdl-batches", start), y_train=streams[labels][fit],
                      y_test=streams[labels][val]) for labels in keys]
 
-    budget = max(settings.mdl_epochs, math.ceil(settings.mdl_min_steps / math.ceil(len(fit) / settings.batch_size)))
+    budget = epoch_budget(settings.mdl_epochs, settings.mdl_min_steps, len(fit), settings.batch_size)
     candidates = checkpoint_epochs(budget)
     inputs = [InputGroup(x[fit], x[val], streams[keys[0]][val])]
     x_next = torch.stack([x[start:end]] * len(keys))

@@ -62,6 +62,12 @@ def prequential_bits(first_block: int, num_classes: int, block_bits: list[float]
     return uniform_code_bits(first_block, num_classes) + float(sum(block_bits))
 
 
+def epoch_budget(epochs: int, min_steps: int, n_fit: int, batch_size: int) -> int:
+    """Epochs a block's network trains: ``epochs``, or more when a small block would otherwise take
+    fewer than ``min_steps`` optimizer steps."""
+    return max(epochs, math.ceil(min_steps / math.ceil(n_fit / batch_size)))
+
+
 def checkpoint_epochs(budget: int) -> tuple[int, ...]:
     """Candidate stopping epochs 0, 1, 2, 4, ... (powers of two) and the last epoch."""
     epochs = {0, budget}

@@ -41,6 +41,7 @@ from genlab.probes.description_length import (
     block_boundaries,
     checkpoint_epochs,
     code_block,
+    epoch_budget,
     parameter_code_bits,
     uniform_code_bits,
     validation_split,
@@ -121,11 +122,6 @@ class DescriptionLengthSpec(StudySpec):
     }
 
 
-def _epoch_budget(spec: DescriptionLengthSpec, n_fit: int) -> int:
-    steps_per_epoch = math.ceil(n_fit / spec.optim.batch_size)
-    return max(spec.optim.epochs, math.ceil(spec.min_steps / steps_per_epoch))
-
-
 @register
 class DescriptionLength(Study):
     name = "description-length"
@@ -197,7 +193,7 @@ class DescriptionLength(Study):
             jobs.append(ModelJob(f"{labels}|seed{seed}|t{start}", model, seed=derive_seed(seed, "mdl-order", start),
                                  y_train=y[fit], y_test=y[val], inputs=group_index))
         n_fit = len(jobs[0].y_train)
-        budget = _epoch_budget(spec, n_fit)
+        budget = epoch_budget(spec.optim.epochs, spec.min_steps, n_fit, spec.optim.batch_size)
         candidates = checkpoint_epochs(budget)
         ctx.progress.start_unit(f"{unit}: code [{start}, {end})", budget, len(jobs))
         config = spec.optim.train_config("ce", epochs=budget, eval_every=1, eval_train=False,
