@@ -49,12 +49,13 @@ class StackedSession(Session):
         stack = self.trainer.stack
         stack.template.train()
         params, x = self.params, self._inputs(batch)
-        if self.dtype is not None and stack.members is None:
-            params = {n: p.to(self.dtype) for n, p in params.items()}
-            x = x.to(self.dtype)
         # modules that loop over their members run outside vmap, where autocast works: their own
         # float32 parts (a subspace model's projection of theta_d) stay float32, their products do not
-        with autocast(self.trainer.config.precision if stack.members is not None else "fp32", self.trainer.device):
+        looped = stack.members is not None
+        if self.dtype is not None and not looped:
+            params = {n: p.to(self.dtype) for n, p in params.items()}
+            x = x.to(self.dtype)
+        with autocast(self.trainer.config.precision if looped else "fp32", self.trainer.device):
             out = stacked_forward(stack, params, x, shared_input=self.shared, models=self.idx,
                                   buffers=self.buffers).float()
         losses = per_model_losses(out, batch.y, self.trainer.config.loss)
