@@ -25,7 +25,7 @@ from torch import nn
 
 from genlab.data.corruptions import corrupt_labels
 from genlab.diagnosis.inputs import build_seeded
-from genlab.diagnosis.retrain_settings import RetrainSettings
+from genlab.diagnosis.retrain_settings import RetrainSettings, skipped
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.probes.description_length import (
     block_boundaries,
@@ -56,8 +56,7 @@ def description_length(factory: Callable[[], nn.Module], train, classes: int, *,
     if n < 2 * settings.first_block:
         reason = (f"{n} training examples: the prequential code needs at least {2 * settings.first_block} (a first "
                   f"block of {settings.first_block} sent uniformly and as many coded)")
-        return {"skipped": reason, "value": "skipped", "suggests": reason,
-                "settings": settings.describe("description_length"), "caveat": CAVEAT}
+        return skipped(reason, settings, "description_length", CAVEAT)
     ends = block_boundaries(n, settings.first_block)
     order = torch.from_numpy(np.random.default_rng(derive_seed(seed, "diagnose", "mdl-order")).permutation(n))
     random = torch.from_numpy(corrupt_labels(y.numpy(), 1.0, classes, derive_seed(seed, "diagnose", "mdl-random"))[0])

@@ -58,6 +58,13 @@ class RetrainSettings:
         return recipe
 
 
+def skipped(reason: str, settings: RetrainSettings, part: str, caveat: str) -> dict:
+    """The result of a retraining ``part`` that could not run on this model: the reason, stated where
+    its number and its reading would be."""
+    return {"skipped": reason, "value": "skipped", "suggests": reason, "settings": settings.describe(part),
+            "caveat": caveat}
+
+
 def checked_parts(parts) -> tuple[str, ...]:
     """The retraining parts asked for, in the order of :data:`PARTS`; a bad name is one line."""
     if isinstance(parts, str):

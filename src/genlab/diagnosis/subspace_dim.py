@@ -17,7 +17,7 @@ from torch import nn
 
 from genlab.data.splits import split_validation
 from genlab.diagnosis.inputs import build_seeded
-from genlab.diagnosis.retrain_settings import RetrainSettings
+from genlab.diagnosis.retrain_settings import RetrainSettings, skipped
 from genlab.engine import InputGroup, TrainConfig
 from genlab.errors import UserError
 from genlab.probes.intrinsic_dim import SearchSettings, measure_intrinsic_dimension, parameter_count
@@ -43,8 +43,8 @@ def intrinsic_dimension(factory: Callable[[], nn.Module], train, test, *, seed: 
     D = parameter_count(make(0))
     dims = tuple(d for d in settings.id_dims if d < D)
     if not dims:
-        return _skipped(f"the model has only D={D:,} parameters, fewer than the smallest d tried "
-                        f"({min(settings.id_dims):,})", settings)
+        return skipped(f"the model has only D={D:,} parameters, fewer than the smallest d tried "
+                       f"({min(settings.id_dims):,})", settings, "intrinsic_dim", CAVEAT)
     config = TrainConfig(optimizer=settings.optimizer, lr=settings.id_lr, batch_size=settings.batch_size,
                          epochs=settings.id_epochs, eval_every=settings.id_epochs)
     search = SearchSettings(threshold=settings.id_threshold, mode="grid", dims=dims, projection="fastfood")
@@ -52,7 +52,8 @@ def intrinsic_dimension(factory: Callable[[], nn.Module], train, test, *, seed: 
         measured = measure_intrinsic_dimension(make, InputGroup(x_fit, test[0], test[1], x_val, y_val), y_fit,
                                                config, [0], search)
     except UserError as exc:  # the probe refuses models it cannot train in a subspace
-        return _skipped(f"the intrinsic-dimension probe cannot train this model in a subspace ({exc})", settings)
+        return skipped(f"the intrinsic-dimension probe cannot train this model in a subspace ({exc})", settings,
+                       "intrinsic_dim", CAVEAT)
     table = measured.table()[["kind", "d", "val_acc", "test_acc", "train_acc", "diverged"]]
     crossing = measured.crossing
     result = {"D": D, "d_int90": crossing.d_int, "status": crossing.status, "d_below": crossing.d_below,
@@ -62,11 +63,6 @@ def intrinsic_dimension(factory: Callable[[], nn.Module], train, test, *, seed: 
               "settings": settings.describe("intrinsic_dim"), "caveat": CAVEAT}
     result["value"], result["suggests"] = _reading(result, chance=1.0 / (int(y.max()) + 1))
     return result
-
-
-def _skipped(reason: str, settings: RetrainSettings) -> dict:
-    return {"skipped": reason, "value": "skipped", "suggests": reason, "settings": settings.describe("intrinsic_dim"),
-            "caveat": CAVEAT}
 
 
 def _reading(r: dict, chance: float) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from genlab.data.splits import split_validation
 from genlab.diagnosis.inputs import build_seeded
-from genlab.diagnosis.retrain_settings import RetrainSettings
+from genlab.diagnosis.retrain_settings import RetrainSettings, skipped
 from genlab.engine import InputGroup, TrainConfig
 from genlab.errors import UserError
 from genlab.probes.lottery import IterativePruning, PruningPlan
@@ -52,9 +52,7 @@ def lottery_ticket(factory: Callable[[], nn.Module], train, test, *, seed: int, 
                                reinit=reinit)
         rounds = imp.run()
     except UserError as exc:  # e.g. a model with no weight of dimension >= 2 to prune
-        return {"skipped": f"the lottery probe cannot prune this model ({exc})", "value": "skipped",
-                "suggests": f"the lottery probe cannot prune this model ({exc})",
-                "settings": settings.describe("lottery"), "caveat": CAVEAT}
+        return skipped(f"the lottery probe cannot prune this model ({exc})", settings, "lottery", CAVEAT)
     rows = [{"round": r.round, "arm": arm.arm, "weights_remaining": arm.density, "test_acc": o.test_acc,
              "val_acc": o.val_acc, "train_acc": o.train_acc}
             for r in rounds for arm, o in zip(r.arms, r.outcome.outcomes)]
