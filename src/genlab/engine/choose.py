@@ -164,7 +164,8 @@ def choose(trainer, idx: torch.Tensor, batches_for_calibration) -> tuple[str, di
     key = signature(trainer, idx, names)
     if key in trainer.choices:
         return trainer.choices[key], {"reason": "chosen earlier in this run", "signature": key}
-    pinned = _read_json(_PINNED.get()).get(key) if _PINNED.get() is not None else None
+    run_record = _PINNED.get()
+    pinned = _read_json(run_record).get(key) if run_record is not None else None
     if pinned in names:
         return pinned, {"reason": "chosen earlier in this run directory", "signature": key}
     cached = _read_cache().get(key)
