@@ -359,3 +359,34 @@ def test_no_test_set_statistic_is_used_for_selection(tmp_path, monkeypatch):
               "val_loss_at_early_stop", "val_acc_at_early_stop"]
     pd.testing.assert_frame_equal(runs[0][chosen], runs[1][chosen])
     assert (runs[1]["test_acc_at_early_stop"] < runs[0]["test_acc_at_early_stop"]).all()
+
+
+def test_augmentation_reaches_every_arm_of_every_round(monkeypatch):
+    """``--augment crop-flip`` (Frankle et al.'s VGG/ResNet runs, open_lth's CIFAR default) is passed
+    to every network the rounds train, and changes what they learn."""
+    from genlab.data.augment import RandomShift
+    from genlab.spec import resolve_spec
+    from genlab.studies import get_study
+
+    spec = resolve_spec(get_study("lottery").Spec, "smoke", None, {"augment": "crop-flip", "crop_padding": 2})
+    augment = spec.augment.build()
+    assert isinstance(augment, RandomShift)
+    seen = []
+
+    def recording(jobs, inputs, config, **kw):
+        seen.extend(job.augment for job in jobs)
+        return train_models(jobs, inputs, config, **kw)
+
+    monkeypatch.setattr(pruning, "train_models", recording)
+    x = torch.rand(60, 1, 6, 6)
+    y = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(0))
+    inputs = InputGroup(x, x[:20], y[:20], x[:20], y[:20])
+    config = TrainConfig(optimizer="adam", lr=0.01, batch_size=20, epochs=2, eval_train=False)
+    modules = [initialize(nn.Sequential(nn.Flatten(), nn.Linear(36, 3)), "default", s) for s in (0, 1)]
+    plain = IterativePruning(modules, [0, 1], inputs, y, config, PruningPlan(rounds=1, rate=0.5)).run()
+    assert seen == [None] * len(seen)
+    seen.clear()
+    shifted = IterativePruning(modules, [0, 1], inputs, y, config, PruningPlan(rounds=1, rate=0.5),
+                               augment=augment).run()
+    assert len(seen) == 2 + 6 and all(a is augment for a in seen)
+    assert plain[0].outcome.outcomes[0].test_loss != shifted[0].outcome.outcomes[0].test_loss

@@ -274,8 +274,8 @@ def test_a_slow_precision_is_said_once_per_reproduce(monkeypatch, genlab_cli, tm
 
     monkeypatch.setattr(engine_precision, "_cpu_flags", lambda: frozenset())
     with mock.patch("genlab.reproduce.run_study"), mock.patch("genlab.reproduce.build_report"):
-        code, err = genlab_cli(["reproduce", "--preset", "smoke", "--precision", "bf16", "--out", str(tmp_path),
-                                "--quiet"])
+        code, err = genlab_cli(["reproduce", "--preset", "smoke", "--precision", "bf16", "--jobs", "1", "--out",
+                                str(tmp_path), "--quiet"])
     assert code == 0 and err.count("no bf16 matrix unit") == 1, err
 
 

@@ -248,13 +248,16 @@ def list_cmd():
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="training precision of every study that trains networks (default: each study's own, fp32); "
                    "methods that need exactness keep theirs (the report names them)")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="studies run at once, each in its own process with cores/JOBS intra-op threads (default: one per "
+                   "core on a CPU, at most 4; 1 on a GPU)")
 @click.option("--quiet", is_flag=True, default=False, help="no progress display")
-def reproduce_cmd(preset, out, data_root, only, dataset, device, precision, quiet):
+def reproduce_cmd(preset, out, data_root, only, dataset, device, precision, jobs, quiet):
     """Run every study and write DIR/report.html (the main job)."""
     from genlab.reproduce import reproduce
 
     reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet,
-              data_root=data_root, precision=precision)
+              data_root=data_root, precision=precision, jobs=jobs)
 
 
 @cli.command("report")

@@ -13,6 +13,7 @@ from genlab.report import build_report
 from genlab.run.precision import at_precision, slow_precision_notes
 from genlab.run.runner import run_study
 from genlab.run.store import RunStore
+from genlab.run.study_pool import PoolPlan, intra_op_threads, pool_plan, run_studies_in_pool
 from genlab.spec import resolve_spec
 from genlab.studies import STUDIES
 
@@ -89,13 +90,15 @@ def cifar_estimates(plan, device: str, measure: bool = True) -> tuple[list[float
 
 def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = None, dataset: str | None = None,
               device: str | None = None, quiet: bool = False, data_root: Path | str | None = None,
-              precision: str | None = None) -> Path:
+              precision: str | None = None, jobs: int | None = None) -> Path:
     """Run the chosen studies (all by default) with ``preset`` and build the report.
 
     ``preset="cifar"`` (the papers' CIFAR-10 experiments) first checks that ``data_root`` holds
     CIFAR-10, then prints each study's estimated time (:func:`cifar_estimates`); re-running the same
     command continues where it stopped (complete studies are skipped, the others resume).
-    ``precision`` sets the training precision of every study that trains networks."""
+    ``precision`` sets the training precision of every study that trains networks. ``jobs`` studies
+    run at once, each in its own process (:mod:`genlab.run.study_pool`; default: one per core on a
+    CPU, at most four), longest first."""
     out = Path(out)
     names = list(STUDIES) if not only else only
     for name in names:
@@ -136,18 +139,40 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
         console.print(f"[bold]genlab reproduce --preset paper[/]: {len(plan)} studies, expected about "
                       f"{total_estimate / 3600:.1f} hours on a 2-core CPU (re-run the same command to continue).")
     started = time.perf_counter()
-    for i, (study, spec) in enumerate(plan):
-        elapsed = time.perf_counter() - started
-        left = sum(estimates[i:])
-        console.rule(f"[{i + 1}/{len(plan)}] {study.name}  |  {i} done, {len(plan) - i} left  |  "
-                     f"elapsed {elapsed:.0f} s, about {left:.0f} s to go")
+    todo = []
+    for (study, spec), estimate in zip(plan, estimates):
         folder = out / study.name
         manifest = RunStore(folder).read_manifest() if (folder / "manifest.json").exists() else None
         if manifest and manifest.get("status") == "complete" and manifest.get("spec") == spec.flat():
             console.print(f"{study.name}: already complete in {folder}, skipped")
             continue
-        with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
-            run_study(study, spec, folder, progress=progress)
+        todo.append((study, spec, folder, estimate))
+    pool = pool_plan(jobs, len(plan), plan[0][1].device)
+    if pool.jobs > 1 and len(todo) > 1:
+        run_in_pool(todo, pool, console, started, quiet)
+    else:
+        for i, (study, spec, folder, _) in enumerate(todo):
+            console.rule(f"[{i + 1}/{len(todo)}] {study.name}  |  {i} done, {len(todo) - i} left  |  elapsed "
+                         f"{time.perf_counter() - started:.0f} s, about {sum(e for *_, e in todo[i:]):.0f} s to go")
+            with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress, \
+                    intra_op_threads(pool.threads):
+                run_study(study, spec, folder, progress=progress)
     report = build_report(out)
     console.print(f"[bold]report:[/] {report}  ({time.perf_counter() - started:.0f} s)")
     return report
+
+
+def run_in_pool(todo: list, pool: PoolPlan, console: Console, started: float, quiet: bool) -> None:
+    """The studies of ``todo`` (study, spec, folder, estimated seconds) in worker processes, the
+    longest first so that the last to finish are short; a line as each one finishes."""
+    order = sorted(todo, key=lambda item: -item[3])
+    left = {study.name: seconds for study, _, _, seconds in order}
+    console.rule(f"{len(order)} studies, {pool.describe()}  |  about {sum(left.values()) / pool.jobs:.0f} s to go")
+
+    def done(name: str, seconds: float) -> None:
+        left.pop(name)
+        finished = len(order) - len(left)
+        console.rule(f"[{finished}/{len(order)}] {name} done in {seconds:.0f} s  |  elapsed "
+                     f"{time.perf_counter() - started:.0f} s, {len(left)} left")
+
+    run_studies_in_pool([(study, spec, folder) for study, spec, folder, _ in order], pool, done, quiet=quiet)

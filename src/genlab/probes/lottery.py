@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from genlab.engine import InputGroup, ModelJob, TrainConfig, TrainOutcome, train_models
+from genlab.engine import Augment, InputGroup, ModelJob, TrainConfig, TrainOutcome, train_models
 from genlab.errors import UserError
 from genlab.seeding import derive_seed
 
@@ -365,13 +365,14 @@ class IterativePruning:
 
     def __init__(self, modules: Sequence[nn.Module], seeds: Sequence[int], inputs: InputGroup,
                  y_train: torch.Tensor, config: TrainConfig, plan: PruningPlan,
-                 reinit: Callable[[nn.Module, int], nn.Module] = default_reinit):
+                 reinit: Callable[[nn.Module, int], nn.Module] = default_reinit, augment: Augment | None = None):
         if len(modules) != len(seeds) or not modules:
             raise UserError(f"give one module per seed (got {len(modules)} modules, {len(seeds)} seeds)")
         if plan.rewind_epoch >= config.epochs:
             raise UserError(f"rewind_epoch={plan.rewind_epoch} must be below the epoch budget {config.epochs}")
         self.template = modules[0]
         self.inputs, self.y_train, self.config, self.plan, self.reinit = inputs, y_train, config, plan, reinit
+        self.augment = augment
         self.rates = plan.rates(self.template)
         self.lineages = [_Lineage(s, parameters_of(m), parameters_of(m), Mask.dense(m)) for m, s in zip(modules, seeds)]
         self.modules = list(modules)
@@ -382,7 +383,7 @@ class IterativePruning:
              mask: Mask) -> tuple[ModelJob, ArmInfo]:
         key = f"r{self.round}/{arm}/s{lineage.seed}"
         job = ModelJob(key, module_with(module, mask.apply(weights)), seed=lineage.seed, y_train=self.y_train,
-                       mask=mask.as_dict())
+                       mask=mask.as_dict(), augment=self.augment)
         return job, ArmInfo(key, arm, lineage.seed, self.round, mask.density(), mask.layer_density(),
                             self.plan.epochs_after_start(arm, self.round, self.config.epochs))
 

@@ -29,7 +29,7 @@ from genlab.errors import UserError
 from genlab.plotting import COLORS, figure, save
 from genlab.probes.lottery import ARMS, IterativePruning, Mask, PruningPlan, RoundResult
 from genlab.seeding import derive_seed
-from genlab.spec import DataSpec, ModelSpec, OptimSpec, StudySpec
+from genlab.spec import AugmentSpec, DataSpec, ModelSpec, OptimSpec, StudySpec
 from genlab.spec.fields import Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.cifar import cifar_preset
@@ -60,6 +60,7 @@ class LotterySpec(StudySpec):
                                                               "trained alongside the ticket each round")
     val_size: int = Field(500, gt=0, description="examples carved from the training set for validation (early "
                           "stopping)")
+    augment: AugmentSpec = AugmentSpec()
     early_stop_metric: Literal["val_loss", "val_acc"] = Field("val_loss", description="early-stopping criterion on the "
                                                               "validation split (paper: minimum validation loss)")
 
@@ -208,7 +209,7 @@ class Lottery(Study):
                            conv_rate=conv_rate(spec),
                            mode=spec.pruning, rewind_epoch=spec.rewind_epoch,
                            controls=tuple(spec.controls))
-        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan)
+        imp = IterativePruning(modules, spec.seeds, inputs, y_train, config, plan, augment=spec.augment.build())
         total = Mask.dense(modules[0]).total()
 
         def run_round() -> dict:
