@@ -241,7 +241,7 @@ def test_reproduce_cifar_prints_the_estimate_before_it_starts(cifar_root, tmp_pa
     started = []
     monkeypatch.setattr(reproduce_module, "run_study", lambda study, spec, folder, progress: started.append(
         (study.name, spec)))
-    monkeypatch.setattr(reproduce_module, "build_report", lambda out: out / "report.html")
+    monkeypatch.setattr(reproduce_module, "build_report", lambda out, **_: out / "report.html")
     reproduce(tmp_path / "out", preset="cifar", only=["lottery", "double-descent"], data_root=cifar_root, jobs=1)
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "expected about" in err and "lottery:" in err and "double-descent:" in err

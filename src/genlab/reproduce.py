@@ -157,7 +157,7 @@ def reproduce(out: Path | str, preset: str = "quick", only: list[str] | None = N
             with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress, \
                     intra_op_threads(pool.threads):
                 run_study(study, spec, folder, progress=progress)
-    report = build_report(out)
+    report = build_report(out, redraw=False)
     console.print(f"[bold]report:[/] {report}  ({time.perf_counter() - started:.0f} s)")
     return report
 

@@ -36,8 +36,9 @@ class StudyRun:
     figures: list[Path]
 
 
-def load_run(folder: Path) -> StudyRun:
-    """Read one finished run folder, redraw its figures and summarize it."""
+def load_run(folder: Path, redraw: bool = True) -> StudyRun:
+    """Read one finished run folder, redraw its figures (or, with ``redraw=False``, use the ones
+    its run drew from the same verified tables, when they are all there) and summarize it."""
     store = RunStore(folder)
     manifest = store.read_manifest()
     if manifest is None:
@@ -52,7 +53,10 @@ def load_run(folder: Path) -> StudyRun:
         raise UserError(f"{store.manifest_path} does not describe a run this version of genlab can read "
                         f"({_first_line(exc)}); re-run the study with --force-new") from None
     store.verify_tables(manifest)
-    figures = make_figures(study, store, spec)
+    drawn = [store.path / name for name in manifest.get("figures") or []]
+    if redraw or not drawn or not all(p.is_file() and p.with_suffix(".svg").is_file() for p in drawn):
+        drawn = make_figures(study, store, spec)
+    figures = drawn
     summary = with_precision_note(with_cifar_references(study, store.results(), store.curves(), spec), spec)
     return StudyRun(study, spec, store, manifest, summary, figures)
 
@@ -127,8 +131,10 @@ def engine_line(manifest: dict) -> str:
             f"{timed} calibration{'s' if timed != 1 else ''} timed in this run ({seconds:.1f} s)")
 
 
-def build_report(directory: Path | str, title: str = "genlab: are deep networks overfitted?") -> Path:
-    """Write ``directory/report.html`` from every complete study folder inside ``directory``."""
+def build_report(directory: Path | str, title: str = "genlab: are deep networks overfitted?",
+                 redraw: bool = True) -> Path:
+    """Write ``directory/report.html`` from every complete study folder inside ``directory``
+    (``redraw=False``: keep the figures each run drew, as ``genlab reproduce`` does right after them)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory} is not a folder")
@@ -141,7 +147,7 @@ def build_report(directory: Path | str, title: str = "genlab: are deep networks 
     runs, skipped = [], []
     for folder in folders:
         try:
-            runs.append(load_run(folder))
+            runs.append(load_run(folder, redraw=redraw))
         except UserError as exc:
             skipped.append(str(exc))
     if not runs:
