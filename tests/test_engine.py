@@ -149,6 +149,46 @@ def test_stop_rule_freezes_each_model_at_its_own_time():
     assert frozen[-1]["epoch"] == true.epochs_to_fit  # no evaluation after it stopped
 
 
+@pytest.mark.parametrize("budget", [60, 6])
+def test_test_set_evaluated_only_when_a_model_ends_gives_the_same_outcomes(budget, monkeypatch):
+    """``eval_test="final"``: training and every outcome are those of ``"every"`` (the test numbers of a
+    model that stops early are read at the epoch it stops, of one that does not at the budget's end);
+    the curves hold the test numbers only there, and the test set is evaluated far less often."""
+    x, y, xt, yt = toy_data(n=64)
+    random = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(1))
+
+    def run(eval_test):
+        cfg = TrainConfig(optimizer="adam", lr=0.02, batch_size=16, epochs=budget, stop_train_acc=1.0,
+                          eval_test=eval_test, strategy="lockstep")
+        jobs = [ModelJob("true", mlp(12, [64], 3, 0), 0, y), ModelJob("random", mlp(12, [64], 3, 0), 0, random)]
+        sizes = []
+        trainer = BatchTrainer(jobs, [InputGroup(x, xt, yt)], cfg)
+        original = BatchTrainer._evaluate
+
+        def counting(self, session, positions, train=True, test=True):
+            sizes.append((len(positions), test))
+            return original(self, session, positions, train=train, test=test)
+
+        monkeypatch.setattr(BatchTrainer, "_evaluate", counting)
+        out = trainer.run()
+        monkeypatch.setattr(BatchTrainer, "_evaluate", original)
+        return out, sizes
+
+    every, every_calls = run("every")
+    final, final_calls = run("final")
+    fields = ("train_loss", "train_acc", "test_loss", "test_acc", "fit", "steps_to_fit", "epochs", "steps")
+    for a, b in zip(every.outcomes, final.outcomes):
+        assert all(getattr(a, f) == getattr(b, f) for f in fields), (a, b)
+        assert math.isfinite(b.test_acc)
+    for key in ("true", "random"):
+        ce = [c for c in every.curves if c["key"] == key]
+        cf = [c for c in final.curves if c["key"] == key]
+        assert [c["train_loss"] for c in ce] == [c["train_loss"] for c in cf]
+        assert all(math.isnan(c["test_loss"]) for c in cf[:-1]) and cf[-1]["test_loss"] == ce[-1]["test_loss"]
+    tested = sum(n for n, test in final_calls if test)
+    assert tested == 2 and sum(n for n, test in every_calls if test) > 2 * tested
+
+
 def test_snapshot_resume_gives_identical_numbers(tmp_path):
     x, y, xt, yt = toy_data()
     cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=6, snapshot_every=2)

@@ -44,6 +44,8 @@ class TrainConfig:
     eval_every: int = 1                   # epochs between full evaluations
     eval_batch_size: int = 2000
     eval_train: bool = True
+    eval_test: str = "every"              # every: the test set at every evaluation; final: only at a model's
+                                          # last one (when it stops or the budget ends; NaN in the curves before)
     checkpoint_epochs: tuple[int, ...] = ()
     snapshot_every: int = 5               # epochs between resume snapshots (when a path is given)
     eval_initial: bool = True             # evaluate (and record curves) before the first step
@@ -57,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.eval_test not in ("every", "final"):
+            raise ValueError(f"TrainConfig.eval_test must be 'every' or 'final', got {self.eval_test!r}")
         for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"TrainConfig.{name} must be finite, got {getattr(self, name)}")

@@ -245,9 +245,10 @@ class BatchTrainer:
         save_snapshot(self.state(), path)
 
     # ----- evaluation -------------------------------------------------------------------------
-    def _evaluate(self, session: Session, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Train (optional), test and validation loss and accuracy of the session's models at
-        ``positions``, per input group (each model on its own labels)."""
+    def _evaluate(self, session: Session, positions: torch.Tensor, train: bool = True,
+                  test: bool = True) -> dict[str, torch.Tensor]:
+        """Train (optional), test (optional) and validation loss and accuracy of the session's models
+        at ``positions``, per input group (each model on its own labels); NaN for what is skipped."""
         cfg = self.config
         idx = session.idx[positions]
         groups = self.group[idx]
@@ -257,26 +258,50 @@ class BatchTrainer:
             sel = (groups == g).nonzero().flatten()
             at = positions[sel]
             data = self.inputs[g]
-            sets = [("test", data.x_test, torch.stack([self.y_test[i] if self.y_test[i] is not None else data.y_test
-                                                       for i in idx[sel].tolist()]))]
-            if cfg.eval_train:
-                sets.insert(0, ("train", data.x_train, self.y_train[idx[sel]]))
-            if data.x_val is not None:
-                sets.append(("val", data.x_val, data.y_val.expand(len(sel), -1)))
+            sets = []
+            if train and cfg.eval_train:
+                sets.append(("train", data.x_train, self.y_train[idx[sel]]))
+            if test:
+                sets.append(("test", data.x_test, torch.stack([self.y_test[i] if self.y_test[i] is not None
+                                                               else data.y_test for i in idx[sel].tolist()])))
+                if data.x_val is not None:
+                    sets.append(("val", data.x_val, data.y_val.expand(len(sel), -1)))
             for name, x, y in sets:
                 loss, acc = session.evaluate(at, x, y)
                 results[f"{name}_loss"][sel], results[f"{name}_acc"][sel] = loss.cpu().double(), acc.cpu().double()
         return results
 
+    def _reached(self, o: ModelOutcome) -> bool:
+        """Whether the evaluation just recorded in ``o`` meets a stop rule (never before a step)."""
+        cfg = self.config
+        return self.epoch > 0 and ((cfg.stop_train_acc is not None and o.train_acc >= cfg.stop_train_acc - 1e-9) or
+                                   (cfg.stop_train_loss is not None and o.train_loss <= cfg.stop_train_loss))
+
     def _record_eval(self, session: Session, positions: torch.Tensor, batch_loss: torch.Tensor | None,
                      lr_mult: float) -> None:
-        """Evaluate, record curves and apply the stop rules to the session's models at ``positions``."""
+        """Evaluate, record curves and apply the stop rules to the session's models at ``positions``.
+        With ``eval_test="final"`` the test (and validation) sets are evaluated only for the models
+        whose training ends here; their numbers do not depend on when they are evaluated."""
         cfg = self.config
-        metrics = self._evaluate(session, positions)
-        for pos, k in enumerate(session.idx[positions].tolist()):
-            o = self.outcomes[k]
+        every = (cfg.eval_test == "every" or self.epoch == cfg.epochs or
+                 (cfg.max_steps is not None and self.step >= cfg.max_steps))
+        metrics = self._evaluate(session, positions, test=every)
+        ks = session.idx[positions].tolist()
+        for pos, k in enumerate(ks):
             for m, values in metrics.items():
-                setattr(o, m, float(values[pos]))
+                setattr(self.outcomes[k], m, float(values[pos]))
+        if not every:
+            ending = [pos for pos, k in enumerate(ks) if not self.outcomes[k].fit and self._reached(self.outcomes[k])]
+            if ending:
+                at = torch.tensor(ending, device=positions.device)
+                late = self._evaluate(session, positions[at], train=False)
+                for m, values in late.items():
+                    if not m.startswith("train_"):
+                        metrics[m][at.cpu()] = values
+                        for j, pos in enumerate(ending):
+                            setattr(self.outcomes[ks[pos]], m, float(values[j]))
+        for pos, k in enumerate(ks):
+            o = self.outcomes[k]
             o.epochs, o.steps = self.epoch, self.step
             self.curves.append({"key": o.key, "epoch": self.epoch, "step": self.step,
                                 "batch_loss": float(batch_loss[pos]) if batch_loss is not None else float("nan"),
@@ -284,9 +309,7 @@ class BatchTrainer:
                                 **{m: float(v[pos]) for m, v in metrics.items()}})
             if self.epoch == 0:
                 continue
-            reached = ((cfg.stop_train_acc is not None and o.train_acc >= cfg.stop_train_acc - 1e-9) or
-                       (cfg.stop_train_loss is not None and o.train_loss <= cfg.stop_train_loss))
-            if reached and not o.fit:
+            if self._reached(o) and not o.fit:
                 o.fit, o.steps_to_fit, o.epochs_to_fit = True, self.step, self.epoch
                 self.active[k] = False
             if cfg.max_steps is not None and self.step >= cfg.max_steps:

@@ -163,7 +163,8 @@ class Randomization(Study):
             jobs.append(ModelJob(v["variant"], model, seed=seed, y_train=torch.from_numpy(labels),
                                  y_test=test_labels, inputs=kinds.index(v["inputs"])))
             info.append({**v, "fraction_wrong": float((labels != ytr).mean())})
-        config = spec.optim.train_config(spec.loss, stop_train_acc=spec.stop_train_acc, device=spec.device)
+        config = spec.optim.train_config(spec.loss, stop_train_acc=spec.stop_train_acc, device=spec.device,
+                                         eval_test="final")  # the curves plotted are training losses
         ctx.progress.start_unit(unit.key, config.epochs, len(jobs))
         outcome = train_models(jobs, groups, config, on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
         rows = []

@@ -143,7 +143,8 @@ class Regularization(Study):
                 info.append({"cell": cell, "labels": labels, "seed": seed, "weight_decay_on": wd,
                              "dropout_on": dropout_on, "augmentation_on": aug})
         config = spec.optim.train_config(spec.loss, weight_decay=0.0, stop_train_acc=spec.stop_train_acc,
-                                         eval_every=spec.eval_every, device=spec.device)
+                                         eval_every=spec.eval_every, device=spec.device,
+                                         eval_test="final")  # curves: train accuracy only
         ctx.progress.start_unit(unit.key, config.epochs, len(jobs))
         outcome = train_models(jobs, [InputGroup(data.x_train, data.x_test, data.y_test)], config,
                                on_epoch=ctx.progress.epoch, snapshot=ctx.snapshot())
