@@ -75,6 +75,30 @@ def test_batchnorm_models_match_the_plain_loop_in_every_strategy(strategy, optim
         assert out.outcomes[k].test_acc == pytest.approx(acc)  # evaluated on the running statistics
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batchnorm_models_of_different_widths_share_one_call_and_match_the_plain_loop(strategy):
+    """BatchNorm statistics of different widths stack padded, like the weights: each model's
+    weights and running statistics are the plain loop's, and so is its evaluation."""
+    x, y = images()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=2, strategy=strategy, checkpoint_epochs=(1,))
+    nets = [bn_cnn(s, channels=c) for s, c in enumerate((2, 5, 3))]
+    out = train_models([ModelJob(f"m{k}", n, k, y) for k, n in enumerate(nets)], [InputGroup(x, x[:20], y[:20])], cfg)
+    assert out.strategies[-1]["strategy"] == strategy
+    for k, net in enumerate(nets):
+        ref = plain_loop(net, x, y, k, cfg)
+        got = out.stack.state_dict(k)
+        assert set(got) == set(ref.state_dict())
+        for name, value in ref.state_dict().items():
+            torch.testing.assert_close(got[name].to(value.dtype), value, rtol=1e-4, atol=1e-5, msg=f"{strategy} {name}")
+        assert out.stack.module(k, like=net).state_dict().keys() == ref.state_dict().keys()
+        ref.eval()
+        acc = (ref(x[:20]).argmax(1) == y[:20]).double().mean().item()
+        assert out.outcomes[k].test_acc == pytest.approx(acc)
+        epoch1 = plain_loop(net, x, y, k, cfg, epochs=1).state_dict()["1.running_mean"]
+        torch.testing.assert_close(out.checkpoint_buffers[1]["1.running_mean"][k][:len(epoch1)], epoch1,
+                                   rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("strategy", ["stacked", "lockstep", "threads"])
 def test_a_model_alone_equals_the_model_inside_a_sweep_with_stopping_and_diverging_neighbours(strategy):
     """BatchNorm buffers are per model even when models stop or diverge mid-run."""

@@ -42,6 +42,7 @@ class StackedModels:
     masks: dict[str, torch.Tensor]          # True where the entry is a real (trainable) weight
     shapes: list[dict[str, torch.Size]]     # each model's own (unpadded) parameter shapes
     members: list[nn.Module] | None = None  # per-model modules when the forward loops instead of vmap
+    buffer_shapes: list[dict[str, torch.Size]] | None = None  # each model's own buffer shapes (None: all equal)
 
     @property
     def num_models(self) -> int:
@@ -58,8 +59,14 @@ class StackedModels:
         """Model ``k``'s parameters (current, or from stacked ``params``) and buffers, unpadded (a copy)."""
         out = self.unpadded(k, params)
         for name, tensor in self.buffers.items():
-            out[name] = tensor[k].detach().clone()
+            out[name] = tensor[self.buffer_region(k, name)].detach().clone()
         return out
+
+    def buffer_region(self, k: int, name: str) -> tuple:
+        """Where model ``k``'s own buffer ``name`` sits in its padded stacked slice."""
+        if self.buffer_shapes is None:
+            return (k,)
+        return (k, *(slice(0, s) for s in self.buffer_shapes[k][name]))
 
     def module(self, k: int, like: nn.Module | None = None) -> nn.Module:
         """A standalone ``nn.Module`` holding model ``k`` (``like`` gives the architecture)."""
@@ -100,10 +107,31 @@ def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") 
     if any(loops_over_models(m) for m in modules):
         members = [m.to(device) for m in modules]  # used in place: some (sparse) cannot be deep-copied
         return StackedModels(members[0], params, {}, masks, shapes, members)
-    buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]).to(device)
-               for n, _ in modules[0].named_buffers()}
+    buffers, buffer_shapes = stack_buffers(modules, device)
     template = copy.deepcopy(modules[0]).to(device)
-    return StackedModels(template, params, buffers, masks, shapes)
+    return StackedModels(template, params, buffers, masks, shapes, buffer_shapes=buffer_shapes)
+
+
+def stack_buffers(modules: list[nn.Module], device: str | torch.device = "cpu"
+                  ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Size]] | None]:
+    """The modules' buffers (BatchNorm statistics) stacked ``[K, *max_shape]``, and each model's own
+    shapes when they differ (None when all are equal). Padding entries are zero; they belong to
+    padded channels, whose weights and inputs are zero, and are never read back."""
+    own = [dict(m.named_buffers()) for m in modules]
+    names = list(own[0])
+    if any(list(b) != names for b in own[1:]):
+        raise ValueError("all stacked models must have the same buffer names")
+    shapes = [{n: b[n].shape for n in names} for b in own]
+    if all(s == shapes[0] for s in shapes[1:]):
+        return {n: torch.stack([b[n].detach() for b in own]).to(device) for n in names}, None
+    stacked = {}
+    for n in names:
+        max_shape = torch.Size(max(s[n][i] for s in shapes) for i in range(len(shapes[0][n])))
+        tensor = torch.zeros(len(modules), *max_shape, dtype=own[0][n].dtype, device=device)
+        for k, b in enumerate(own):
+            tensor[(k, *(slice(0, s) for s in shapes[k][n]))] = b[n].detach().to(device)
+        stacked[n] = tensor
+    return stacked, shapes
 
 
 def stacked_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,

@@ -60,7 +60,7 @@ class LockstepSession(Session):
                 for n, p in net.named_parameters():
                     p.copy_(stack.params[n][regions[n]])
                 for n, b in net.named_buffers():
-                    b.copy_(stack.buffers[n][k])
+                    b.copy_(stack.buffers[n][stack.buffer_region(k, n)])
             if channels_last:
                 net = net.to(memory_format=torch.channels_last)
             net.train()
@@ -135,7 +135,7 @@ class LockstepSession(Session):
                 for n, p in self.params[pos].items():
                     trainer.stack.params[n][self.regions[pos][n]] = p
                 for n, b in net.named_buffers():
-                    trainer.stack.buffers[n][k] = b
+                    trainer.stack.buffers[n][trainer.stack.buffer_region(k, n)] = b
                 for n, slots in self.opt.state[pos].items():
                     full = trainer.opt_state["state"][n]
                     for slot, t in slots.items():
