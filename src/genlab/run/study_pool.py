@@ -13,9 +13,9 @@ What stays true:
 * the numbers of a study depend on its spec, the machine and its thread count only, and the thread
   count is a function of ``jobs`` and the cores, so the same command on the same machine gives the
   same numbers, and a re-run resumes each unfinished study;
-* a worker dies with the process that started it (Linux: ``PR_SET_PDEATHSIG``), so a killed
-  ``genlab reproduce`` leaves no study running behind it, and the re-run is not refused by a
-  run-folder lock still held by an orphan.
+* a worker dies with the process that started it (Linux: ``PR_SET_PDEATHSIG``; elsewhere a thread
+  that watches the parent), so a killed ``genlab reproduce`` leaves no study running behind it,
+  and the re-run is not refused by a run-folder lock still held by an orphan.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -93,14 +94,23 @@ def intra_op_threads(threads: int | None):
 
 
 def _die_with_parent() -> None:
-    """Worker initializer: the kernel kills this worker when the process that started it dies."""
+    """Worker initializer: the worker ends when the process that started it dies - at once on Linux
+    (the kernel's ``PR_SET_PDEATHSIG``), elsewhere within a second (a thread watching the parent)."""
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-        except OSError:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
             pass
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="genlab-parent-watch", daemon=True).start()
 
 
 def _run_in_worker(study_name: str, spec, folder: str, threads: int, quiet: bool) -> float:
