@@ -150,8 +150,8 @@ EXPERIMENTS: dict[str, CifarExperiment] = {
         numbers=[("test error peak", "near k ~ 10-12 (where train error reaches ~0), falling again to k = 64",
                   None)]),
     "measures": CifarExperiment(
-        figure="Jiang et al. 2019, Table 5 / Fig. 2: Kendall tau of the measures with the gap over NiNs on CIFAR-10 "
-               "(their 3^7 grid here one axis at a time around the middle value of each)",
+        figure="Jiang et al. 2019: Kendall tau of each measure with the generalization gap over NiNs trained to "
+               "cross-entropy 0.01 on CIFAR-10 (their 3^7 grid here one axis at a time around the middle values)",
         preset=dict(dataset="cifar10", network="nin", base_width=192, sweep_widths=[96, 384], base_depth=3,
                     sweep_depths=[2, 4], optimizer="sgd", momentum=0.9, base_lr=0.032, sweep_lrs=[0.1, 0.01],
                     base_batch_size=64, sweep_batch_sizes=[32, 128], base_dropout=0.25, sweep_dropouts=[0.0, 0.5],
