@@ -9,8 +9,9 @@ of a CPU budget): the base configuration, and for each axis the base with that a
 its other values, every configuration trained from ``len(seeds)`` seeds. The network is an MLP
 (``network="mlp"``: width = units of every hidden layer, depth = hidden layers) or Jiang et al.'s
 network-in-network (``network="nin"``, :func:`genlab.models.convnets.nin`: width = channels of
-every convolution, depth = NiN blocks, BatchNorm, dropout at the end of each block). Label noise, which Jiang
-et al. did not vary, is an optional extra axis whose models are ranked separately.
+every convolution, depth = NiN blocks, BatchNorm, dropout at the end of each block). Label
+noise, which Jiang et al. did not vary, is an optional extra axis whose models are ranked
+separately.
 
 For every model the measures of :func:`genlab.probes.measures.compute_measures` are computed on its
 training set (weights-only norms, distance from initialization, spectral/Frobenius products,
@@ -287,7 +288,7 @@ def build_network(spec: MeasuresSpec, data, config: dict, seed: int) -> nn.Modul
 
 
 def network_options(config: dict) -> dict:
-    """The zoo options of ``config``'s network (for FLOP counts)."""
+    """The zoo options of ``config``'s network: its width and depth in the family's own terms."""
     if config["network"] == "mlp":
         return {"widths": [config["width"]] * config["depth"]}
     return {"width": config["width"], "depth": config["depth"]}
