@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 import genlab.studies.measures as measures_module
-from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
 from genlab.estimate import CPU_FLOPS, forward_flops, study_work
 from genlab.models import build_model
 from genlab.probes.measures import compute_measures
@@ -75,24 +74,6 @@ def test_nin_sweep_trains_each_width_in_its_own_engine_call_and_names_the_networ
     mlp = sweep_configs(resolve_spec(STUDY.Spec, "quick", None, {}))
     assert call_key(mlp[0]) == "depth2-bs64-dropout0-sgd"
     assert config_id(mlp[0], 1) == "base-w128-d2-lr0.05-bs64-do0-wd0-sgd-noise0-seed1"
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="engine: stack_modules stacks BatchNorm buffers with "
-                   "torch.stack, which needs equal widths (src/genlab/engine/stack.py)")
-def test_engine_trains_batchnorm_models_of_different_widths_in_one_call():
-    """Why NiN widths train in separate calls. Strict xfail: when the engine learns to stack
-    BatchNorm statistics of different widths, this passes, the xfail must go, and the width can
-    leave measures.call_key."""
-    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
-    jobs = [ModelJob(f"w{w}", build_model("nin", (1, 8, 8), 3, seed=0, depth=1, width=w), seed=0, y_train=y)
-            for w in (4, 8)]
-    out = train_models(jobs, [InputGroup(x, x, y)], TrainConfig(lr=0.1, batch_size=8, epochs=1, strategy="lockstep"))
-    for k, job in enumerate(jobs):
-        alone = train_models([job], [InputGroup(x, x, y)], TrainConfig(lr=0.1, batch_size=8, epochs=1,
-                                                                       strategy="lockstep"))
-        assert torch.allclose(out.stack.module(k, like=job.module).features[0].bn1.running_var,
-                              alone.stack.module(0, like=job.module).features[0].bn1.running_var)
 
 
 # ----------------------------------------------------------------------------- what is measured

@@ -26,8 +26,8 @@ one-at-a-time analogue of Jiang's granulated coefficient.
 
 Models that share depth, batch size, dropout and optimizer train together in one engine call
 (learning rates and weight decays differ per model; MLP widths too, but NiNs of different widths
-train in separate calls: the engine stacks BatchNorm statistics, which cannot hold different
-widths). The measures run in eval mode on each model's own parameters and BatchNorm statistics;
+train in separate calls: a call pads every model to its widest, and a convolution's cost grows
+with the square of its channels). The measures run in eval mode on each model's own parameters and BatchNorm statistics;
 the initial network for the distance from initialization is the engine's epoch-0 checkpoint
 (parameters and statistics).
 """
@@ -225,8 +225,8 @@ def sweep_configs(spec: MeasuresSpec) -> list[dict]:
 
 def call_key(config: dict) -> str:
     """The engine call a configuration trains in (what must be equal across a call's models): for
-    NiNs the width too, since the engine stacks the models' BatchNorm statistics, which have one
-    entry per channel (MLP keys carry no network name, as before NiNs were added)."""
+    NiNs the width too, since a call pads its models to the widest and a NiN's convolutions cost
+    ~width^2 (MLP keys carry no network name, as before NiNs were added)."""
     shared = f"depth{config['depth']}-bs{config['batch_size']}-dropout{config['dropout']:g}-{config['optimizer']}"
     return f"nin-w{config['width']}-{shared}" if config["network"] == "nin" else shared
 
