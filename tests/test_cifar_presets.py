@@ -46,14 +46,8 @@ def cifar_root(tmp_path_factory) -> Path:
 
 # ----- the presets ---------------------------------------------------------------------------
 
-WITHOUT_CIFAR = {"measures"}  # its NiN sweep is not ported to the one-at-a-time design yet
-
-
 def test_every_study_has_a_cifar_preset_on_cifar10():
     for name, study in STUDIES.items():
-        if name in WITHOUT_CIFAR:
-            assert "cifar" not in study.Spec.presets and name not in EXPERIMENTS
-            continue
         assert name in EXPERIMENTS, f"{name} has no entry in genlab.studies.cifar"
         spec = resolve_spec(study.Spec, "cifar")
         flat = spec.flat()
@@ -140,6 +134,10 @@ TINY = {  # the cifar preset's network at a size a CPU trains in seconds
     "description-length": dict(n_train=96, n_test=20, architectures=["lenet-li", "mlp-16"], epochs=1, first_block=32,
                                min_steps=1, labels=["true"]),
     "expressivity": dict(sizes=[50, 100]),
+    "measures": dict(n_train=80, n_test=40, epochs=1, base_width=8, sweep_widths=[], base_depth=1, sweep_depths=[],
+                     sweep_lrs=[], sweep_batch_sizes=[], sweep_dropouts=[], sweep_weight_decays=[0.0],
+                     sweep_optimizers=[], base_batch_size=40, sharpness_points=10, sharpness_draws=1,
+                     worst_case_points=10, worst_case_steps=1, worst_case_bisections=0, seeds=[0]),
 }
 SLOW_TINY = {  # networks without a width option: still seconds, but more of them
     "randomization": dict(n_train=40, n_test=40, epochs=1, corruptions=[1.0], pixel_variants=["gaussian"],

@@ -178,14 +178,16 @@ def study_work(study: str, spec) -> Work | None:
             work.add(family, sweep.data.dataset, _examples(sweep.data, sweep.data.dataset), sweep.optim.epochs,
                      sweep.optim.batch_size, len(spec.seeds), **options)
     elif study == "measures":
-        from genlab.studies.measures import sweep_options
+        from genlab.studies.measures import measure_forwards, network_options, sweep_configs
 
-        count = len(spec.sweep_lrs) * len(spec.sweep_label_noise) * len(spec.seeds)
-        for width in spec.sweep_widths:
-            for depth in spec.sweep_depths:
-                for batch in spec.sweep_batch_sizes:
-                    work.add(spec.sweep_model, spec.data.dataset, _examples(spec.data, spec.data.dataset),
-                             spec.optim.epochs, batch, count, **sweep_options(spec, width, depth))
+        n = _examples(spec.data, spec.data.dataset)
+        n_test = spec.data.n_test or 10000
+        for config in sweep_configs(spec):  # evaluated every epoch (train and test sets), then measured
+            work.add(config["network"], spec.data.dataset, n, spec.optim.epochs, config["batch_size"],
+                     len(spec.seeds), evaluations=spec.optim.epochs + 1, eval_examples=n + n_test,
+                     **network_options(config))
+            work.flops += len(spec.seeds) * measure_forwards(spec, n) * forward_flops(
+                config["network"], spec.data.dataset, **network_options(config))
     elif study == "description-length":
         from genlab.studies.description_length import parse_architecture
 

@@ -119,7 +119,7 @@ def alexnet_small(input_shape, num_classes, dropout=0.0, **_) -> nn.Module:
     ]))
 
 
-def nin(input_shape, num_classes, depth=3, width=192, batchnorm=True, **_) -> nn.Module:
+def nin(input_shape, num_classes, depth=3, width=192, batchnorm=True, dropout=0.0, **_) -> nn.Module:
     """Network-in-network as used by Jiang et al. (2019, "Fantastic generalization measures").
 
     ``depth`` NiN blocks, each a 3x3 stride-2 convolution (padding 1) then two 1x1 convolutions,
@@ -128,12 +128,16 @@ def nin(input_shape, num_classes, depth=3, width=192, batchnorm=True, **_) -> nn
     Jiang et al. sweep depth and width (three values each); the defaults here (3 blocks, 192
     channels, the width of Lin et al.'s original NiN) are genlab's, not the paper's. The paper
     does not state the initializer. ``batchnorm=False`` drops the BN layers and gives the
-    convolutions biases. Layer names: ``features.block1.conv1`` (3x3), ``.conv2``, ``.conv3`` (1x1), ``.bn1``..,
+    convolutions biases. ``dropout`` (default 0: none) adds dropout with that probability at the end
+    of every block, after its last ReLU (``features.block1.dropout``): Jiang et al. vary dropout
+    (0, 0.25, 0.5) but do not say where it sits in their NiN; the end of each block is genlab's
+    choice. Layer names: ``features.block1.conv1`` (3x3), ``.conv2``, ``.conv3`` (1x1), ``.bn1``..,
     ``classifier.conv``.
     """
     shape = image_shape("nin", input_shape)
     depth = positive_int("nin", "depth", depth)
     width = positive_int("nin", "width", width)
+    rate = dropout_rate("nin", dropout)
     blocks: list[tuple[str, nn.Module]] = []
     prev = shape[0]
     for b in range(1, depth + 1):
@@ -145,6 +149,8 @@ def nin(input_shape, num_classes, depth=3, width=192, batchnorm=True, **_) -> nn
                 layers.append((f"bn{i}", nn.BatchNorm2d(width)))
             layers.append((f"relu{i}", nn.ReLU()))
             prev = width
+        if rate > 0:
+            layers.append(("dropout", nn.Dropout(rate)))
         blocks.append((f"block{b}", nn.Sequential(OrderedDict(layers))))
     return nn.Sequential(OrderedDict([
         ("features", nn.Sequential(OrderedDict(blocks))),

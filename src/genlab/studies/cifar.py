@@ -40,6 +40,23 @@ def _mean(results: pd.DataFrame, column: str, **where: Any) -> str:
     return f"{part[column].mean():.1%}"
 
 
+def _ranked(results: pd.DataFrame) -> pd.DataFrame:
+    if "kind" not in results or "tau" not in results:
+        return results.iloc[0:0]
+    return results[(results["kind"] == "rank") & results["tau"].notna()].sort_values("rank")
+
+
+def _top_measures(results: pd.DataFrame, count: int) -> str:
+    ranked = _ranked(results).head(count)
+    return ", ".join(f"{r.measure} {r.tau:+.2f}" for r in ranked.itertuples()) or "n/a"
+
+
+def _tau(results: pd.DataFrame, measure: str) -> str:
+    ranked = _ranked(results)
+    row = ranked[ranked["measure"] == measure]
+    return f"{float(row['tau'].iloc[0]):+.2f}" if len(row) else "n/a"
+
+
 SGD_095 = dict(optimizer="sgd", lr=0.1, momentum=0.9, schedule="step", step_every=1, step_gamma=0.95,
                batch_size=128)
 
@@ -132,8 +149,29 @@ EXPERIMENTS: dict[str, CifarExperiment] = {
                   ("labels", "15% replaced by another class (train only; clean test labels)")],
         numbers=[("test error peak", "near k ~ 10-12 (where train error reaches ~0), falling again to k = 64",
                   None)]),
-    # measures: Jiang et al.'s NiN sweep on CIFAR-10 is not yet ported to the one-at-a-time design of
-    # genlab.studies.measures, so that study has no cifar preset (genlab reproduce --preset cifar skips it)
+    "measures": CifarExperiment(
+        figure="Jiang et al. 2019: Kendall tau of each measure with the generalization gap over NiNs trained to "
+               "cross-entropy 0.01 on CIFAR-10 (their 3^7 grid here one axis at a time around the middle values)",
+        preset=dict(dataset="cifar10", network="nin", base_width=192, sweep_widths=[96, 384], base_depth=3,
+                    sweep_depths=[2, 4], optimizer="sgd", momentum=0.9, base_lr=0.032, sweep_lrs=[0.1, 0.01],
+                    base_batch_size=64, sweep_batch_sizes=[32, 128], base_dropout=0.25, sweep_dropouts=[0.0, 0.5],
+                    weight_decay=1e-4, sweep_weight_decays=[0.0, 5e-4], sweep_optimizers=["sgd_plain", "adam"],
+                    plain_sgd_lr=0.1, adam_lr=1e-3, epochs=300, stop_loss=0.01, speed_loss=0.1,
+                    sharpness_points=2000, worst_case_points=1000, worst_case_steps=10, worst_case_bisections=6,
+                    seeds=[0, 1]),
+        settings=[("network", "NiN: blocks of a 3x3 stride-2 conv and two 1x1 convs, each with BN and ReLU, then a "
+                              "1x1 conv to 10 channels and global average pooling"),
+                  ("axes (3 values each, 2,187 models)", "depth 2, 3, 4 NiN blocks (?); width: channels (values not "
+                   "confirmed; genlab 96, 192, 384 (?)); lr 0.1, 0.032, 0.01; batch 32, 64, 128; dropout 0, 0.25, "
+                   "0.5 (placement not stated: genlab at the end of each block (?)); weight decay 0, 1e-4, 5e-4; "
+                   "optimizer SGD, SGD momentum 0.9, Adam"),
+                  ("design", "full grid (genlab: one axis at a time around the middle values, 15 configurations "
+                             "x 2 seeds; the Adam and plain-SGD models use lr 1e-3 (?) and 0.1 (?))"),
+                  ("stopping", "training cross-entropy 0.01 (genlab: at most 300 epochs (?))")],
+        numbers=[("best-correlated measures", "sharpness / PAC-Bayes flatness, magnitude-aware in particular; "
+                                              "optimization speed", lambda r: _top_measures(r, 3)),
+                 ("spectral-norm product vs the gap", "negative Kendall tau",
+                  lambda r: _tau(r, "spectral_product"))]),
     "description-length": CifarExperiment(
         figure="Blier & Ollivier 2018: prequential description length of CIFAR-10 labels",
         preset=dict(dataset="cifar10", architectures=["mlp-512-512", "lenet-li", "vgg11"], optimizer="adam",

@@ -4,10 +4,14 @@
 Jiang et al. vary seven hyperparameters - width, depth, learning rate, batch size, dropout,
 weight decay and optimizer - and train every network until its training cross-entropy reaches
 0.01, so that the models differ in how well they generalize and not in how well they fit. Here
-the same axes are varied one at a time around a base MLP (a grid of 3^7 configurations is out of
-a CPU budget): the base configuration, and for each axis the base with that axis set to each of
-its other values, every configuration trained from ``len(seeds)`` seeds. Label noise, which Jiang
-et al. did not vary, is an optional extra axis whose models are ranked separately.
+the same axes are varied one at a time around a base network (a grid of 3^7 configurations is out
+of a CPU budget): the base configuration, and for each axis the base with that axis set to each of
+its other values, every configuration trained from ``len(seeds)`` seeds. The network is an MLP
+(``network="mlp"``: width = units of every hidden layer, depth = hidden layers) or Jiang et al.'s
+network-in-network (``network="nin"``, :func:`genlab.models.convnets.nin`: width = channels of
+every convolution, depth = NiN blocks, BatchNorm, dropout at the end of each block). Label
+noise, which Jiang et al. did not vary, is an optional extra axis whose models are ranked
+separately.
 
 For every model the measures of :func:`genlab.probes.measures.compute_measures` are computed on its
 training set (weights-only norms, distance from initialization, spectral/Frobenius products,
@@ -21,8 +25,11 @@ rule with every measure defined); per-axis taus (base + one axis) and their mean
 one-at-a-time analogue of Jiang's granulated coefficient.
 
 Models that share depth, batch size, dropout and optimizer train together in one engine call
-(widths, learning rates and weight decays differ per model); the initial parameters for the
-distance from initialization are the engine's epoch-0 checkpoint.
+(learning rates and weight decays differ per model; MLP widths too, but NiNs of different widths
+train in separate calls: a call pads every model to its widest, and a convolution's cost grows
+with the square of its channels). The measures run in eval mode on each model's own parameters and BatchNorm statistics;
+the initial network for the distance from initialization is the engine's epoch-0 checkpoint
+(parameters and statistics).
 """
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
 from genlab.spec.fields import Init, Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
+from genlab.studies.cifar import cifar_preset
 
 AXES = ("width", "depth", "lr", "batch_size", "dropout", "weight_decay", "optimizer")
 """Jiang et al.'s seven hyperparameter axes, each varied one at a time around the base."""
@@ -70,6 +78,8 @@ SHARPNESS = ("pacbayes_sharpness", "magnitude_aware_sharpness", "worst_case_shar
 
 RANKING = "ranking"
 OptimizerChoice = Literal["sgd", "sgd_plain", "adam", "adamw"]
+NETWORKS = {"mlp": "MLPs", "nin": "NiNs"}
+"""The networks the sweep can train, and how the figure and the reading name them."""
 
 
 def _distinct_positive(values: list) -> list:
@@ -112,12 +122,16 @@ class MeasuresSpec(StudySpec):
     optim: SharedOptimSpec = SharedOptimSpec(epochs=300)
     loss: Loss = Field("ce", description="cross-entropy, or squared error on one-hot targets")
     init: Init = Field("default", description="weight initializer")
-    base_width: int = Field(128, gt=0, description="base configuration: hidden width (every hidden layer)")
-    base_depth: int = Field(2, gt=0, description="base configuration: number of hidden layers")
+    network: Literal["mlp", "nin"] = Field("mlp", description="the networks swept: mlp (width = units of every "
+                                           "hidden layer, depth = hidden layers) or nin (Jiang et al.'s "
+                                           "network-in-network: width = channels, depth = NiN blocks, BatchNorm)")
+    base_width: int = Field(128, gt=0, description="base configuration: width (mlp: units of every hidden layer; "
+                            "nin: channels of every convolution)")
+    base_depth: int = Field(2, gt=0, description="base configuration: depth (mlp: hidden layers; nin: NiN blocks)")
     base_lr: float = Field(0.05, gt=0.0, description="base configuration: learning rate (of the base optimizer)")
     base_batch_size: int = Field(64, gt=0, description="base configuration: minibatch size")
     base_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="base configuration: dropout after each hidden "
-                                "layer")
+                                "layer (nin: at the end of each block)")
     sweep_widths: AxisInts = Field([32, 256], description="width axis: the other widths tried (one at a time)")
     sweep_depths: AxisInts = Field([1, 4], description="depth axis: the other depths tried")
     sweep_lrs: AxisRates = Field([0.02, 0.2], description="learning-rate axis: the other learning rates tried")
@@ -162,6 +176,7 @@ class MeasuresSpec(StudySpec):
         "paper": dict(epochs=1000, base_width=256, sweep_widths=[64, 1024], sweep_lrs=[0.01, 0.2],
                       sweep_batch_sizes=[32, 256], sweep_weight_decays=[1e-4, 1e-3], sharpness_points=2000,
                       worst_case_points=1000, worst_case_steps=10, worst_case_bisections=6, seeds=[0, 1, 2]),
+        "cifar": cifar_preset("measures"),
         "smoke": dict(epochs=2, n_train=200, n_test=100, base_width=16, sweep_widths=[8], sweep_depths=[],
                       sweep_lrs=[0.1], sweep_batch_sizes=[], sweep_dropouts=[], sweep_weight_decays=[1e-3],
                       sweep_optimizers=[], sharpness_points=50, sharpness_draws=1, worst_case_points=50,
@@ -174,7 +189,7 @@ class MeasuresSpec(StudySpec):
 
 def base_config(spec: MeasuresSpec) -> dict:
     """The configuration every axis varies from."""
-    return {"width": spec.base_width, "depth": spec.base_depth, "lr": spec.base_lr,
+    return {"network": spec.network, "width": spec.base_width, "depth": spec.base_depth, "lr": spec.base_lr,
             "batch_size": spec.base_batch_size, "dropout": spec.base_dropout,
             "weight_decay": spec.optim.weight_decay, "optimizer": spec.optim.optimizer, NOISE_AXIS: 0.0,
             "axis": "base"}
@@ -209,9 +224,11 @@ def sweep_configs(spec: MeasuresSpec) -> list[dict]:
 
 
 def call_key(config: dict) -> str:
-    """The engine call a configuration trains in (what must be equal across a call's models)."""
-    return (f"depth{config['depth']}-bs{config['batch_size']}-dropout{config['dropout']:g}-"
-            f"{config['optimizer']}")
+    """The engine call a configuration trains in (what must be equal across a call's models): for
+    NiNs the width too, since a call pads its models to the widest and a NiN's convolutions cost
+    ~width^2 (MLP keys carry no network name, as before NiNs were added)."""
+    shared = f"depth{config['depth']}-bs{config['batch_size']}-dropout{config['dropout']:g}-{config['optimizer']}"
+    return f"nin-w{config['width']}-{shared}" if config["network"] == "nin" else shared
 
 
 def sweep_groups(spec: MeasuresSpec) -> list[str]:
@@ -220,8 +237,11 @@ def sweep_groups(spec: MeasuresSpec) -> list[str]:
 
 
 def config_id(config: dict, seed: int) -> str:
-    return (f"{config['axis']}-w{config['width']}-d{config['depth']}-lr{config['lr']:g}-bs{config['batch_size']}-"
-            f"do{config['dropout']:g}-wd{config['weight_decay']:g}-{config['optimizer']}-"
+    """A model's id: its network (NiN ids start with ``nin-``; MLP ids keep the form they had before,
+    which seeds their sharpness searches), axis, hyperparameters and seed."""
+    network = "nin-" if config["network"] == "nin" else ""
+    return (f"{network}{config['axis']}-w{config['width']}-d{config['depth']}-lr{config['lr']:g}-"
+            f"bs{config['batch_size']}-do{config['dropout']:g}-wd{config['weight_decay']:g}-{config['optimizer']}-"
             f"noise{config[NOISE_AXIS]:g}-seed{seed}")
 
 
@@ -247,11 +267,41 @@ def one_intra_op_thread():
         torch.set_num_threads(threads)
 
 
-def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, like: nn.Module) -> nn.Module:
-    """Model ``k`` of stacked (padded) ``params`` as a standalone module shaped like ``like``."""
+def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, like: nn.Module,
+              buffers: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Model ``k`` of stacked (padded) ``params`` as a standalone module shaped like ``like``, with
+    its row of the stacked ``buffers`` (BatchNorm statistics; e.g. a checkpoint's
+    ``TrainOutcome.checkpoint_buffers[epoch]``), or the stack's current ones when None."""
+    state = stack.state_dict(k, params)
+    for name, tensor in (buffers or {}).items():
+        state[name] = tensor[k].detach().clone()
     net = copy.deepcopy(like)
-    net.load_state_dict(stack.state_dict(k, params))
+    net.load_state_dict(state)
     return net
+
+
+def build_network(spec: MeasuresSpec, data, config: dict, seed: int) -> nn.Module:
+    """The initialized network of ``config`` for ``data`` (one initialization per width, depth and seed)."""
+    return build_model(config["network"], data.input_shape, data.num_classes, init=spec.init,
+                       seed=derive_seed(seed, "measures-init", config["width"], config["depth"]),
+                       dropout=config["dropout"], **network_options(config))
+
+
+def network_options(config: dict) -> dict:
+    """The zoo options of ``config``'s network: its width and depth in the family's own terms."""
+    if config["network"] == "mlp":
+        return {"widths": [config["width"]] * config["depth"]}
+    return {"width": config["width"], "depth": config["depth"]}
+
+
+def measure_forwards(spec: MeasuresSpec, n: int) -> float:
+    """About how many example forwards (a backward counted as two) the measures of one model take:
+    a few passes over the n training points (outputs, margin, path norm), the two Gaussian sharpness
+    searches (~10 evaluations x draws x points each), the two worst-case searches ((bisections + 2)
+    x ascent steps x points, forward and backward) and Keskar's ascent (10 steps over all points)."""
+    gaussian = 2 * 10 * spec.sharpness_draws * min(spec.sharpness_points, n)
+    worst = 2 * (spec.worst_case_bisections + 2) * spec.worst_case_steps * min(spec.worst_case_points, n) * 3
+    return 3 * n + gaussian + worst + 10 * n * 3
 
 
 @register
@@ -265,8 +315,13 @@ class MeasuresStudy(Study):
     result_columns = ("kind", "rank", "measure", "tau", "granulated_tau", "model_id", "gen_gap", "test_acc")
 
     def estimate_seconds(self, spec: MeasuresSpec) -> float:
-        """~1.6 s per model at n = 1000 for the quick MLPs (training to CE 0.01 plus the measures),
-        scaled by n and by the widest width."""
+        """MLPs: ~1.6 s per model at n = 1000 for the quick MLPs (training to CE 0.01 plus the
+        measures), scaled by n and by the widest width. NiNs: the FLOPs of every model's full epoch
+        budget and of its measures (:func:`genlab.estimate.study_work`) at the assumed CPU rate."""
+        if spec.network == "nin":
+            from genlab.estimate import CPU_FLOPS, study_work
+
+            return study_work(self.name, spec).seconds(CPU_FLOPS)
         models = len(sweep_configs(spec)) * len(spec.seeds)
         n = spec.data.n_train or 4000
         widest = max([spec.base_width, *spec.sweep_widths])
@@ -295,9 +350,7 @@ class MeasuresStudy(Study):
             if config[NOISE_AXIS] > 0:
                 labels = corrupt_labels(labels, config[NOISE_AXIS], data.num_classes,
                                         derive_seed(seed, "measures-noise", config[NOISE_AXIS]))[0]
-            model = build_model("mlp", data.input_shape, data.num_classes, init=spec.init,
-                                seed=derive_seed(seed, "measures-init", config["width"], config["depth"]),
-                                widths=[config["width"]] * config["depth"], dropout=config["dropout"])
+            model = build_network(spec, data, config, seed)
             # one data order per replicate: the models of a call then share each batch (a faster forward)
             jobs.append(ModelJob(config_id(config, seed), model, seed=derive_seed(seed, "measures-order"),
                                  y_train=torch.from_numpy(labels), lr=config["lr"],
@@ -337,7 +390,7 @@ class MeasuresStudy(Study):
     @staticmethod
     def _measures(spec: MeasuresSpec, outcome, k: int, job: ModelJob, meta: dict, x_train: torch.Tensor) -> dict:
         trained = outcome.stack.module(k, like=job.module)
-        initial = module_at(outcome.stack, outcome.checkpoints[0], k, job.module)
+        initial = module_at(outcome.stack, outcome.checkpoints[0], k, job.module, outcome.checkpoint_buffers.get(0))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             found = compute_measures(trained, (x_train, job.y_train),
@@ -387,7 +440,8 @@ class MeasuresStudy(Study):
             ax.set_title(f"({'bcd'[i]}) {measure.replace('_', ' ')}: tau {tau:+.2f}", fontsize=10)
             if i == 0:
                 ax.legend(fontsize=6.5, title="axis varied", title_fontsize=6.5)
-        fig.suptitle(f"Generalization measures vs gap: MLPs on {spec.data.dataset}, Jiang et al.'s axes one at a time "
+        fig.suptitle(f"Generalization measures vs gap: {NETWORKS[spec.network]} on {spec.data.dataset}, "
+                     f"Jiang et al.'s axes one at a time "
                      f"around the base, trained to training loss {spec.stop_loss:g}")
         return [save(fig, out_dir, "measures")]
 
@@ -429,7 +483,8 @@ class MeasuresStudy(Study):
         speed = tau.get("steps_to_loss")
         noise = results[results["kind"] == "rank_label_noise"].sort_values("rank")
         reading = (
-            f"{len(main)} MLPs on {spec.data.n_train or 'all'} {spec.data.dataset} examples: a base configuration "
+            f"{len(main)} {NETWORKS[spec.network]} on {spec.data.n_train or 'all'} {spec.data.dataset} examples: a "
+            f"base configuration "
             f"(width {spec.base_width}, depth {spec.base_depth}, {spec.optim.optimizer} lr {spec.base_lr:g}, batch "
             f"{spec.base_batch_size}, dropout {spec.base_dropout:g}, weight decay {spec.optim.weight_decay:g}) and "
             f"Jiang et al.'s axes varied one at a time, {len(spec.seeds)} seed(s) each; {fitted} reached training "
