@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from genlab.cli import main
@@ -172,6 +172,7 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6), st.
                                                                              "corruptions", "dataset", "preset",
                                                                              "sizes", "device", "n_train"])),
                             values, max_size=5))
+@example(study="randomization", data={"device": "\n"})  # found by this test: torch's message quoted the newline
 def test_fuzzed_specs_are_accepted_or_refused_with_a_user_error(study, data):
     spec_cls = get_study(study).Spec
     try:

@@ -218,7 +218,7 @@ def check_device(value: str) -> str:
     try:
         device = torch.device(value)
     except RuntimeError as exc:
-        raise ValueError(f"not a torch device ({exc})") from None
+        raise ValueError(f"{value!r} is not a torch device ({' '.join(str(exc).split())})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("CUDA is not available on this machine")

@@ -274,7 +274,7 @@ def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, lik
     ``TrainOutcome.checkpoint_buffers[epoch]``), or the stack's current ones when None."""
     state = stack.state_dict(k, params)
     for name, tensor in (buffers or {}).items():
-        state[name] = tensor[k].detach().clone()
+        state[name] = tensor[stack.buffer_region(k, name)].detach().clone()
     net = copy.deepcopy(like)
     net.load_state_dict(state)
     return net
