@@ -15,8 +15,9 @@ import pytest
 from genlab.errors import UserError
 from genlab.reproduce import plan_spec
 from genlab.run.runner import run_study
-from genlab.run.study_pool import PoolPlan, intra_op_threads, pool_plan, run_studies_in_pool
+from genlab.run.study_pool import PoolPlan, pool_plan, run_studies_in_pool
 from genlab.studies import STUDIES
+from genlab.threads import intra_op_threads
 
 
 def test_default_is_one_study_per_core_with_the_cores_shared_out():

@@ -13,9 +13,10 @@ from genlab.report import build_report
 from genlab.run.precision import at_precision, slow_precision_notes
 from genlab.run.runner import run_study
 from genlab.run.store import RunStore
-from genlab.run.study_pool import PoolPlan, intra_op_threads, pool_plan, run_studies_in_pool
+from genlab.run.study_pool import PoolPlan, pool_plan, run_studies_in_pool
 from genlab.spec import resolve_spec
 from genlab.studies import STUDIES
+from genlab.threads import intra_op_threads
 
 # rough quick-preset minutes on a 2-core CPU, for the time-left estimate before a study has run
 QUICK_SECONDS_GUESS = 60.0

@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,20 +76,6 @@ def pool_plan(requested: int | None, studies: int, device: str, cores: int | Non
         requested = min(cores, DEFAULT_MAX_JOBS) if on_cpu else 1
     jobs = max(1, min(requested, studies))
     return PoolPlan(jobs, None if jobs == 1 else max(1, cores // jobs))
-
-
-@contextmanager
-def intra_op_threads(threads: int | None):
-    """Run the block with ``threads`` intra-op threads (None: leave them), then restore the count."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _die_with_parent() -> None:

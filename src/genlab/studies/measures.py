@@ -38,7 +38,6 @@ import itertools
 import math
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,6 +58,7 @@ from genlab.spec import DataSpec, SharedOptimSpec, StudySpec
 from genlab.spec.fields import Init, Loss
 from genlab.studies.base import Study, Summary, Unit, UnitResult, register
 from genlab.studies.cifar import cifar_preset
+from genlab.threads import intra_op_threads
 
 AXES = ("width", "depth", "lr", "batch_size", "dropout", "weight_decay", "optimizer")
 """Jiang et al.'s seven hyperparameter axes, each varied one at a time around the base."""
@@ -253,18 +253,12 @@ def steps_to_loss(curve: list[dict], threshold: float) -> float:
     return math.nan
 
 
-@contextmanager
 def one_intra_op_thread():
     """Run the block with one intra-op thread, then restore the caller's count. The measures are
     many small products and SVDs (a 784-128 matrix, a few hundred points) on which a second
     thread's synchronisation costs more than it saves; on a shared machine it cost ~90x for the
     SVDs (0.69 s vs 0.008 s of CPU per 128 x 784 spectral norm, measured under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return intra_op_threads(1)
 
 
 def module_at(stack: StackedModels, params: dict[str, torch.Tensor], k: int, like: nn.Module,
