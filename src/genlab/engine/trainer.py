@@ -271,11 +271,11 @@ class BatchTrainer:
                 results[f"{name}_loss"][sel], results[f"{name}_acc"][sel] = loss.cpu().double(), acc.cpu().double()
         return results
 
-    def _reached(self, o: ModelOutcome) -> bool:
-        """Whether the evaluation just recorded in ``o`` meets a stop rule (never before a step)."""
+    def _reached(self, train_acc: float, train_loss: float) -> bool:
+        """Whether an evaluation with these training numbers meets a stop rule (never before a step)."""
         cfg = self.config
-        return self.epoch > 0 and ((cfg.stop_train_acc is not None and o.train_acc >= cfg.stop_train_acc - 1e-9) or
-                                   (cfg.stop_train_loss is not None and o.train_loss <= cfg.stop_train_loss))
+        return self.epoch > 0 and ((cfg.stop_train_acc is not None and train_acc >= cfg.stop_train_acc - 1e-9) or
+                                   (cfg.stop_train_loss is not None and train_loss <= cfg.stop_train_loss))
 
     def _record_eval(self, session: Session, positions: torch.Tensor, batch_loss: torch.Tensor | None,
                      lr_mult: float) -> None:
@@ -286,22 +286,18 @@ class BatchTrainer:
         every = (cfg.eval_test == "every" or self.epoch == cfg.epochs or
                  (cfg.max_steps is not None and self.step >= cfg.max_steps))
         metrics = self._evaluate(session, positions, test=every)
-        ks = session.idx[positions].tolist()
-        for pos, k in enumerate(ks):
-            for m, values in metrics.items():
-                setattr(self.outcomes[k], m, float(values[pos]))
-        if not every:
-            ending = [pos for pos, k in enumerate(ks) if not self.outcomes[k].fit and self._reached(self.outcomes[k])]
+        if not every:  # the models whose training ends here get their test numbers now
+            ending = [pos for pos in range(len(positions))
+                      if self._reached(float(metrics["train_acc"][pos]), float(metrics["train_loss"][pos]))]
             if ending:
-                at = torch.tensor(ending, device=positions.device)
-                late = self._evaluate(session, positions[at], train=False)
+                late = self._evaluate(session, positions[torch.tensor(ending, device=positions.device)], train=False)
                 for m, values in late.items():
                     if not m.startswith("train_"):
-                        metrics[m][at.cpu()] = values
-                        for j, pos in enumerate(ending):
-                            setattr(self.outcomes[ks[pos]], m, float(values[j]))
-        for pos, k in enumerate(ks):
+                        metrics[m][ending] = values
+        for pos, k in enumerate(session.idx[positions].tolist()):
             o = self.outcomes[k]
+            for m, values in metrics.items():
+                setattr(o, m, float(values[pos]))
             o.epochs, o.steps = self.epoch, self.step
             self.curves.append({"key": o.key, "epoch": self.epoch, "step": self.step,
                                 "batch_loss": float(batch_loss[pos]) if batch_loss is not None else float("nan"),
@@ -309,7 +305,7 @@ class BatchTrainer:
                                 **{m: float(v[pos]) for m, v in metrics.items()}})
             if self.epoch == 0:
                 continue
-            if self._reached(o) and not o.fit:
+            if self._reached(o.train_acc, o.train_loss) and not o.fit:
                 o.fit, o.steps_to_fit, o.epochs_to_fit = True, self.step, self.epoch
                 self.active[k] = False
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
