@@ -52,8 +52,7 @@ class StackedModels:
         """Model ``k``'s slice of stacked ``params`` (default: the current ones; e.g. a checkpoint),
         cut back to its own shapes (a copy)."""
         params = self.params if params is None else params
-        return {name: tensor[k][tuple(slice(0, s) for s in self.shapes[k][name])].detach().clone()
-                for name, tensor in params.items()}
+        return {name: tensor[own_region(k, self.shapes[k][name])].detach().clone() for name, tensor in params.items()}
 
     def state_dict(self, k: int, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Model ``k``'s parameters (current, or from stacked ``params``) and buffers, unpadded (a copy)."""
@@ -64,9 +63,7 @@ class StackedModels:
 
     def buffer_region(self, k: int, name: str) -> tuple:
         """Where model ``k``'s own buffer ``name`` sits in its padded stacked slice."""
-        if self.buffer_shapes is None:
-            return (k,)
-        return (k, *(slice(0, s) for s in self.buffer_shapes[k][name]))
+        return (k,) if self.buffer_shapes is None else own_region(k, self.buffer_shapes[k][name])
 
     def module(self, k: int, like: nn.Module | None = None) -> nn.Module:
         """A standalone ``nn.Module`` holding model ``k`` (``like`` gives the architecture)."""
@@ -93,17 +90,9 @@ def stack_modules(modules: list[nn.Module], device: str | torch.device = "cpu") 
         if [n for n, _ in m.named_parameters()] != names:
             raise ValueError("all stacked models must have the same parameter names")
     shapes = [{n: p.shape for n, p in m.named_parameters()} for m in modules]
-    params, masks = {}, {}
-    for name in names:
-        max_shape = torch.Size(max(s[name][i] for s in shapes) for i in range(len(shapes[0][name])))
-        stacked = torch.zeros(len(modules), *max_shape, device=device)
-        mask = torch.zeros(len(modules), *max_shape, dtype=torch.bool, device=device)
-        for k, m in enumerate(modules):
-            region = (k, *(slice(0, s) for s in shapes[k][name]))
-            stacked[region] = dict(m.named_parameters())[name].detach().to(device)
-            mask[region] = True
-        params[name] = stacked
-        masks[name] = mask
+    own = [dict(m.named_parameters()) for m in modules]
+    params = {n: zero_padded([p[n].detach() for p in own], device, torch.get_default_dtype()) for n in names}
+    masks = {n: zero_padded([torch.ones(s[n], dtype=torch.bool) for s in shapes], device) for n in names}
     if any(loops_over_models(m) for m in modules):
         members = [m.to(device) for m in modules]  # used in place: some (sparse) cannot be deep-copied
         return StackedModels(members[0], params, {}, masks, shapes, members)
@@ -124,14 +113,23 @@ def stack_buffers(modules: list[nn.Module], device: str | torch.device = "cpu"
     shapes = [{n: b[n].shape for n in names} for b in own]
     if all(s == shapes[0] for s in shapes[1:]):
         return {n: torch.stack([b[n].detach() for b in own]).to(device) for n in names}, None
-    stacked = {}
-    for n in names:
-        max_shape = torch.Size(max(s[n][i] for s in shapes) for i in range(len(shapes[0][n])))
-        tensor = torch.zeros(len(modules), *max_shape, dtype=own[0][n].dtype, device=device)
-        for k, b in enumerate(own):
-            tensor[(k, *(slice(0, s) for s in shapes[k][n]))] = b[n].detach().to(device)
-        stacked[n] = tensor
-    return stacked, shapes
+    return {n: zero_padded([b[n].detach() for b in own], device) for n in names}, shapes
+
+
+def own_region(k: int, shape: torch.Size) -> tuple:
+    """Where model ``k``'s tensor of ``shape`` sits in a zero-padded stack ``[K, *max_shape]``."""
+    return (k, *(slice(0, s) for s in shape))
+
+
+def zero_padded(tensors: list[torch.Tensor], device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensors`` (same number of dimensions, any sizes) stacked ``[K, *max_shape]``, each in its
+    :func:`own_region`, zeros elsewhere; ``dtype``: the stack's (default: the first tensor's)."""
+    max_shape = torch.Size(max(t.shape[i] for t in tensors) for i in range(tensors[0].dim()))
+    stacked = torch.zeros(len(tensors), *max_shape, dtype=dtype or tensors[0].dtype, device=device)
+    for k, t in enumerate(tensors):
+        stacked[own_region(k, t.shape)] = t.to(device)
+    return stacked
 
 
 def stacked_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: torch.Tensor,
@@ -173,6 +171,6 @@ def _looped_forward(stack: StackedModels, params: dict[str, torch.Tensor], x: to
         member = stack.members[k]
         if member.training != stack.template.training:
             member.train(stack.template.training)
-        own = {n: p[pos][tuple(slice(0, s) for s in stack.shapes[k][n])] for n, p in params.items()}
+        own = {n: p[own_region(pos, stack.shapes[k][n])] for n, p in params.items()}
         outputs.append(functional_call(member, own, (x if shared_input else x[pos],)))
     return torch.stack(outputs)

@@ -41,7 +41,7 @@ from genlab.engine.optim import OptimizerSettings, StackedOptimizer
 from genlab.engine.precision import LossScaler
 from genlab.engine.schedules import lr_multiplier
 from genlab.engine.snapshot import load_snapshot, save_snapshot
-from genlab.engine.stack import stack_modules
+from genlab.engine.stack import own_region, stack_modules
 from genlab.engine.strategies import Session, StepBatch, open_session
 from genlab.engine.strategies.lockstep import has_dropout
 
@@ -90,8 +90,7 @@ class BatchTrainer:
         self.stack = stack_modules([j.module for j in self.jobs], device=dev)
         for k, job in enumerate(self.jobs):
             for name, m in (job.mask or {}).items():
-                region = (k, *(slice(0, s) for s in m.shape))
-                self.stack.masks[name][region] &= m.to(dev).bool()
+                self.stack.masks[name][own_region(k, m.shape)] &= m.to(dev).bool()
                 self.stack.params[name][k] *= self.stack.masks[name][k]
         self.masks = {n: m for n, m in self.stack.masks.items() if not bool(m.all())}
         k = len(self.jobs)

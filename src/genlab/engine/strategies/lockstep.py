@@ -22,6 +22,7 @@ from genlab.engine.evaluate import eval_rows
 from genlab.engine.losses import model_loss
 from genlab.engine.optim import PerModelOptimizer
 from genlab.engine.precision import autocast
+from genlab.engine.stack import own_region
 from genlab.engine.strategies.base import Session, StepBatch
 
 DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -55,7 +56,7 @@ class LockstepSession(Session):
         masks = []
         for k in idx.tolist():
             net = copy.deepcopy(trainer.jobs[k].module).to(trainer.device)
-            regions = {n: (k, *(slice(0, s) for s in shape)) for n, shape in stack.shapes[k].items()}
+            regions = {n: own_region(k, shape) for n, shape in stack.shapes[k].items()}
             with torch.no_grad():
                 for n, p in net.named_parameters():
                     p.copy_(stack.params[n][regions[n]])
