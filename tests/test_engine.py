@@ -264,3 +264,46 @@ def test_conv_models_stack_and_train():
 def test_stack_rejects_different_architectures():
     with pytest.raises(ValueError):
         stack_modules([nn.Linear(3, 2), nn.Sequential(nn.Linear(3, 2))])
+
+
+@pytest.mark.parametrize("gather_bytes", [1, 3 * 5 * 12 * 4, 1 << 30])
+def test_training_batches_are_each_models_own_rows_in_any_chunking(gather_bytes, monkeypatch):
+    """The batches of an epoch, gathered a chunk of steps at a time (one step, a few steps, the whole
+    epoch; 96 rows in batches of 5, so the last batch is short), are each model's own permutation
+    of its own input group's rows, as a per-step ``x[perm[b*B:(b+1)*B]]`` would give."""
+    import genlab.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "GATHER_BYTES", gather_bytes)
+    x, y, xt, yt = toy_data()
+    shifted = InputGroup(x + 100.0, xt, yt)
+    jobs = [ModelJob(f"m{i}", mlp(12, [4], 3, seed=i), seed=seed, inputs=group, y_train=(y + i) % 3)
+            for i, (seed, group) in enumerate([(7, 0), (7, 0), (8, 0), (7, 1), (9, 1)])]
+    trainer = BatchTrainer(jobs, [InputGroup(x, xt, yt), shifted], TrainConfig(batch_size=5, epochs=1))
+    idx = torch.arange(len(jobs))
+    batches = list(trainer._batches(idx, epoch=2))
+    assert len(batches) == math.ceil(96 / 5) and batches[-1].y.shape[1] == 1
+    sources = [x, x + 100.0]
+    for k, job in enumerate(jobs):
+        perm = torch.randperm(96, generator=torch.Generator().manual_seed(epoch_seed(job.seed, 2)))
+        for b, batch in enumerate(batches):
+            rows = perm[b * 5:(b + 1) * 5]
+            assert torch.equal(batch.xs[batch.group_of[k]], sources[job.inputs][rows])
+            assert torch.equal(batch.y[k], job.y_train[rows])
+    wrapped = list(trainer._batches(idx, epoch=2, count=len(batches) + 2))
+    assert all(torch.equal(a.y, b.y) for a, b in zip(wrapped[len(batches):], batches[:2]))
+
+
+def test_evaluation_matches_each_model_in_plain_pytorch():
+    """The engine's evaluation (packed models in large chunks, cross-entropy written out) gives each
+    model's loss and accuracy as ``F.cross_entropy`` and ``argmax`` on its own ``nn.Module``."""
+    x, y, xt, yt = toy_data(n=600, d=12)
+    jobs = [ModelJob(f"h{h}", mlp(12, [h, h], 3, seed=h), seed=h, y_train=y) for h in (3, 8, 20, 40)]
+    cfg = TrainConfig(batch_size=32, epochs=2, eval_batch_size=1000)
+    out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
+    for k, o in enumerate(out.outcomes):
+        net = out.stack.module(k, like=jobs[k].module)
+        with torch.no_grad():
+            for xs, ys, loss, acc in ((x, y, o.train_loss, o.train_acc), (xt, yt, o.test_loss, o.test_acc)):
+                logits = net(xs)
+                assert loss == pytest.approx(F.cross_entropy(logits, ys).item(), rel=1e-5, abs=1e-6)
+                assert acc == pytest.approx((logits.argmax(1) == ys).float().mean().item())

@@ -3,13 +3,24 @@ from __future__ import annotations
 
 import torch
 
-from genlab.engine.losses import per_model_losses
+from genlab.engine.losses import loss_gradient_correct
 from genlab.engine.stack import StackedModels, stacked_forward
+
+PACKED_EVAL_BYTES = 8 << 20
+"""Packed models are evaluated in chunks whose widest activation (all models' units side by side)
+takes about this many bytes: large enough for efficient matrix products, small enough for the
+processor's last-level cache."""
 
 
 def eval_rows(batch_size: int, models: int) -> int:
     """Rows per evaluation chunk: K models' activations of a chunk stay in cache."""
     return max(64, min(batch_size, 8192 // max(models, 1)))
+
+
+def packed_eval_rows(batch_size: int, units: int) -> int:
+    """Rows per evaluation chunk of packed models with ``units`` hidden units in all (see
+    :data:`PACKED_EVAL_BYTES`)."""
+    return max(64, min(batch_size, PACKED_EVAL_BYTES // (4 * max(units, 1))))
 
 
 @torch.no_grad()
@@ -35,7 +46,7 @@ def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: t
     y = y.expand(k, n) if y.dim() == 1 else y
     loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
     correct = torch.zeros(k, dtype=torch.float64, device=y.device)
-    rows = eval_rows(batch_size, k)
+    rows = eval_rows(batch_size, k) if plan is None else packed_eval_rows(batch_size, plan.widest_units)
     for start in range(0, n, rows):
         xb = x[start:start + rows] if shared_input else x[:, start:start + rows]
         yb = y[:, start:start + rows]
@@ -43,7 +54,8 @@ def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: t
             out = plan.forward(packed_params, [xb])
         else:
             out = stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
-        loss_sum += per_model_losses(out.float(), yb, loss).double() * yb.shape[1]
-        correct += (out.argmax(-1) == yb).double().sum(1)
+        losses, _, right = loss_gradient_correct(out.float(), yb, loss, gradient=False)
+        loss_sum += losses.double() * yb.shape[1]
+        correct += right.double()
     stack.template.train(was_training)
     return loss_sum / n, correct / n

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -58,6 +58,10 @@ def recording_decisions():
         yield log
     finally:
         _DECISION_LOG.reset(token)
+
+
+GATHER_BYTES = 32 << 20
+"""The training inputs of a chunk of steps are gathered at once, up to this many bytes."""
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -136,32 +140,61 @@ class BatchTrainer:
         return torch.stack([torch.randperm(self.n_train, generator=torch.Generator().manual_seed(
             epoch_seed(s, epoch))) for s in seeds]).to(self.device)
 
-    def _make_batch(self, idx: torch.Tensor, group_of: list[int], rows: torch.Tensor, epoch: int,
-                    augmenters: dict[int, tuple[Augment, torch.Generator]]) -> StepBatch:
-        """The inputs of one step: ``rows [k, B]`` are each model's example indices."""
-        first = {}
+    def _batches(self, idx: torch.Tensor, epoch: int, count: int | None = None) -> Iterator[StepBatch]:
+        """The training batches of the models ``idx`` in (1-based) ``epoch``, one per step, in order
+        (``count``: that many, from the start of the epoch's order and round again when it has
+        fewer). Each model's rows are its own permutation of the training set; the inputs of the
+        models' batch groups are gathered a chunk of steps at a time (at most
+        :data:`GATHER_BYTES`), in one ``index_select`` when they come from one input set, so a step
+        of many small models does no gathering of its own. An augmented model's batch is its own,
+        transformed by its own generator step by step."""
+        size, n = self.config.batch_size, self.n_train
+        per_epoch = math.ceil(n / size)
+        order = self._epoch_order(idx, epoch)
+        augmenters = self._augmenters(idx, epoch)
+        group_of = self.batch_groups(idx)
+        leaders: dict[int, int] = {}
         for pos, g in enumerate(group_of):
-            first.setdefault(g, pos)
-        sources = {int(self.jobs[int(idx[pos])].inputs) for pos in first.values()}
-        y = self.y_train[idx].gather(1, rows)
-        if len(sources) == 1 and not augmenters and len(first) > 1:  # one gather for every group
-            leaders = torch.tensor([first[g] for g in range(len(first))], device=rows.device)
-            x = self.inputs[sources.pop()].x_train
-            stacked = x.index_select(0, rows.index_select(0, leaders).flatten()).view(len(first), rows.shape[1],
-                                                                                    *x.shape[1:])
-            return StepBatch(list(stacked.unbind(0)), group_of, y, epoch, self.step, stacked)
-        xs = []
-        for g in range(len(first)):
-            pos = first[g]
-            x = self.inputs[int(self.jobs[int(idx[pos])].inputs)].x_train.index_select(0, rows[pos])
-            if pos in augmenters:
-                augment, generator = augmenters[pos]
-                moved = augment(x, generator)
-                if moved.shape != x.shape:
-                    raise ValueError(f"augment must keep the batch shape {tuple(x.shape)}, got {tuple(moved.shape)}")
-                x = moved
-            xs.append(x)
-        return StepBatch(xs, group_of, y, epoch, self.step)
+            leaders.setdefault(g, pos)
+        groups = len(leaders)
+        sources = [int(self.jobs[int(idx[leaders[g]])].inputs) for g in range(groups)]
+        lead_rows = order.index_select(0, torch.tensor([leaders[g] for g in range(groups)], device=order.device))
+        labels = self.y_train[idx].gather(1, order)
+        one_source = len(set(sources)) == 1
+        stacked_input = one_source and not augmenters and groups > 1
+        row_bytes = max(self.inputs[s].x_train[0].numel() * self.inputs[s].x_train.element_size() for s in sources)
+        chunk = max(1, min(per_epoch, GATHER_BYTES // max(1, groups * size * row_bytes)))
+        gathered, chunk_start = None, None
+        for b in range(per_epoch if count is None else count):
+            b %= per_epoch
+            if chunk_start is None or not chunk_start <= b < chunk_start + chunk:
+                chunk_start = b - b % chunk
+                lo, hi = chunk_start * size, min(n, (chunk_start + chunk) * size)
+                rows = lead_rows[:, lo:hi]
+                if one_source:
+                    x = self.inputs[sources[0]].x_train
+                    gathered = x.index_select(0, rows.flatten()).view(groups, hi - lo, *x.shape[1:])
+                else:
+                    gathered = [self.inputs[s].x_train.index_select(0, r) for s, r in zip(sources, rows.unbind(0))]
+            start = b * size - chunk_start * size
+            stop = min(n, (b + 1) * size) - chunk_start * size
+            y = labels[:, b * size:(b + 1) * size]
+            if stacked_input:
+                stacked = gathered[:, start:stop]
+                yield StepBatch(list(stacked.unbind(0)), group_of, y, epoch, self.step, stacked)
+                continue
+            xs = []
+            for g in range(groups):
+                x = gathered[g][start:stop]
+                if leaders[g] in augmenters:
+                    augment, generator = augmenters[leaders[g]]
+                    moved = augment(x, generator)
+                    if moved.shape != x.shape:
+                        raise ValueError(f"augment must keep the batch shape {tuple(x.shape)}, "
+                                         f"got {tuple(moved.shape)}")
+                    x = moved
+                xs.append(x)
+            yield StepBatch(xs, group_of, y, epoch, self.step)
 
     def _augmenters(self, idx: torch.Tensor, epoch: int) -> dict[int, tuple[Augment, torch.Generator]]:
         return {pos: (self.jobs[i].augment, torch.Generator().manual_seed(augment_seed(self.jobs[i].seed, epoch)))
@@ -171,13 +204,7 @@ class BatchTrainer:
         """A few real batches (the first of the next epoch's order) for timing strategies."""
         from genlab.engine.choose import TIMED_STEPS, WARMUP_STEPS
 
-        group_of = self.batch_groups(idx)
-        order = self._epoch_order(idx, self.epoch + 1)
-        augmenters = self._augmenters(idx, self.epoch + 1)
-        size = self.config.batch_size
-        per_epoch = math.ceil(self.n_train / size)
-        return [self._make_batch(idx, group_of, order[:, (b % per_epoch) * size:(b % per_epoch + 1) * size],
-                                 self.epoch + 1, augmenters) for b in range(WARMUP_STEPS + TIMED_STEPS)]
+        return list(self._batches(idx, self.epoch + 1, count=WARMUP_STEPS + TIMED_STEPS))
 
     # ----- sessions ----------------------------------------------------------------------------
     def _open(self, idx: torch.Tensor, exact: bool = False) -> Session:
@@ -321,9 +348,7 @@ class BatchTrainer:
         cfg = self.config
         epoch = self.epoch + 1
         k = len(idx)
-        order = self._epoch_order(idx, epoch)
-        augmenters = self._augmenters(idx, epoch)
-        group_of = self.batch_groups(idx)
+        batches = self._batches(idx, epoch)
         lr, wd = self.lr[idx], self.wd[idx]
         working = torch.ones(k, dtype=torch.bool, device=self.device)
         uniform = bool((lr == lr[0]).all()) and bool((wd == wd[0]).all())
@@ -335,8 +360,7 @@ class BatchTrainer:
         for b in range(steps_per_epoch):
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
-            rows = order[:, b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch = self._make_batch(idx, group_of, rows, epoch, augmenters)
+            batch = next(batches)
             if self.scaler is not None:
                 batch.loss_scale = self.scaler.scale[idx.cpu()].to(self.device)
             losses, right = session.forward_backward(batch, working)
@@ -355,7 +379,7 @@ class BatchTrainer:
             finite = torch.isfinite(losses)
             loss_sum += torch.where(finite, losses.detach().double(), torch.zeros((), dtype=torch.float64))
             correct += right.double()
-            seen += rows.shape[1]
+            seen += batch.y.shape[1]
             stepping = working
             if self.scaler is not None:  # a model whose scaled gradients overflowed skips this update
                 finite = session.unscale(batch.loss_scale)

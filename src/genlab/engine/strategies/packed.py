@@ -145,6 +145,12 @@ class PackedBuckets:
         self.stack_index = [torch.tensor([self.bucket_groups[b][g] for g in plan.slot_groups], device=device)
                             if plan.stacks_input else None for b, plan in enumerate(self.plans)]
 
+    @property
+    def widest_units(self) -> int:
+        """The hidden units of all models together in their widest layer: the width of the packed
+        activation."""
+        return max((sum(widths) for widths in zip(*self.profiles)), default=self.classes * self.num_models)
+
     def zero_padding_gradients(self) -> set[str]:
         """Packed tensors whose padding entries get exactly zero gradients, so that SGD and Adam
         keep them at zero without a mask (momentum, weight decay and Adam's state stay zero there
