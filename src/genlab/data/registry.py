@@ -131,25 +131,30 @@ def load_mnist1d(n_train: int | None = None, n_test: int | None = None, split_se
 
     The defaults (4000 train / 1000 test, seed 42) give the published data set. ``noise`` scales
     the generator's correlated noise (``corr_noise_scale``, default 0.25). Generated sets are
-    cached under :func:`cache_dir` so large sizes (100k+) are made once.
+    cached under :func:`cache_dir` so large sizes (100k+) are made once, keyed by the sizes, seed,
+    noise and the package's version (the package itself, which imports scipy.interpolate, is
+    imported only to generate).
     """
-    from mnist1d.data import get_dataset_args, make_dataset
+    from importlib.metadata import version
 
     n_train = 4000 if n_train is None else n_train
     n_test = 1000 if n_test is None else n_test
-    args = get_dataset_args()
-    args.num_samples = n_train + n_test
-    args.train_split = n_train / (n_train + n_test)
-    args.seed = split_seed
-    if noise is not None:
-        args.corr_noise_scale = noise
-    settings = {k: v for k, v in sorted(vars(args).items()) if k != "url"}
-    key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    settings = {"mnist1d": version("mnist1d"), "n_train": n_train, "n_test": n_test, "seed": split_seed,
+                "noise": noise}
+    key = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
     path = cache_dir() / "mnist1d" / f"mnist1d-{key}.npz"
     if path.exists():
         arrays = np.load(path)
         xtr, ytr, xte, yte = (arrays[k] for k in ("x", "y", "x_test", "y_test"))
     else:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = n_train + n_test
+        args.train_split = n_train / (n_train + n_test)
+        args.seed = split_seed
+        if noise is not None:
+            args.corr_noise_scale = noise
         np_state, py_state = np.random.get_state(), random.getstate()
         try:
             # make_dataset draws per class; rounding num_samples to a multiple of 10 keeps sizes exact
