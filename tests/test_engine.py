@@ -293,12 +293,16 @@ def test_training_batches_are_each_models_own_rows_in_any_chunking(gather_bytes,
     assert all(torch.equal(a.y, b.y) for a, b in zip(wrapped[len(batches):], batches[:2]))
 
 
-def test_evaluation_matches_each_model_in_plain_pytorch():
-    """The engine's evaluation (packed models in large chunks, cross-entropy written out) gives each
+@pytest.mark.parametrize("strategy,shared_order", [("packed", False), ("packed", True), ("packed-threads", False),
+                                                   ("stacked", False), ("lockstep", False)])
+def test_evaluation_matches_each_model_in_plain_pytorch(strategy, shared_order):
+    """The engine's evaluation (packed models from the session's own parameters in their training
+    layout, in large chunks, cross-entropy written out; other strategies their own way) gives each
     model's loss and accuracy as ``F.cross_entropy`` and ``argmax`` on its own ``nn.Module``."""
     x, y, xt, yt = toy_data(n=600, d=12)
-    jobs = [ModelJob(f"h{h}", mlp(12, [h, h], 3, seed=h), seed=h, y_train=y) for h in (3, 8, 20, 40)]
-    cfg = TrainConfig(batch_size=32, epochs=2, eval_batch_size=1000)
+    jobs = [ModelJob(f"h{h}", mlp(12, [h, h], 3, seed=h), seed=0 if shared_order else h, y_train=y)
+            for h in (3, 8, 20, 40)]
+    cfg = TrainConfig(batch_size=32, epochs=2, eval_batch_size=1000, strategy=strategy)
     out = train_models(jobs, [InputGroup(x, xt, yt)], cfg)
     for k, o in enumerate(out.outcomes):
         net = out.stack.module(k, like=jobs[k].module)

@@ -1,6 +1,8 @@
 """Evaluation of stacked models: mean loss and accuracy of K models on a data set, in eval mode."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from genlab.engine.losses import loss_gradient_correct
@@ -40,22 +42,34 @@ def evaluate_stacked(stack: StackedModels, params: dict[str, torch.Tensor], x: t
     was_training = stack.template.training
     stack.template.eval()
     k = next(iter(params.values())).shape[0]
-    n = x.shape[0] if shared_input else x.shape[1]
     plan = packed_plan(stack, models if models is not None else range(k)) if shared_input and packed else None
     packed_params = plan.pack(params) if plan is not None else None
-    y = y.expand(k, n) if y.dim() == 1 else y
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=y.device)
-    correct = torch.zeros(k, dtype=torch.float64, device=y.device)
     rows = eval_rows(batch_size, k) if plan is None else packed_eval_rows(batch_size, plan.widest_units)
+
+    def forward(xb: torch.Tensor) -> torch.Tensor:
+        if plan is not None:
+            return plan.forward(packed_params, [xb])
+        return stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
+
+    try:
+        return chunked_loss_and_accuracy(forward, x, y, loss, rows, k, shared_input)
+    finally:
+        stack.template.train(was_training)
+
+
+def chunked_loss_and_accuracy(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                              loss: str, rows: int, models: int, shared_input: bool = True
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy ``([K], [K])`` of ``forward`` (inputs ``[R, ...]``, or ``[K, R, ...]``
+    without ``shared_input``, to the outputs ``[K, R, C]`` of ``models`` = K models) on ``x`` with
+    labels ``y`` (``[N]`` or ``[K, N]``), ``rows`` examples at a time."""
+    n = x.shape[0] if shared_input else x.shape[1]
+    loss_sum = torch.zeros(models, dtype=torch.float64, device=y.device)
+    correct = torch.zeros(models, dtype=torch.float64, device=y.device)
     for start in range(0, n, rows):
         xb = x[start:start + rows] if shared_input else x[:, start:start + rows]
-        yb = y[:, start:start + rows]
-        if plan is not None:
-            out = plan.forward(packed_params, [xb])
-        else:
-            out = stacked_forward(stack, params, xb, shared_input=shared_input, models=models)
-        losses, _, right = loss_gradient_correct(out.float(), yb, loss, gradient=False)
+        yb = y[..., start:start + rows].expand(models, -1)
+        losses, _, right = loss_gradient_correct(forward(xb).float(), yb, loss, gradient=False)
         loss_sum += losses.double() * yb.shape[1]
         correct += right.double()
-    stack.template.train(was_training)
     return loss_sum / n, correct / n

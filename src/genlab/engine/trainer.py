@@ -446,7 +446,6 @@ class BatchTrainer:
                 healthy = torch.tensor([not self.outcomes[int(i)].diverged for i in idx.tolist()])
                 positions = healthy.nonzero().flatten()
                 if len(positions):
-                    self._sync()
                     self._record_eval(self.session, positions.to(self.device), running[positions], last_mult)
             self._save_checkpoint()
             self.seconds += time.perf_counter() - started

@@ -80,8 +80,10 @@ class Session:
     def evaluate(self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and accuracy ``([n], [n])`` of the session's models at ``positions`` on the
         shared inputs ``x [N, ...]`` with labels ``y [n, N]``, in eval mode. The default reads the
-        trainer's canonical state, so it needs a :meth:`sync` since the last step."""
+        trainer's canonical state, brought up to date first (a :meth:`sync`, when the session has
+        stepped since the last); sessions that evaluate their own copies need none."""
         trainer = self.trainer
+        trainer._sync()
         models = self.idx[positions]
         params = {n: p[models] for n, p in trainer.stack.params.items()}
         cfg = trainer.config

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from genlab.engine.evaluate import chunked_loss_and_accuracy, packed_eval_rows
 from genlab.engine.losses import loss_gradient_correct, per_model_losses
 from genlab.engine.optim import StackedOptimizer
 from genlab.engine.precision import autocast, compute_dtype
@@ -331,6 +332,24 @@ class PackedSession(Session):
                     full[slot] = torch.zeros_like(trainer.stack.params[name])
                 full[slot][idx] = tensor
 
+    @torch.no_grad()
+    def evaluate(self, positions, x, y):
+        """Every model of the session on ``x`` in its training layout, from the session's own
+        parameters (no write-back, no repacking); a subset of the models (some diverged) is
+        evaluated from the trainer's state instead, in a layout of its own, so that a diverged
+        model's values cannot reach the others through a block-diagonal layer's zero blocks."""
+        if len(positions) != self.num_models or not torch.equal(positions.cpu(), torch.arange(self.num_models)):
+            return super().evaluate(positions, x, y)
+        plan, groups = self.plan, max(self.group_of) + 1  # group numbers as in the training batches
+        rows = packed_eval_rows(self.trainer.config.eval_batch_size, plan.widest_units)
+
+        def forward(xb: torch.Tensor) -> torch.Tensor:
+            stacked = xb.unsqueeze(0).expand(groups, *xb.shape) if any(i is not None for i in plan.stack_index) \
+                else None
+            return plan.forward(self.params, [xb] * groups, stacked=stacked)
+
+        return chunked_loss_and_accuracy(forward, x, y, self.trainer.config.loss, rows, self.num_models)
+
     def describe(self) -> dict:
         return {**super().describe(), "buckets": [len(b) for b in self.plan.buckets], "layers": self.plan.kinds}
 
@@ -414,6 +433,20 @@ class PackedThreadsSession(Session):
     def sync(self) -> None:
         for part in self.parts:
             part.sync()
+
+    @torch.no_grad()
+    def evaluate(self, positions, x, y):
+        """Every model evaluated by its worker from the worker's own parameters (see
+        :meth:`PackedSession.evaluate`); a subset from the trainer's state."""
+        if len(positions) != self.num_models or not torch.equal(positions.cpu(), torch.arange(self.num_models)):
+            return super().evaluate(positions, x, y)
+        loss = torch.empty(self.num_models, dtype=torch.float64)
+        acc = torch.empty(self.num_models, dtype=torch.float64)
+        jobs = [(share, self.pool.submit(part.evaluate, torch.arange(len(share), device=positions.device), x,
+                                         y[share])) for part, share in zip(self.parts, self.shares)]
+        for share, job in jobs:
+            loss[share.cpu()], acc[share.cpu()] = (t.cpu() for t in job.result())
+        return loss, acc
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
