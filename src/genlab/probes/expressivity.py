@@ -386,15 +386,42 @@ def _validated_direction(w: Any, d: int) -> np.ndarray:
 # --- duplicates -------------------------------------------------------------------------------
 
 
+_HASH_ROWS = 4096  # rows hashed at a time (bounds the temporary of the products)
+
+
+def _first_equal_point(X: np.ndarray) -> np.ndarray:
+    """For each point (row of the float64 ``X``), the index of the first point equal to it, itself
+    when none is. Rows are keyed by an exact hash, a wrapping integer sum of their 64-bit words
+    times fixed odd multipliers (with -0.0 read as 0.0, as ``==`` compares), and only rows whose
+    keys agree are compared: O(n d). Sorting the rows lexicographically (``np.unique(axis=0)``)
+    took ~80% of the whole construction at d = 784 (185 of 237 ms for 4,000 MNIST digits)."""
+    n, d = X.shape
+    multipliers = np.random.default_rng(0x5EED).integers(0, 2 ** 63, size=d, dtype=np.uint64) * 2 + 1
+    keys = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, _HASH_ROWS):
+        words = np.ascontiguousarray(X[start:start + _HASH_ROWS] + 0.0).view(np.uint64)
+        keys[start:start + _HASH_ROWS] = (words * multipliers).sum(axis=1, dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    representative = np.arange(n)
+    sizes = np.diff(np.r_[starts, n])
+    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
+        remaining = list(order[start:start + size])  # increasing indices (a stable sort)
+        while remaining:
+            head = remaining[0]
+            equal = [j for j in remaining if np.array_equal(X[j], X[head])]
+            representative[equal] = head
+            remaining = [j for j in remaining if representative[j] != head]
+    return representative
+
+
 def _unique_point_indices(X: np.ndarray, Y: np.ndarray, merge: bool) -> np.ndarray:
     """Indices of the points that get a hidden unit: all, or the first of each duplicate group."""
-    _, first, inverse, counts = np.unique(
-        X, axis=0, return_index=True, return_inverse=True, return_counts=True
-    )
-    inverse = inverse.reshape(-1)
-    if np.all(counts == 1):
-        return np.arange(len(X))
-    representative = first[inverse]
+    representative = _first_equal_point(X)
+    first = np.flatnonzero(representative == np.arange(len(X)))
+    if len(first) == len(X):
+        return first
     duplicate = np.flatnonzero(representative != np.arange(len(X)))
     pairs = [(int(representative[i]), int(i)) for i in duplicate]
     conflicting = [(i, j) for i, j in pairs if not np.array_equal(Y[i], Y[j])]
