@@ -177,8 +177,7 @@ class PackedMLP:
                             device=device)
                 layout = "pad"
                 layer.out_major = index == len(layers) - 1 and max(outs) < OUT_MAJOR_BELOW
-                (self._out_major_weight if layer.out_major else self._pad_weight)(
-                    wname, ins, outs, max_shapes[wname], device, order_t)
+                self._pad_weight(wname, ins, outs, max_shapes[wname], device, order_t, layer.out_major)
             if bname is not None:
                 if layer.out_major:
                     self._out_major_bias(bname, outs, max_shapes[bname], order_t)
@@ -204,23 +203,17 @@ class PackedMLP:
         owner = [p for q, p in enumerate(self.order) for _ in range(outs[q])]
         self.owners[name] = torch.tensor(owner, device=device).view(-1, 1)
 
-    def _pad_weight(self, name, ins, outs, max_shape, device, order_t):
+    def _pad_weight(self, name, ins, outs, max_shape, device, order_t, out_major: bool = False):
         """Weight of a bmm layer: packed ``[K, H_in, H_out]`` (input-major, so that its gradient
-        ``h^T @ dout`` is computed in place); slot q holds model p's ``W^T``."""
-        regions = [(p, (q, slice(0, ins[q]), slice(0, outs[q])), (slice(0, outs[q]), slice(0, ins[q])))
-                   for q, p in enumerate(self.order)]
-        flat = all(o == max_shape[0] for o in outs) and all(i == max_shape[1] for i in ins)
-        self.maps[name] = _Map(torch.Size([len(ins), max(ins), max(outs)]), regions, transpose=True, flat=flat,
-                               order=order_t)
-        self.owners[name] = order_t.view(-1, 1, 1)
+        ``h^T @ dout`` is computed in place), slot q holding model p's ``W^T``; ``out_major``:
+        ``[K, H_out, H_in]`` holding ``W`` (see :data:`OUT_MAJOR_BELOW`)."""
+        def block(q):
+            return (slice(0, outs[q]), slice(0, ins[q])) if out_major else (slice(0, ins[q]), slice(0, outs[q]))
 
-    def _out_major_weight(self, name, ins, outs, max_shape, device, order_t):
-        """Weight of an out-major bmm layer: packed ``[K, H_out, H_in]``; slot q holds model p's ``W``."""
-        regions = [(p, (q, slice(0, outs[q]), slice(0, ins[q])), (slice(0, outs[q]), slice(0, ins[q])))
-                   for q, p in enumerate(self.order)]
+        regions = [(p, (q, *block(q)), (slice(0, outs[q]), slice(0, ins[q]))) for q, p in enumerate(self.order)]
         flat = all(o == max_shape[0] for o in outs) and all(i == max_shape[1] for i in ins)
-        self.maps[name] = _Map(torch.Size([len(ins), max(outs), max(ins)]), regions, transpose=False, flat=flat,
-                               order=order_t)
+        shape = (len(ins), max(outs), max(ins)) if out_major else (len(ins), max(ins), max(outs))
+        self.maps[name] = _Map(torch.Size(shape), regions, transpose=not out_major, flat=flat, order=order_t)
         self.owners[name] = order_t.view(-1, 1, 1)
 
     def _out_major_bias(self, name, outs, max_shape, order_t):
