@@ -76,6 +76,10 @@ class Session:
         """Write the session's parameters, buffers and optimizer state back to the trainer."""
         raise NotImplementedError
 
+    def all_models(self, positions: torch.Tensor) -> bool:
+        """Whether ``positions`` are every model of the session, in order."""
+        return len(positions) == self.num_models and torch.equal(positions.cpu(), torch.arange(self.num_models))
+
     @torch.no_grad()
     def evaluate(self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and accuracy ``([n], [n])`` of the session's models at ``positions`` on the

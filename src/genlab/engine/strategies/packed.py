@@ -338,14 +338,14 @@ class PackedSession(Session):
         parameters (no write-back, no repacking); a subset of the models (some diverged) is
         evaluated from the trainer's state instead, in a layout of its own, so that a diverged
         model's values cannot reach the others through a block-diagonal layer's zero blocks."""
-        if len(positions) != self.num_models or not torch.equal(positions.cpu(), torch.arange(self.num_models)):
+        if not self.all_models(positions):
             return super().evaluate(positions, x, y)
         plan, groups = self.plan, max(self.group_of) + 1  # group numbers as in the training batches
         rows = packed_eval_rows(self.trainer.config.eval_batch_size, plan.widest_units)
+        stacks_input = any(index is not None for index in plan.stack_index)
 
         def forward(xb: torch.Tensor) -> torch.Tensor:
-            stacked = xb.unsqueeze(0).expand(groups, *xb.shape) if any(i is not None for i in plan.stack_index) \
-                else None
+            stacked = xb.unsqueeze(0).expand(groups, *xb.shape) if stacks_input else None
             return plan.forward(self.params, [xb] * groups, stacked=stacked)
 
         return chunked_loss_and_accuracy(forward, x, y, self.trainer.config.loss, rows, self.num_models)
@@ -438,7 +438,7 @@ class PackedThreadsSession(Session):
     def evaluate(self, positions, x, y):
         """Every model evaluated by its worker from the worker's own parameters (see
         :meth:`PackedSession.evaluate`); a subset from the trainer's state."""
-        if len(positions) != self.num_models or not torch.equal(positions.cpu(), torch.arange(self.num_models)):
+        if not self.all_models(positions):
             return super().evaluate(positions, x, y)
         loss = torch.empty(self.num_models, dtype=torch.float64)
         acc = torch.empty(self.num_models, dtype=torch.float64)
