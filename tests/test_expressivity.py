@@ -158,7 +158,7 @@ def test_as_mlp_computes_the_same_function(data: tuple[np.ndarray, np.ndarray]) 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 60), st.integers(1, 4), st.integers(0, 2**32 - 1))
-def test_prefix_sum_substitution_matches_scipy(n: int, k: int, seed: int) -> None:
+def test_slope_recurrence_solve_matches_scipy(n: int, k: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     a, b = random_interleaved(rng, n)
     y = rng.standard_normal((n, k))
@@ -261,6 +261,39 @@ def test_user_direction_that_merges_points_is_refused() -> None:
         interpolating_network(X, np.zeros(3), w=np.array([1.0, 0.0]))
     net = interpolating_network(X, np.array([1.0, -2.0, 3.0]))
     assert net.report.max_residual <= 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 30), st.integers(0, 6), st.integers(0, 2**32 - 1))
+def test_coincidence_screen_finds_the_pairs_of_the_exact_rounding_bound(n: int, d: int, near: int,
+                                                                         seed: int) -> None:
+    """The cheap Cauchy-Schwarz screen of `_coincident_pairs` never drops a pair that the exact bound
+    4 d eps sum_k |x_k w_k| calls coincident, on points with some one-ulp near-duplicates."""
+    from genlab.probes.expressivity import _EPS, _coincident_pairs, _row_norms
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * rng.choice([1e-3, 1.0, 1e3])
+    for _ in range(near):
+        i, j = rng.integers(0, n, size=2)
+        X[j] = np.nextafter(X[i], np.inf) if rng.random() < 0.5 else X[i]
+    w = rng.standard_normal(d)
+    a = X @ w
+    order = np.argsort(a, kind="stable")
+    tolerance = 4.0 * d * _EPS * (np.abs(X) @ np.abs(w))
+    close = np.diff(a[order]) <= np.maximum(tolerance[order][:-1], tolerance[order][1:])
+    expected = set()
+    for position in np.flatnonzero(close):  # neighbours are coincident; runs of them are all pairs
+        start = position
+        while start > 0 and close[start - 1]:
+            start -= 1
+        stop = position + 1
+        while stop < len(close) and close[stop]:
+            stop += 1
+        members = sorted(int(m) for m in order[start:stop + 1])
+        expected.update((p, q) for k, p in enumerate(members) for q in members[k + 1:])
+    pairs, gap = _coincident_pairs(X, w, np.arange(n), a, _row_norms(X))
+    assert pairs == expected
+    assert gap == np.min(np.diff(np.sort(a)))
 
 
 def test_points_no_direction_separates_are_refused() -> None:

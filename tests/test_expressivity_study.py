@@ -24,7 +24,7 @@ from genlab.studies.expressivity import (
     toy_curves,
 )
 
-TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds", "dense_seconds"}
+TIMING_COLUMNS = {"seconds", "check_seconds", "predict_seconds", "solve_seconds", "dense_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -208,4 +208,22 @@ def test_dense_comparison_checks_fail_when_the_solve_is_as_slow_as_the_dense_one
     assert [ok for _, ok in dense_comparison_checks(table)] == [True, True]
     quadratic = table.assign(seconds=np.where(n <= 4000, 1.5e-8 * n ** 2.0, 1.0))
     assert [ok for _, ok in dense_comparison_checks(quadratic)] == [False, False]
+    # the measured solves decide the speedup, whatever the construction's time: 2x fails, 800x passes
+    assert [ok for _, ok in dense_comparison_checks(table.assign(solve_seconds=table["dense_seconds"] / 2))] \
+        == [True, False]
+    assert [ok for _, ok in dense_comparison_checks(table.assign(solve_seconds=1e-7 * n))] == [True, True]
+
+
+def test_the_two_solves_are_timed_from_the_same_system() -> None:
+    from genlab.probes.expressivity import interpolating_network
+    from genlab.studies.expressivity import DENSE_MAX_N, solve_seconds
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 5))
+    targets = np.eye(3)[rng.integers(0, 3, 300)]
+    fast, dense = solve_seconds(interpolating_network(x, targets), x, targets)
+    assert 0 < fast < 1 and 0 < dense < 1
+    big = rng.standard_normal((DENSE_MAX_N + 1, 2))
+    fast, dense = solve_seconds(interpolating_network(big, big[:, 0]), big, big[:, 0])
+    assert fast > 0 and np.isnan(dense)
 

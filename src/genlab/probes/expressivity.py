@@ -22,9 +22,9 @@ are damped by 1/9 per point and f stays close to the piecewise-linear interpolan
 20,000 Gaussian points in R^40 with one-hot random labels: sum |v| is ~4000x smaller and the
 residual ~150x smaller (1.4e-7 instead of 2.3e-5) than with midpoints.
 
-Because M_ij = a_i - b_j on and below the diagonal, row i of M v equals a_i * S1_i - S2_i with the
-prefix sums S1 = cumsum(v), S2 = cumsum(v * b): the forward substitution costs O(n) per output
-instead of O(n^2), and no n x n matrix is ever formed.
+The same recurrence solves M v = y: the slopes s_j are the solution of a unit lower bidiagonal
+system, and v_j = s_j - s_{j-1}, so the solve costs O(n) per output instead of O(n^2), and no n x n
+matrix is ever formed.
 
 Example
 -------
@@ -257,7 +257,7 @@ def interpolating_network(
     _check_options(tries, seed)
     check_bias_fraction(bias_fraction)
     keep = _unique_point_indices(X_all, Y_all, merge_duplicates)
-    X_used, Y_used = X_all[keep], Y_all[keep]
+    X_used, Y_used = (X_all, Y_all) if len(keep) == n_all else (X_all[keep], Y_all[keep])
     direction, w_tries = _choose_direction(X_used, keep, w, seed, tries)
     w_tensor = torch.from_numpy(direction).to(device)
 
@@ -386,7 +386,7 @@ def _validated_direction(w: Any, d: int) -> np.ndarray:
 # --- duplicates -------------------------------------------------------------------------------
 
 
-_HASH_ROWS = 4096  # rows hashed at a time (bounds the temporary of the products)
+_HASH_ROWS = 256  # rows hashed at a time, in one reused buffer (2.2x faster than 4096 rows at d = 784)
 
 
 def _first_equal_point(X: np.ndarray) -> np.ndarray:
@@ -398,9 +398,12 @@ def _first_equal_point(X: np.ndarray) -> np.ndarray:
     n, d = X.shape
     multipliers = np.random.default_rng(0x5EED).integers(0, 2 ** 63, size=d, dtype=np.uint64) * 2 + 1
     keys = np.empty(n, dtype=np.uint64)
+    words = np.empty((min(n, _HASH_ROWS), d), dtype=np.uint64)
     for start in range(0, n, _HASH_ROWS):
-        words = np.ascontiguousarray(X[start:start + _HASH_ROWS] + 0.0).view(np.uint64)
-        keys[start:start + _HASH_ROWS] = (words * multipliers).sum(axis=1, dtype=np.uint64)
+        block = words[:len(X[start:start + _HASH_ROWS])]
+        np.add(X[start:start + _HASH_ROWS], 0.0, out=block.view(np.float64))
+        np.multiply(block, multipliers, out=block)
+        keys[start:start + _HASH_ROWS] = block.sum(axis=1, dtype=np.uint64)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
@@ -446,22 +449,38 @@ def _format_pairs(pairs: list[tuple[int, int]]) -> str:
 # --- choosing w -------------------------------------------------------------------------------
 
 
-def _coincident_pairs(X: np.ndarray, w: np.ndarray, original: np.ndarray) -> set[tuple[int, int]]:
-    """Pairs (original indices) whose projections on w are not separated beyond rounding.
+def _row_norms(X: np.ndarray) -> np.ndarray:
+    """The Euclidean norm of each row, in one pass over X and no n x d temporary."""
+    return np.sqrt(np.einsum("ij,ij->i", X, X))
+
+
+def _coincident_pairs(
+    X: np.ndarray, w: np.ndarray, original: np.ndarray, a: np.ndarray, row_norms: np.ndarray
+) -> tuple[set[tuple[int, int]], float]:
+    """Pairs (original indices) whose projections a = X w are not separated beyond rounding, and
+    the smallest gap between the sorted projections.
 
     A dot product of d terms is accurate to about d * eps * sum_k |x_k w_k|; neighbours in the
     sorted order closer than 4x that bound are treated as coinciding, and every pair inside a run
-    of such neighbours is returned.
+    of such neighbours is returned. The bound is first replaced by the larger d * eps * |x| |w|
+    (Cauchy-Schwarz), known from ``row_norms`` without another pass over X; only when some gap is
+    within that is the exact bound computed.
     """
-    a = X @ w
     if len(a) < 2:
-        return set()
-    tolerance = 4.0 * X.shape[1] * _EPS * (np.abs(X) @ np.abs(w))
+        return set(), math.inf
     order = np.argsort(a, kind="stable")
     gaps = np.diff(a[order])
-    close = gaps <= np.maximum(tolerance[order][:-1], tolerance[order][1:])
+    smallest_gap = float(np.min(gaps))
+
+    def close_to_neighbour(tolerance: np.ndarray) -> np.ndarray:
+        return gaps <= np.maximum(tolerance[order][:-1], tolerance[order][1:])
+
+    scale = 4.0 * X.shape[1] * _EPS
+    if not np.any(close_to_neighbour(scale * float(np.linalg.norm(w)) * row_norms)):
+        return set(), smallest_gap
+    close = close_to_neighbour(scale * (np.abs(X) @ np.abs(w)))
     if not np.any(close):
-        return set()
+        return set(), smallest_gap
     pairs: set[tuple[int, int]] = set()
     run_start = 0
     for position in range(len(gaps) + 1):
@@ -470,7 +489,7 @@ def _coincident_pairs(X: np.ndarray, w: np.ndarray, original: np.ndarray) -> set
         members = sorted(int(original[order[m]]) for m in range(run_start, position + 1))
         pairs.update((i, j) for ii, i in enumerate(members) for j in members[ii + 1 :])
         run_start = position + 1
-    return pairs
+    return pairs, smallest_gap
 
 
 def _choose_direction(
@@ -480,26 +499,29 @@ def _choose_direction(
     if w is None:
         return _best_random_direction(X, original, seed, tries), tries
     direction = _validated_direction(w, X.shape[1])
-    _refuse_unseparated([_coincident_pairs(X, direction, original)], user_w=True)
+    pairs, _ = _coincident_pairs(X, direction, original, X @ direction, _row_norms(X))
+    _refuse_unseparated([pairs], user_w=True)
     return direction, 1
 
 
 def _best_random_direction(
     X: np.ndarray, original: np.ndarray, seed: int, tries: int
 ) -> np.ndarray:
-    """Of `tries` unit Gaussian directions, the separating one with the largest minimum gap."""
+    """Of `tries` unit Gaussian directions, the separating one with the largest minimum gap.
+    All tries are projected in one product X [w_1 ... w_tries], one pass over X."""
     rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((tries, X.shape[1]))
+    for direction in directions:
+        direction /= np.linalg.norm(direction)
+    projections = X @ directions.T
+    row_norms = _row_norms(X)
     best, best_gap = None, -math.inf
     failures = []
-    for _ in range(tries):
-        direction = rng.standard_normal(X.shape[1])
-        direction /= np.linalg.norm(direction)
-        coincident = _coincident_pairs(X, direction, original)
+    for column, direction in enumerate(directions):
+        coincident, gap = _coincident_pairs(X, direction, original, projections[:, column], row_norms)
         if coincident:
             failures.append(coincident)
             continue
-        a_sorted = np.sort(X @ direction)
-        gap = float(np.min(np.diff(a_sorted))) if len(a_sorted) > 1 else math.inf
         if gap > best_gap:
             best, best_gap = direction, gap
     if best is None:
