@@ -105,7 +105,21 @@ def test_corrupt_dataset_files_are_named(damage, needle, tmp_path, capsys):
         main(R + ["--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
-    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run").exists()  # nothing was computed: no run is left behind
+
+
+def test_a_run_stopped_by_bad_input_before_any_work_leaves_the_folder_free(tmp_path, capsys):
+    out = tmp_path / "given"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    missing = ["--dataset", "mnist", "--data-root", str(tmp_path / "nowhere"), "--quiet"]
+    for folder in (out, out / "new" / "deeper"):
+        with pytest.raises(SystemExit) as e:
+            main(R + missing + ["--out", str(folder)])
+        assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the user's file kept, ours and new/ gone
+    assert main(R + ["--out", str(out), "--quiet"]) == 0  # any other spec may use the folder
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
 
 
 def test_run_folder_with_a_different_spec_is_refused(tmp_path, capsys):

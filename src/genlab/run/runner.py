@@ -70,8 +70,9 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
     """Run every unfinished unit of ``study`` into ``out`` and draw its figures.
 
     Finished units are skipped, an interrupted unit resumes from its snapshot and cache. The
-    manifest's status is ``complete`` only when every unit finished and the figures were drawn; it
-    then records the training precision and, per unit, what the engine ran
+    manifest's status is ``complete`` only when every unit finished and the figures were drawn; a new run
+    that a user error (such as missing data) stops before anything is saved leaves no run behind. A
+    complete manifest records the training precision and, per unit, what the engine ran
     (:func:`~genlab.run.store.summarize_decisions`).
     """
     study = get_study(study) if isinstance(study, str) else study
@@ -118,7 +119,8 @@ def run_study(study: Study | str, spec: StudySpec, out: Path | str, progress=Non
         _record_end(store, "interrupted")
         raise
     except UserError:
-        _record_end(store, "failed")
+        if not store.discard_if_nothing_saved():  # e.g. missing data: the folder stays free for any spec
+            _record_end(store, "failed")
         raise
     except BaseException as exc:
         _record_end(store, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -221,6 +221,8 @@ class RunStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._lock_fh = None
+        self._created_from: Path | None = None  # the outermost folder of the path this process made
+        self._started_run = False  # this process wrote the run's first manifest
 
     # ----- paths ---------------------------------------------------------------------------
     @property
@@ -244,6 +246,8 @@ class RunStore:
     def open(self, study: str, spec: dict, force_new: bool = False) -> "RunStore":
         """Create or resume the run for ``study`` with ``spec``; refuse a folder holding another spec."""
         try:
+            missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+            self._created_from = missing[-1] if missing else None
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".write-test-{os.getpid()}"
             probe.write_text("ok")
@@ -263,6 +267,7 @@ class RunStore:
                 raise UserError(f"{self.path} holds a run with a different spec ({diff}); "
                                 f"use another --out, or --force-new to start over (the old run is kept aside)")
         now = datetime.now(timezone.utc).isoformat()
+        self._started_run = manifest is None
         if manifest is None:
             manifest = {"study": study, "spec": spec, "status": "running", "created": now,
                         "units_done": [], "unit_seconds": {}, "attempts": []}
@@ -272,6 +277,30 @@ class RunStore:
         self.write_manifest(manifest)
         remove_leftovers(self.path / "units")
         return self
+
+    def discard_if_nothing_saved(self) -> bool:
+        """Undo a run this process started and that ended before anything was computed: no unit left a
+        file (done, snapshot or cache) and no table or figure was written. Removes the files ``open``
+        and the engine wrote, and the folder when this process made it, so that the next command may
+        use the folder for any spec. Call while holding the lock; returns whether the run was removed."""
+        units = self.path / "units"
+        if not self._started_run or (units.exists() and any(p.is_file() for p in units.rglob("*"))):
+            return False
+        if any((self.path / name).exists() for name in (*TABLES, "figures")):
+            return False
+        for name in ("manifest.json", "spec.toml", "engine-choices.json"):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(units, ignore_errors=True)
+        (self.path / ".lock").unlink(missing_ok=True)
+        self.release()
+        if self._created_from is not None:
+            for folder in (self.path, *self.path.parents):
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                if folder == self._created_from:
+                    break
+        return True
 
     def _move_aside(self) -> Path:
         """Move everything of the folder but its lock to ``NAME.old-TIMESTAMP`` (``--force-new``)."""
