@@ -13,7 +13,7 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, stack_m
 from genlab.engine.choose import cache_file, pinned_choices
 from genlab.engine.strategies import candidates
 from genlab.engine.strategies.lockstep import dropout_seed
-from genlab.engine.strategies.packed import bucket_cost, packed_plan, partition
+from genlab.engine.strategies.packed import best_layout, bucket_cost, packed_plan, partition
 from genlab.engine.trainer import BatchTrainer
 from genlab.models import build_model
 
@@ -246,6 +246,16 @@ def test_buckets_cost_less_than_padding_everything_to_the_widest():
     assert chosen < cost(list(range(len(DEEP))))                    # one bucket padded to 300
     assert chosen < sum(cost([p]) for p in range(len(DEEP)))        # one bucket per model
     assert partition([(7, 7)] * 5, 40, 10, [0] * 5, 100) == [[0, 1, 2, 3, 4]]  # equal widths stay together
+
+
+def test_models_of_unequal_widths_sharing_a_batch_stack_it_rather_than_move_to_the_padded_layout():
+    def widths(sizes):  # per layer: (inputs, outputs), one entry per model
+        return [([s[i] for s in sizes], [s[i + 1] for s in sizes]) for i in range(len(sizes[0]) - 1)]
+
+    small_sweep = widths([(40, h, h, 10) for h in DEEP[:9]] * 3)   # one data order: one batch group
+    assert best_layout(small_sweep, 1, 100)[1]                        # bmm_in: no segmented -> padded move
+    ensemble = widths([(784, 256, 256, 256, 10)] * 8)                 # equal widths: the move is a view
+    assert not best_layout(ensemble, 1, 128)[1]
 
 
 def test_bucketed_packed_training_equals_the_plain_loop():
