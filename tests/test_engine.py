@@ -227,6 +227,43 @@ def test_a_snapshot_restores_the_state_it_was_taken_at(tmp_path):
         assert torch.equal(again.stack.params[name], value)
 
 
+def test_a_snapshot_of_a_width_sweep_holds_each_models_own_entries_and_restores_the_padded_state(tmp_path):
+    from genlab.engine.snapshot import load_snapshot
+    from genlab.errors import UserError
+
+    x, y, xt, yt = toy_data()
+    widths = [2, 5, 16]
+    cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=16, epochs=2, snapshot_every=2, checkpoint_epochs=(0, 2))
+
+    def trainer():
+        return BatchTrainer([ModelJob(f"h{h}", mlp(12, [h, h], 3, k), k, y) for k, h in enumerate(widths)],
+                            [InputGroup(x, xt, yt)], cfg)
+
+    first, snap = trainer(), tmp_path / "snap.pt"
+    first.run(snapshot=snap)
+    saved = load_snapshot(snap)
+    own = {name: sum(s[name].numel() for s in first.stack.shapes) for name in first.stack.params}
+    assert {name: saved["params"][name]["own"].numel() for name in own} == own
+    assert sum(own.values()) < sum(value.numel() for value in first.stack.params.values()) / 2
+    again = trainer()
+    again.load_state(saved)
+    for name, value in first.stack.params.items():
+        assert torch.equal(again.stack.params[name], value)
+        for slot, state in first.opt_state["state"][name].items():
+            assert torch.equal(again.opt_state["state"][name][slot], state)
+        for epoch, checkpoint in first.checkpoints.items():
+            assert torch.equal(again.checkpoints[epoch][name], checkpoint[name])
+    # padding that is not zero (no strategy leaves any) is kept as it is rather than dropped
+    first.stack.params["3.weight"][0, -1, -1] = 1.0
+    assert first.stack.own_entries(first.stack.params) is None
+    assert "padded" in first.state()["params"]["3.weight"] and "own" in first.state()["params"]["1.weight"]
+    # a snapshot whose entries do not fit the models is refused in one line
+    saved["params"]["3.weight"]["own"] = saved["params"]["3.weight"]["own"][:-1]
+    torch.save(saved, snap)
+    with pytest.raises(UserError, match=r"does not fit this run's models \(3.weight: .* entries"):
+        trainer().run(snapshot=snap)
+
+
 def test_checkpoints_hold_parameters_at_chosen_epochs():
     x, y, xt, yt = toy_data()
     net = mlp(12, [8], 3, 0)

@@ -17,7 +17,7 @@ import torch
 from genlab.errors import UserError
 
 FORMAT = "genlab-snapshot"
-VERSION = 2
+VERSION = 3  # 3: parameters, optimizer state and checkpoints as each model's own entries
 
 
 def save_snapshot(state: dict, path: Path, *, what: str = "the resume snapshot") -> None:

@@ -61,6 +61,36 @@ class StackedModels:
             out[name] = tensor[self.buffer_region(k, name)].detach().clone()
         return out
 
+    def own_entries(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Tensors shaped like the stacked parameters (``[K, *max_shape]``: parameters, optimizer state,
+        checkpoints) as 1-D tensors of each model's own entries, model after model (a width sweep's
+        padding can be ~8x its real entries). None when some padding entry is not zero: then only the
+        padded tensors hold everything."""
+        out = {}
+        for name, tensor in tensors.items():
+            shapes = [own[name] for own in self.shapes]
+            if all(shape == tensor.shape[1:] for shape in shapes):
+                out[name] = tensor.reshape(-1)
+                continue
+            flat = torch.cat([tensor[own_region(k, shape)].reshape(-1) for k, shape in enumerate(shapes)])
+            if torch.count_nonzero(flat) != torch.count_nonzero(tensor):
+                return None
+            out[name] = flat
+        return out
+
+    def from_own_entries(self, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The stacked, zero-padded tensors that :meth:`own_entries` flattened. Raises ValueError when
+        a tensor does not hold exactly this stack's entries."""
+        out = {}
+        for name, entries in flat.items():
+            shapes = [own[name] for own in self.shapes]
+            sizes = [shape.numel() for shape in shapes]
+            if entries.dim() != 1 or entries.numel() != sum(sizes):
+                raise ValueError(f"{name}: {entries.numel()} entries where these models have {sum(sizes)}")
+            out[name] = zero_padded([part.view(shape) for part, shape in zip(entries.split(sizes), shapes)],
+                                    entries.device)
+        return out
+
     def buffer_region(self, k: int, name: str) -> tuple:
         """Where model ``k``'s own buffer ``name`` sits in its padded stacked slice."""
         return (k,) if self.buffer_shapes is None else own_region(k, self.buffer_shapes[k][name])

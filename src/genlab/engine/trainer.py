@@ -40,10 +40,11 @@ from genlab.engine.memory import check_training_fits
 from genlab.engine.optim import OptimizerSettings, StackedOptimizer
 from genlab.engine.precision import LossScaler
 from genlab.engine.schedules import lr_multiplier
-from genlab.engine.snapshot import load_snapshot, save_snapshot
+from genlab.engine.snapshot import RESUME_RECOVERY, load_snapshot, save_snapshot
 from genlab.engine.stack import own_region, stack_modules
 from genlab.engine.strategies import Session, StepBatch, open_session
 from genlab.engine.strategies.lockstep import has_dropout
+from genlab.errors import UserError
 
 _DECISION_LOG: ContextVar[list | None] = ContextVar("genlab_engine_decisions", default=None)
 
@@ -235,29 +236,52 @@ class BatchTrainer:
 
     # ----- state for resume -------------------------------------------------------------------
     def state(self) -> dict:
-        """Everything a resumed run needs, as tensors and plain Python values only."""
+        """Everything a resumed run needs, as tensors and plain Python values only. Parameters,
+        optimizer state and checkpoints hold each model's own entries, not the stack's zero padding
+        (:meth:`StackedModels.own_entries`), unless some padding is not zero."""
         self._sync()
-        return {"keys": [j.key for j in self.jobs], "params": self.stack.params,
-                "buffers": self.stack.buffers, "opt": self.opt_state, "active": self.active,
+        opt = {"steps": self.opt_state["steps"],
+               "state": {n: {slot: self._own(n, t) if t.shape == self.stack.params[n].shape else {"as_is": t}
+                             for slot, t in st.items()} for n, st in self.opt_state["state"].items()}}
+        return {"keys": [j.key for j in self.jobs], "params": self._own_all(self.stack.params),
+                "buffers": self.stack.buffers, "opt": opt, "active": self.active,
                 "outcomes": [asdict(o) for o in self.outcomes], "curves": self.curves,
-                "checkpoints": self.checkpoints, "checkpoint_buffers": self.checkpoint_buffers,
+                "checkpoints": {epoch: self._own_all(c) for epoch, c in self.checkpoints.items()},
+                "checkpoint_buffers": self.checkpoint_buffers,
                 "epoch": self.epoch, "step": self.step,
                 "seconds": self.seconds, "choices": self.choices, "decisions": self.decisions,
                 "batch_acc": self.batch_acc, "loss_scale": self.scaler.state() if self.scaler else None}
+
+    def _own(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A tensor shaped like the stacked parameter ``name``, for :meth:`state`."""
+        own = self.stack.own_entries({name: tensor})
+        return {"padded": tensor} if own is None else {"own": own[name]}
+
+    def _own_all(self, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: self._own(name, tensor) for name, tensor in tensors.items()}
+
+    def _padded(self, name: str, saved: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A tensor of :meth:`state` back in the stacked layout of parameter ``name``."""
+        if "own" in saved:
+            return self.stack.from_own_entries({name: saved["own"]})[name]
+        return saved["padded"] if "padded" in saved else saved["as_is"]
+
+    def _padded_all(self, saved: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {name: self._padded(name, tensor) for name, tensor in saved.items()}
 
     def load_state(self, state: dict) -> None:
         if state["keys"] != [j.key for j in self.jobs]:
             raise ValueError("snapshot belongs to a different set of models")
         self._close()
-        self.stack.params = {n: t.to(self.device) for n, t in state["params"].items()}
+        self.stack.params = {n: t.to(self.device) for n, t in self._padded_all(state["params"]).items()}
         self.stack.buffers = {n: t.to(self.device) for n, t in state["buffers"].items()}
         self.opt_state = {"steps": state["opt"]["steps"],
-                          "state": {n: {s: t.to(self.device) for s, t in st.items()}
+                          "state": {n: {s: self._padded(n, t).to(self.device) for s, t in st.items()}
                                     for n, st in state["opt"]["state"].items()}}
         self.active = state["active"]
         self.outcomes = [ModelOutcome(**o) for o in state["outcomes"]]
         self.curves = state["curves"]
-        self.checkpoints = state["checkpoints"]
+        self.checkpoints = {epoch: self._padded_all(c) for epoch, c in state["checkpoints"].items()}
         self.checkpoint_buffers = state.get("checkpoint_buffers", {})
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.choices = dict(state["choices"])
@@ -405,7 +429,12 @@ class BatchTrainer:
         """Train until every model has stopped or the epoch budget is spent."""
         cfg = self.config
         if snapshot is not None and snapshot.exists():
-            self.load_state(load_snapshot(snapshot))
+            state = load_snapshot(snapshot)
+            try:
+                self.load_state(state)
+            except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
+                raise UserError(f"the resume snapshot {snapshot} does not fit this run's models ({exc}); "
+                                f"{RESUME_RECOVERY}") from None
         try:
             with torch.random.fork_rng(devices=[]):
                 self._run(on_epoch, snapshot)

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field, field_validator
-from scipy.linalg import solve_triangular
 
 from genlab.data import DATASETS, load_dataset
 from genlab.errors import UserError
@@ -213,6 +212,8 @@ def solve_seconds(net: InterpolatingNetwork, x: np.ndarray, targets: np.ndarray)
     order = np.argsort(projections, kind="stable")
     a_sorted, y_sorted = projections[order], targets[order]
     b = net.b.detach().cpu().numpy()
+    from scipy.linalg import solve_triangular  # imported where used: ~0.16 s at start-up
+
     fast = best_seconds(lambda: solve_ramp_system(a_sorted, b, y_sorted))
     if len(x) > DENSE_MAX_N:
         return fast, float("nan")
