@@ -13,7 +13,7 @@ from genlab.engine import InputGroup, ModelJob, TrainConfig, epoch_seed, stack_m
 from genlab.engine.choose import cache_file, pinned_choices
 from genlab.engine.strategies import candidates
 from genlab.engine.strategies.lockstep import dropout_seed
-from genlab.engine.strategies.packed import best_layout, bucket_cost, packed_plan, partition
+from genlab.engine.strategies.packed import balanced_loads, best_layout, bucket_cost, packed_plan, partition
 from genlab.engine.trainer import BatchTrainer
 from genlab.models import build_model
 
@@ -256,6 +256,18 @@ def test_models_of_unequal_widths_sharing_a_batch_stack_it_rather_than_move_to_t
     assert best_layout(small_sweep, 1, 100)[1]                        # bmm_in: no segmented -> padded move
     ensemble = widths([(784, 256, 256, 256, 10)] * 8)                 # equal widths: the move is a view
     assert not best_layout(ensemble, 1, 128)[1]
+
+
+def test_buckets_are_dealt_to_workers_with_the_least_possible_largest_load():
+    costs = [21.1, 32.0, 106.0, 44.4, 38.5, 56.5]  # the label-noise sweep's buckets; LPT's largest: 159.1
+    shares = balanced_loads(costs, 2)
+    assert sorted(i for share in shares for i in share) == list(range(6))
+    assert max(sum(costs[i] for i in share) for share in shares) == pytest.approx(150.4)
+    many = [float(c) for c in range(1, 30)]  # too many to search: longest first to the least loaded
+    shares = balanced_loads(many, 2)
+    assert sorted(i for share in shares for i in share) == list(range(29))
+    assert max(sum(many[i] for i in share) for share in shares) <= sum(many) / 2 + max(many)
+    assert balanced_loads([5.0], 3) == [[0]]
 
 
 def test_bucketed_packed_training_equals_the_plain_loop():
