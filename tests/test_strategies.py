@@ -168,6 +168,32 @@ def test_forcing_a_strategy_that_cannot_run_the_models_is_refused():
                      TrainConfig(epochs=1, strategy="packed"))
 
 
+def test_close_candidates_are_timed_again_in_turn_and_keep_their_fastest_timing(tmp_path, monkeypatch):
+    """A first timing disturbed by the machine (packed at 22 ms while threads ran at 16) does not decide:
+    the candidates within CONTENDER_FRACTION of the fastest are timed again, alternating."""
+    import genlab.engine.choose as choose_module
+
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
+    measured = {"packed": [0.022, 0.015, 0.016], "threads": [0.016, 0.018, 0.017], "lockstep": [0.050]}
+    calls = []
+
+    def fake_time(name, trainer, idx, batches, give_up_after=float("inf")):
+        calls.append(name)
+        series = measured.get(name, [1.0])
+        return series[min(calls.count(name), len(series)) - 1]
+
+    monkeypatch.setattr(choose_module, "time_strategy", fake_time)
+    monkeypatch.setattr(choose_module, "candidates", lambda trainer, idx, worth_trying=True:
+                        ["lockstep", "threads", "packed"])
+    x, y = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    trainer = BatchTrainer([ModelJob(f"m{k}", build_model("mlp", (12,), 3, widths=[8], seed=k), k, y)
+                            for k in range(2)], [InputGroup(x, x[:8], y[:8])], TrainConfig(epochs=1))
+    name, info = choose_module.choose(trainer, torch.arange(2), lambda: [])
+    assert name == "packed" and info["seconds_per_step"]["packed"] == 0.015
+    assert calls.count("lockstep") == 1  # more than CONTENDER_FRACTION slower: not timed again
+    assert calls[3:] == ["threads", "packed"] * choose_module.RETIMING_ROUNDS
+
+
 def test_auto_records_its_choice_and_calibration(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLAB_CACHE", str(tmp_path))
     x, y = images()
