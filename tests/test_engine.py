@@ -256,7 +256,7 @@ def test_a_snapshot_of_a_width_sweep_holds_each_models_own_entries_and_restores_
     # padding that is not zero (no strategy leaves any) is kept as it is rather than dropped
     first.stack.params["3.weight"][0, -1, -1] = 1.0
     assert first.stack.own_entries(first.stack.params) is None
-    assert "padded" in first.state()["params"]["3.weight"] and "own" in first.state()["params"]["1.weight"]
+    assert "as_is" in first.state()["params"]["3.weight"] and "own" in first.state()["params"]["1.weight"]
     # a snapshot whose entries do not fit the models is refused in one line
     saved["params"]["3.weight"]["own"] = saved["params"]["3.weight"]["own"][:-1]
     torch.save(saved, snap)

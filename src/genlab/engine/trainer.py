@@ -255,7 +255,7 @@ class BatchTrainer:
     def _own(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         """A tensor shaped like the stacked parameter ``name``, for :meth:`state`."""
         own = self.stack.own_entries({name: tensor})
-        return {"padded": tensor} if own is None else {"own": own[name]}
+        return {"as_is": tensor} if own is None else {"own": own[name]}
 
     def _own_all(self, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         return {name: self._own(name, tensor) for name, tensor in tensors.items()}
@@ -264,7 +264,7 @@ class BatchTrainer:
         """A tensor of :meth:`state` back in the stacked layout of parameter ``name``."""
         if "own" in saved:
             return self.stack.from_own_entries({name: saved["own"]})[name]
-        return saved["padded"] if "padded" in saved else saved["as_is"]
+        return saved["as_is"]
 
     def _padded_all(self, saved: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {name: self._padded(name, tensor) for name, tensor in saved.items()}
