@@ -331,6 +331,7 @@ def test_training_batches_are_each_models_own_rows_in_any_chunking(gather_bytes,
 
 
 @pytest.mark.parametrize("strategy,shared_order", [("packed", False), ("packed", True), ("packed-threads", False),
+                                                   ("packed-procs", False),
                                                    ("stacked", False), ("lockstep", False)])
 def test_evaluation_matches_each_model_in_plain_pytorch(strategy, shared_order):
     """The engine's evaluation (packed models from the session's own parameters in their training

@@ -40,7 +40,7 @@ def train(nets, strategy, prec, x, y, seeds=None, epochs=2, optimizer="sgd"):
     return train_models(jobs, [InputGroup(x, x[:30], y[:30])], cfg)
 
 
-@pytest.mark.parametrize("strategy", ["packed", "packed-threads", "stacked", "lockstep", "threads"])
+@pytest.mark.parametrize("strategy", ["packed", "packed-threads", "packed-procs", "stacked", "lockstep", "threads"])
 @pytest.mark.parametrize("prec", ["bf16", "fp16"])
 def test_low_precision_training_is_close_to_fp32_and_keeps_float32_master_weights(strategy, prec):
     x, y = data()

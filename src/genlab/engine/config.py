@@ -15,7 +15,8 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """A training-batch transform ``(x [B, ...], generator) -> x' [B, ...]`` (same shape), drawing all
 its randomness from the CPU ``generator`` it is given (e.g. :class:`genlab.augment.RandomShift`)."""
 
-STRATEGIES = ("auto", "packed", "packed-threads", "stacked", "lockstep", "lockstep-cl", "threads", "threads-cl")
+STRATEGIES = ("auto", "packed", "packed-threads", "packed-procs", "stacked", "lockstep", "lockstep-cl", "threads",
+              "threads-cl")
 """How a group of models is executed (see :mod:`genlab.engine.strategies`), in order of preference
 when they are about as fast; ``auto`` chooses."""
 

@@ -78,7 +78,7 @@ class StackedOptimizer:
                 if s.momentum:
                     buf = state.get("momentum", torch.zeros_like(p))
                     buf = torch.where(act, s.momentum * buf + g, buf)
-                    state["momentum"] = buf
+                    self._keep(state, "momentum", buf)
                     g = g + s.momentum * buf if s.nesterov else buf
                 update = p - lr_k * g
             else:
@@ -89,7 +89,8 @@ class StackedOptimizer:
                 v = state.get("exp_avg_sq", torch.zeros_like(p))
                 m = torch.where(act, b1 * m + (1 - b1) * g, m)
                 v = torch.where(act, b2 * v + (1 - b2) * g * g, v)
-                state["exp_avg"], state["exp_avg_sq"] = m, v
+                self._keep(state, "exp_avg", m)
+                self._keep(state, "exp_avg_sq", v)
                 t = spread(self.steps.clamp(min=1).to(p.device))
                 bc1 = (1 - b1 ** t).to(p.dtype)
                 bc2 = (1 - b2 ** t).to(p.dtype)
@@ -98,6 +99,24 @@ class StackedOptimizer:
             if name in self.masks:
                 update = update * self.masks[name]
             p.copy_(torch.where(act, update, p))
+
+    @staticmethod
+    def _keep(state: dict[str, torch.Tensor], slot: str, value: torch.Tensor) -> None:
+        """Store ``value`` as ``state[slot]``, into the existing tensor when there is one: a state
+        tensor keeps its storage for good (the packed-procs workers share it with the parent)."""
+        if slot in state:
+            state[slot].copy_(value)
+        else:
+            state[slot] = value
+
+    def create_state(self) -> None:
+        """Create every state tensor the optimizer will use, as zeros (what a first step would
+        create), so that they exist before the tensors are moved elsewhere (shared memory)."""
+        slots = {"sgd": ("momentum",) if self.settings.momentum else (),
+                 "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}[self.settings.name]
+        for name in self.params:
+            for slot in slots:
+                self._state(name, slot)
 
     def _spreader(self, name: str, p: torch.Tensor):
         """Per-model values ``[K]`` -> a tensor broadcastable to parameter ``name``."""

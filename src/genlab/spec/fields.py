@@ -14,7 +14,8 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "cosine", "step", "linear"]
 Loss = Literal["ce", "mse"]
 Precision = Literal["fp32", "bf16", "fp16"]
-Strategy = Literal["auto", "packed", "packed-threads", "stacked", "lockstep", "lockstep-cl", "threads", "threads-cl"]
+Strategy = Literal["auto", "packed", "packed-threads", "packed-procs", "stacked", "lockstep", "lockstep-cl", "threads",
+                   "threads-cl"]
 
 
 def distinct(values: list, what: str) -> list:

@@ -134,7 +134,8 @@ PRECISION = ("training arithmetic: fp32 (bitwise reproducible), or bf16 / fp16 m
 
 
 STRATEGY = ("how the engine executes the models trained together: auto (the fastest, timed on this machine and "
-            "cached), or one of packed, packed-threads, stacked, lockstep, threads (-cl: channels-last convolutions)")
+            "cached), or one of packed, packed-threads, packed-procs, stacked, lockstep, threads (-cl: channels-last "
+            "convolutions)")
 
 
 class SharedOptimSpec(Group):

@@ -1,7 +1,8 @@
 """Execution strategies: how a group of models is laid out and run (see :mod:`.base`).
 
 * ``packed``: plain MLPs as a few large matrix products, in width buckets (:mod:`.packed`), or
-  ``packed-threads``: the buckets spread over worker threads;
+  ``packed-threads``: the buckets spread over worker threads, or ``packed-procs``: over forked
+  worker processes (:mod:`.packed_procs`);
 * ``stacked``: ``torch.func.vmap`` over stacked parameters and buffers (:mod:`.stacked`);
 * ``lockstep``: each model's own ``nn.Module`` forward/backward, one after another (:mod:`.lockstep`),
   optionally in ``channels_last`` memory format (``lockstep-cl``);
@@ -19,6 +20,8 @@ from genlab.engine.config import STRATEGIES
 from genlab.engine.strategies.base import Session, StepBatch
 from genlab.engine.strategies.lockstep import LockstepSession, has_dropout
 from genlab.engine.strategies.packed import PackedSession, PackedThreadsSession, packed_plan
+from genlab.engine.strategies.packed_procs import PackedProcsSession
+from genlab.engine.strategies.packed_procs import available as processes_available
 from genlab.engine.strategies.stacked import StackedSession
 from genlab.engine.strategies.threads import ThreadsSession
 
@@ -49,6 +52,8 @@ def candidates(trainer, idx: torch.Tensor, worth_trying: bool = True) -> list[st
         names.append("packed")
         if gains or not worth_trying:
             names.append("packed-threads")
+            if processes_available(trainer.device):
+                names.append("packed-procs")
     # vmap turns convolutions into grouped convolutions, several times slower on CPUs: not worth timing there
     low_precision_buffers = cfg.precision != "fp32" and bool(stack.buffers)  # see strategies.stacked
     if not dropout and not low_precision_buffers and (
@@ -71,6 +76,8 @@ def open_session(name: str, trainer, idx: torch.Tensor) -> Session:
         return PackedSession(trainer, idx, group_of)
     if name == "packed-threads":
         return PackedThreadsSession(trainer, idx, group_of, workers=torch.get_num_threads())
+    if name == "packed-procs":
+        return PackedProcsSession(trainer, idx, group_of, workers=torch.get_num_threads())
     if name == "stacked":
         if trainer.stack.members is None and any(has_dropout(trainer.jobs[k].module) for k in idx.tolist()):
             raise ValueError("the stacked strategy cannot draw dropout masks per model; use lockstep")
