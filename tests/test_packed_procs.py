@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
-from genlab.engine.strategies import candidates, open_session
+from genlab.engine.strategies import PROCESS_WORKERS_FROM, candidates, open_session
 from genlab.engine.strategies.packed_procs import available, shared_like
 from genlab.engine.trainer import BatchTrainer
 from genlab.models import build_model
@@ -159,11 +159,12 @@ def test_shared_copies_keep_values_shapes_and_gradient_flags():
         assert torch.equal(c, t.detach()) and c.dtype == t.dtype and c.requires_grad == t.requires_grad
 
 
-def test_packed_procs_is_a_candidate_only_where_it_can_gain():
+def test_packed_procs_is_timed_from_four_threads_and_can_be_asked_for_with_fewer():
     x, y = data()
     trainer = BatchTrainer(jobs(y), [InputGroup(x, x[:50], y[:50])], TrainConfig(batch_size=64))
     idx = torch.arange(len(WIDTHS))
+    torch.set_num_threads(PROCESS_WORKERS_FROM)
     assert "packed-procs" in candidates(trainer, idx)
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     assert "packed-procs" not in candidates(trainer, idx)
     assert "packed-procs" in candidates(trainer, idx, worth_trying=False)

@@ -29,6 +29,16 @@ ORDER = STRATEGIES[1:]
 """Every strategy, in order of preference when they are about as fast."""
 
 
+PROCESS_WORKERS_FROM = 4
+"""Intra-op threads from which ``packed-procs`` is timed by ``auto``. On two cores it brought nothing
+measurable (AMD EPYC, label-noise sweep of 48 MLPs: median 8.0 ms a step against packed's 8.5 and
+packed-threads' 8.2 over five alternating runs, within the machine's noise; the 8-MLP width sweep:
+0.52-0.58 s against packed's 0.45-0.49 s), and a noisy calibration once chose it for the width sweep
+(3.7x the plain loop instead of ~4.3x). With more cores, more worker threads contend for the GIL and
+small products scale worse over threads: there it is a candidate. ``--strategy packed-procs`` works
+anywhere it is available."""
+
+
 def _has_conv2d(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
@@ -52,7 +62,8 @@ def candidates(trainer, idx: torch.Tensor, worth_trying: bool = True) -> list[st
         names.append("packed")
         if gains or not worth_trying:
             names.append("packed-threads")
-            if processes_available(trainer.device):
+            if processes_available(trainer.device) and (
+                    not worth_trying or torch.get_num_threads() >= PROCESS_WORKERS_FROM):
                 names.append("packed-procs")
     # vmap turns convolutions into grouped convolutions, several times slower on CPUs: not worth timing there
     low_precision_buffers = cfg.precision != "fp32" and bool(stack.buffers)  # see strategies.stacked
@@ -90,4 +101,4 @@ def open_session(name: str, trainer, idx: torch.Tensor) -> Session:
     raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(ORDER)}")
 
 
-__all__ = ["ORDER", "Session", "StepBatch", "candidates", "open_session", "packed_plan"]
+__all__ = ["ORDER", "PROCESS_WORKERS_FROM", "Session", "StepBatch", "candidates", "open_session", "packed_plan"]
