@@ -418,7 +418,54 @@ def balanced_loads(costs: list[float], workers: int) -> list[list[int]]:
     return [share for _, share in loads if share]
 
 
-class PackedThreadsSession(Session):
+class PackedPartsSession(Session):
+    """Packed buckets dealt to workers (:func:`split_for_workers`): ``parts[w]`` is the
+    :class:`PackedSession` of worker w's share ``shares[w]`` (session positions). What the workers
+    are - threads or processes - is the subclass's; this holds the split and merges the results."""
+
+    exact_per_model = False
+
+    def __init__(self, trainer, idx, group_of, workers: int):
+        super().__init__(trainer, idx, group_of)
+        plan = packed_plan(trainer.stack, idx, group_of, trainer.config.batch_size)
+        if plan is None:
+            raise ValueError("the packed strategy needs plain MLPs of one input size and class count")
+        self.shares = [torch.tensor(share, device=idx.device)
+                       for share in split_for_workers(plan, group_of, workers)]
+        self.parts = [PackedSession(trainer, idx[share], [group_of[p] for p in share.tolist()])
+                      for share in self.shares]
+
+    def part_batch(self, batch: StepBatch, w: int) -> StepBatch:
+        """The step's batch as worker ``w`` sees it: every input, its own models' labels and scales."""
+        share = self.shares[w]
+        return StepBatch(batch.xs, self.parts[w].group_of, batch.y[share], batch.epoch, batch.step, batch.stacked,
+                         None if batch.loss_scale is None else batch.loss_scale[share])
+
+    def merge_step(self, results: list[tuple[torch.Tensor, torch.Tensor]], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(losses [k], correct [k])`` in session positions from each worker's ``(losses, correct)``."""
+        losses = torch.full((self.num_models,), float("nan"), device=device)
+        correct = torch.zeros(self.num_models, dtype=torch.long, device=device)
+        for share, (part_losses, part_correct) in zip(self.shares, results):
+            losses[share], correct[share] = part_losses, part_correct
+        return losses, correct
+
+    def merge_evaluation(self, results: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [k], acc [k])`` (float64, CPU) in session positions from each worker's evaluation."""
+        loss = torch.empty(self.num_models, dtype=torch.float64)
+        acc = torch.empty(self.num_models, dtype=torch.float64)
+        for share, (part_loss, part_acc) in zip(self.shares, results):
+            loss[share.cpu()], acc[share.cpu()] = part_loss.cpu().double(), part_acc.cpu().double()
+        return loss, acc
+
+    def sync(self) -> None:
+        for part in self.parts:
+            part.sync()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "workers": [p.describe()["buckets"] for p in self.parts]}
+
+
+class PackedThreadsSession(PackedPartsSession):
     """Packed buckets spread over worker threads, one intra-op thread each.
 
     A packed step of small models is dozens of short operations; with one intra-op thread per
@@ -428,34 +475,19 @@ class PackedThreadsSession(Session):
     and optimizer step."""
 
     name = "packed-threads"
-    exact_per_model = False
 
     def __init__(self, trainer, idx, group_of, workers: int):
-        super().__init__(trainer, idx, group_of)
+        super().__init__(trainer, idx, group_of, workers)
         from genlab.engine.strategies.threads import worker_pool
 
-        plan = packed_plan(trainer.stack, idx, group_of, trainer.config.batch_size)
-        if plan is None:
-            raise ValueError("the packed strategy needs plain MLPs of one input size and class count")
-        self.shares = [torch.tensor(share, device=idx.device)
-                       for share in split_for_workers(plan, group_of, workers)]
-        self.parts = [PackedSession(trainer, idx[share], [group_of[p] for p in share.tolist()])
-                      for share in self.shares]
         self.pool = worker_pool(len(self.parts))
 
     def forward_backward(self, batch: StepBatch, working: torch.Tensor):
-        losses = torch.full((self.num_models,), float("nan"), device=batch.y.device)
-        correct = torch.zeros(self.num_models, dtype=torch.long, device=batch.y.device)
+        def run(w):
+            return self.parts[w].forward_backward(self.part_batch(batch, w), working[self.shares[w]])
 
-        def run(part, share):
-            sub = StepBatch(batch.xs, part.group_of, batch.y[share], batch.epoch, batch.step, batch.stacked,
-                            None if batch.loss_scale is None else batch.loss_scale[share])
-            return part.forward_backward(sub, working[share])
-
-        results = [f.result() for f in [self.pool.submit(run, part, share)
-                                        for part, share in zip(self.parts, self.shares)]]
-        for share, (part_losses, part_correct) in zip(self.shares, results):
-            losses[share], correct[share] = part_losses, part_correct
+        results = [f.result() for f in [self.pool.submit(run, w) for w in range(len(self.parts))]]
+        losses, correct = self.merge_step(results, batch.y.device)
         if not bool(torch.isfinite(losses[working]).all()):  # no model of any part takes this step
             for part in self.parts:
                 for p in part.params.values():
@@ -473,26 +505,15 @@ class PackedThreadsSession(Session):
                   for part, share in zip(self.parts, self.shares)]:
             f.result()
 
-    def sync(self) -> None:
-        for part in self.parts:
-            part.sync()
-
     @torch.no_grad()
     def evaluate(self, positions, x, y):
         """Every model evaluated by its worker from the worker's own parameters (see
         :meth:`PackedSession.evaluate`); a subset from the trainer's state."""
         if not self.all_models(positions):
             return super().evaluate(positions, x, y)
-        loss = torch.empty(self.num_models, dtype=torch.float64)
-        acc = torch.empty(self.num_models, dtype=torch.float64)
-        jobs = [(share, self.pool.submit(part.evaluate, torch.arange(len(share), device=positions.device), x,
-                                         y[share])) for part, share in zip(self.parts, self.shares)]
-        for share, job in jobs:
-            loss[share.cpu()], acc[share.cpu()] = (t.cpu() for t in job.result())
-        return loss, acc
+        jobs = [self.pool.submit(part.evaluate, torch.arange(len(share), device=positions.device), x, y[share])
+                for part, share in zip(self.parts, self.shares)]
+        return self.merge_evaluation([job.result() for job in jobs])
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "workers": [p.describe()["buckets"] for p in self.parts]}

@@ -2,9 +2,10 @@
 worker but the first in a forked process of its own.
 
 Why processes: a packed step of small models is ~120 short PyTorch calls per worker, and each call
-releases and retakes Python's GIL, so worker *threads* wait for each other. Measured on a 2-core AMD
-EPYC for the label-noise sweep: one worker's share of a step takes 3.4-3.6 ms alone, 5.1 ms beside
-the other worker in a second thread, and 3.4-3.6 ms in a second process.
+releases and retakes Python's GIL, so worker *threads* wait for each other (one label-noise session
+on a 2-core AMD EPYC: 6.5-6.8 ms a step in two processes, ~7.5 ms in two threads). On two cores
+plain ``packed`` on two intra-op threads is as fast, so ``auto`` times this strategy only from
+:data:`~genlab.engine.strategies.PROCESS_WORKERS_FROM` threads.
 
 How: worker 0 is the parent itself. Each other worker's packed parameters, optimizer state and step
 counts are moved into one anonymous shared mapping before ``os.fork``, so the child updates them in
@@ -31,8 +32,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 import torch
 
-from genlab.engine.strategies.base import Session, StepBatch
-from genlab.engine.strategies.packed import PackedSession, packed_plan, split_for_workers
+from genlab.engine.strategies.base import StepBatch
+from genlab.engine.strategies.packed import PackedPartsSession, PackedSession
 
 ALIGN = 64
 
@@ -191,28 +192,20 @@ class Worker:
             pass
 
 
-class PackedProcsSession(Session):
+class PackedProcsSession(PackedPartsSession):
     """Packed buckets over worker processes (see the module docstring); worker 0 is this process."""
 
     name = "packed-procs"
-    exact_per_model = False
 
     def __init__(self, trainer, idx, group_of, workers: int):
-        super().__init__(trainer, idx, group_of)
         if not available(trainer.device):
             raise ValueError("the packed-procs strategy needs Linux and a CPU device")
-        plan = packed_plan(trainer.stack, idx, group_of, trainer.config.batch_size)
-        if plan is None:
-            raise ValueError("the packed strategy needs plain MLPs of one input size and class count")
         sources = {int(trainer.jobs[k].inputs) for k in idx.tolist()}
         rows = {(tuple(trainer.inputs[s].x_train.shape[1:]), trainer.inputs[s].x_train.dtype) for s in sources}
         if len(rows) != 1:
             raise ValueError("the packed-procs strategy needs input sets of one shape and dtype")
         (x_row, x_dtype), = rows
-        self.shares = [torch.tensor(share, device=idx.device)
-                       for share in split_for_workers(plan, group_of, workers)]
-        self.parts = [PackedSession(trainer, idx[share], [group_of[p] for p in share.tolist()])
-                      for share in self.shares]
+        super().__init__(trainer, idx, group_of, workers)
         self.workers: list[Worker] = []
         self.threads_before = torch.get_num_threads()
         try:
@@ -226,23 +219,12 @@ class PackedProcsSession(Session):
         # operation between steps, would spin on the core a worker computes on.
         torch.set_num_threads(1)
 
-    def _sub(self, batch: StepBatch, part: PackedSession, share: torch.Tensor) -> StepBatch:
-        return StepBatch(batch.xs, part.group_of, batch.y[share], batch.epoch, batch.step, batch.stacked,
-                         None if batch.loss_scale is None else batch.loss_scale[share])
-
     def forward_backward(self, batch: StepBatch, working: torch.Tensor):
         for worker, share in zip(self.workers, self.shares[1:]):
             worker.put_batch(batch, share, working)
-        results = [self.parts[0].forward_backward(self._sub(batch, self.parts[0], self.shares[0]),
-                                                  working[self.shares[0]])]
-        for worker in self.workers:
-            losses, correct = worker.receive()
-            results.append((torch.from_numpy(losses), torch.from_numpy(correct)))
-        losses = torch.full((self.num_models,), float("nan"), device=batch.y.device)
-        correct = torch.zeros(self.num_models, dtype=torch.long, device=batch.y.device)
-        for share, (part_losses, part_correct) in zip(self.shares, results):
-            losses[share], correct[share] = part_losses, part_correct
-        return losses, correct
+        results = [self.parts[0].forward_backward(self.part_batch(batch, 0), working[self.shares[0]])]
+        results += [tuple(map(torch.from_numpy, worker.receive())) for worker in self.workers]
+        return self.merge_step(results, batch.y.device)
 
     def unscale(self, scale):
         for worker in self.workers:
@@ -263,10 +245,6 @@ class PackedProcsSession(Session):
         for worker in self.workers:
             worker.receive()
 
-    def sync(self) -> None:
-        for part in self.parts:  # the workers are idle: their state is in shared memory
-            part.sync()
-
     def _source_of(self, x: torch.Tensor) -> tuple[int, str] | None:
         for source, group in enumerate(self.trainer.inputs):
             for field in ("x_train", "x_test", "x_val"):
@@ -278,27 +256,19 @@ class PackedProcsSession(Session):
     def evaluate(self, positions, x, y):
         """Every model evaluated by its worker, from the worker's own parameters (see
         :meth:`PackedSession.evaluate`), when ``x`` is one of the trainer's input sets (the child
-        has it already); otherwise, or for a subset of the models, here."""
+        has it already); otherwise, or for a subset of the models, here (the workers are idle and
+        their state is in shared memory, which :meth:`sync` reads)."""
         where = self._source_of(x)
         if not self.all_models(positions) or where is None:
             return super().evaluate(positions, x, y)
         for worker, share in zip(self.workers, self.shares[1:]):
             worker.send("evaluate", *where, y[share].cpu().numpy())
-        loss = torch.empty(self.num_models, dtype=torch.float64)
-        acc = torch.empty(self.num_models, dtype=torch.float64)
-        part_loss, part_acc = self.parts[0].evaluate(torch.arange(len(self.shares[0])), x, y[self.shares[0]])
-        loss[self.shares[0].cpu()], acc[self.shares[0].cpu()] = part_loss.cpu().double(), part_acc.cpu().double()
-        for worker, share in zip(self.workers, self.shares[1:]):
-            part_loss, part_acc = worker.receive()
-            loss[share.cpu()] = torch.from_numpy(part_loss).double()
-            acc[share.cpu()] = torch.from_numpy(part_acc).double()
-        return loss, acc
+        results = [self.parts[0].evaluate(torch.arange(len(self.shares[0])), x, y[self.shares[0]])]
+        results += [tuple(map(torch.from_numpy, worker.receive())) for worker in self.workers]
+        return self.merge_evaluation(results)
 
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
         self.workers = []
         torch.set_num_threads(self.threads_before)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "workers": [p.describe()["buckets"] for p in self.parts]}
