@@ -4,7 +4,11 @@
 Every training workload of :mod:`plain_loops` runs on both sides - the plain loop
 (``plain_loops.py``) and genlab's engine (``engine_side.py``) with the same models, initial weights,
 data, optimizer, batch size and epochs - each ``repeats`` times in a fresh process, the two sides
-alternating; the median run of each side is reported, with every run's time in the JSON. Before
+alternating; the median run of each side is reported, with every run's time in the JSON, and the
+*paired* speedup: the median over repeats of plain / genlab within one round, whose two runs are
+minutes apart at most, so that the machine's slow and fast spells (+-30% on a shared 2-core host)
+cancel out of each ratio. The float32 matmul peak is measured once at the start and again just
+before each genlab run; each run's fraction of the peak is taken against the peak beside it. Before
 timing, one untimed engine run per workload fills the engine's strategy cache (the calibration a
 first run on a machine pays once, reported as ``calibration_s``). Reported per workload: wall times,
 the ratio plain / genlab, achieved GFLOP/s (forward FLOPs counted by ``FlopCounterMode`` x 3) and
@@ -12,7 +16,7 @@ their fraction of the float32 matmul peak measured in the same run, both sides' 
 and the strategy the engine chose; with ``--precision bf16`` (where the CPU has a bfloat16 matrix
 unit) also genlab at bf16 against the plain loop at fp32 and under the same autocast.
 
-    python benchmarks/bench.py --out bench/bench.json [--quick] [--only lenet-seeds,deep-widths]
+    python benchmarks/bench.py --out bench/bench.json [--quick] [--only lenet-seeds,deep-widths] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -82,26 +86,38 @@ def test_accuracy_gap(a: dict, b: dict) -> float:
                                np.array([m["test_acc"] for m in b["models"]]))))
 
 
+def paired(numerators: list[float], denominators: list[float]) -> dict:
+    """The ratios ``numerators[i] / denominators[i]`` of runs made side by side: their median, least
+    and greatest."""
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    return {"median": float(np.median(ratios)), "min": min(ratios), "max": max(ratios), "ratios": ratios}
+
+
 def compare(workload: str, epochs: int | None, repeats: int, precision: str, peak: dict) -> dict:
-    """Both sides ``repeats`` times, alternating, each in a fresh process; medians."""
+    """Both sides ``repeats`` times, alternating, each in a fresh process, with the float32 peak
+    measured just before each genlab run; medians, and the paired ratios (see the module docstring)."""
     epoch_args = [] if epochs is None else ["--epochs", str(epochs)]
     calibration = side("engine_side.py", [workload, *epoch_args, "--precision", precision])
     runs: dict[str, list[dict]] = {"plain": [], "genlab": []}
+    peaks: list[float] = []
     if precision != "fp32":
         runs["plain_autocast"] = []
     for _ in range(repeats):
         runs["plain"].append(side("plain_loops.py", [workload, *epoch_args]))
+        peaks.append(side("plain_loops.py", ["peak"])["sgemm_gflops"])
         runs["genlab"].append(side("engine_side.py", [workload, *epoch_args, "--precision", precision]))
         if precision != "fp32":
             runs["plain_autocast"].append(side("plain_loops.py", [workload, *epoch_args, "--autocast", precision]))
     out = {name: median_run(results, "wall_s") for name, results in runs.items()}
     plain, ours = out["plain"], out["genlab"]
-    fp32_peak = peak["sgemm_gflops"]
     out.update({
         "precision": precision,
         "speedup": plain["wall_s"] / ours["wall_s"],
-        "plain_fraction_of_fp32_peak": plain["gflops"] / fp32_peak,
-        "genlab_fraction_of_fp32_peak": ours["gflops"] / fp32_peak,
+        "paired_speedup": paired([r["wall_s"] for r in runs["plain"]], [r["wall_s"] for r in runs["genlab"]]),
+        "fp32_peaks": peaks,
+        "plain_fraction_of_fp32_peak": paired([r["gflops"] for r in runs["plain"]], peaks)["median"],
+        "genlab_fraction_of_fp32_peak": paired([r["gflops"] for r in runs["genlab"]], peaks)["median"],
+        "genlab_fraction_of_start_peak": ours["gflops"] / peak["sgemm_gflops"],
         "max_test_acc_difference": test_accuracy_gap(plain, ours),
         "strategies": [{k: v for k, v in s.items() if k in ("strategy", "models", "buckets", "workers", "reason",
                                                              "seconds_per_step")} for s in ours["strategies"]],
@@ -110,6 +126,8 @@ def compare(workload: str, epochs: int | None, repeats: int, precision: str, pea
     if precision != "fp32":
         auto = out["plain_autocast"]
         out["speedup_vs_plain_autocast"] = auto["wall_s"] / ours["wall_s"]
+        out["paired_speedup_vs_plain_autocast"] = paired([r["wall_s"] for r in runs["plain_autocast"]],
+                                                         [r["wall_s"] for r in runs["genlab"]])
         out["max_test_acc_difference_vs_plain_autocast"] = test_accuracy_gap(auto, ours)
     return out
 
@@ -134,12 +152,14 @@ def study_row(repeats: int, epochs: int) -> dict:
             if proc.returncode != 0:
                 raise RuntimeError(f"genlab run double-descent failed: {proc.stderr.strip()[-800:]}")
     plain, ours = float(np.median(runs["plain"])), float(np.median(runs["genlab"]))
-    return {"epochs": epochs, "plain_s": plain, "genlab_s": ours, "speedup": plain / ours, "runs": runs}
+    return {"epochs": epochs, "plain_s": plain, "genlab_s": ours, "speedup": plain / ours,
+            "paired_speedup": paired(runs["plain"], runs["genlab"]), "runs": runs}
 
 
 def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = None,
-              precisions: tuple[str, ...] = ("fp32",)) -> dict:
-    """Every workload (or ``only`` these) at every precision; writes ``out`` (JSON) and ``out.md``."""
+              precisions: tuple[str, ...] = ("fp32",), repeats: int | None = None) -> dict:
+    """Every workload (or ``only`` these) at every precision, ``repeats`` rounds each (default 3, 1
+    with ``quick``); writes ``out`` (JSON) and ``out.md``."""
     import torch
 
     peak = side("plain_loops.py", ["peak"])
@@ -148,7 +168,7 @@ def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = No
                                 "amx_bf16": cpu["amx_bf16"], "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
                     "peak": peak, "workloads": {}, "quick": quick}
-    repeats = 1 if quick else 3
+    repeats = repeats or (1 if quick else 3)
     report["repeats"] = repeats
     for name in only or WORKLOADS:
         for precision in precisions:
@@ -174,9 +194,16 @@ def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = No
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-        command = "genlab bench" + (" --quick" if quick else "") + f" --out {out}"
+        command = "genlab bench" + (" --quick" if quick else "") + (f" --only {','.join(only)}" if only else "") + \
+            (f" --precision {','.join(precisions)}" if precisions != ("fp32",) else "") + f" --out {out}"
         out.with_suffix(".md").write_text(markdown_table(report, command))
     return report
+
+
+def paired_text(p: dict | None) -> str:
+    if not p:
+        return ""
+    return f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})"
 
 
 def markdown_table(r: dict, command: str) -> str:
@@ -186,12 +213,14 @@ def markdown_table(r: dict, command: str) -> str:
              "GFLOP/s, "
              f"bfloat16 {peak['bf16_gemm_gflops']:.0f} GFLOP/s.", "",
              f"Each side of a workload ran {r.get('repeats', 1)} time(s) in a fresh process, alternating; medians. "
-             "The engine's strategy cache was filled by one untimed run first (its calibration cost is the last "
-             "column).",
+             "Paired: the median (and range) over rounds of plain / genlab within one round. The fraction of the "
+             "fp32 peak is each run's against the peak measured just before it (median over runs). The engine's "
+             "strategy cache was filled by one untimed run first (its calibration cost is the last column).",
              "",
-             "| workload | precision | plain (s) | genlab (s) | speedup | GFLOP/s plain / genlab (% of fp32 peak) "
+             "| workload | precision | plain (s) | genlab (s) | speedup | paired (range) "
+             "| GFLOP/s plain / genlab (% of fp32 peak) "
              "| peak memory plain / genlab (MB) | max test-acc difference | strategy | calibration (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, by_precision in r["workloads"].items():
         for precision, w in by_precision.items():
             if "skipped" in w:
@@ -205,15 +234,17 @@ def markdown_table(r: dict, command: str) -> str:
                          f"{w['speedup_vs_plain_autocast']:.2f}x)")
             lines.append(
                 f"| {name} | {precision} | {plain['wall_s']:.2f} | {ours['wall_s']:.2f} | {w['speedup']:.2f}x{extra} | "
+                f"{paired_text(w.get('paired_speedup'))} | "
                 f"{plain['gflops']:.0f} ({w['plain_fraction_of_fp32_peak']:.0%}) / {ours['gflops']:.0f} "
                 f"({w['genlab_fraction_of_fp32_peak']:.0%}) | {plain.get('peak_rss_mb', float('nan')):.0f} / "
                 f"{ours.get('peak_rss_mb', float('nan')):.0f} | {w['max_test_acc_difference']:.3f} | {chosen} | "
                 f"{w['calibration_s']:.1f} |")
     if "study_label_noise" in r:
         st = r["study_label_noise"]
-        lines += ["", "| whole study | plain (s) | genlab (s) | speedup |", "|---|---|---|---|",
+        lines += ["", "| whole study | plain (s) | genlab (s) | speedup | paired (range) |", "|---|---|---|---|---|",
                   f"| `genlab run double-descent --modes label_noise --preset paper --noise-epochs {st['epochs']}` "
-                  f"| {st['plain_s']:.1f} | {st['genlab_s']:.1f} | {st['speedup']:.2f}x |"]
+                  f"| {st['plain_s']:.1f} | {st['genlab_s']:.1f} | {st['speedup']:.2f}x | "
+                  f"{paired_text(st.get('paired_speedup'))} |"]
     rb = r.get("robustness_eval")
     lines += ["", "| other workload | result |", "|---|---|"]
     if rb:
@@ -241,9 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="one run per side, one epoch: checks the bench, not speed")
     p.add_argument("--only", default=None, help="comma-separated workloads (default: all, plus the other rows)")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16")
+    p.add_argument("--repeats", type=int, default=None, help="rounds per workload (default 3, 1 with --quick)")
     a = p.parse_args(argv)
     only = a.only.split(",") if a.only else None
-    report = run_bench(a.out, a.quick, only, tuple(a.precision.split(",")))
+    report = run_bench(a.out, a.quick, only, tuple(a.precision.split(",")), a.repeats)
     print(markdown_table(report, "genlab bench"))
 
 

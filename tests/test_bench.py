@@ -104,13 +104,14 @@ def test_markdown_table_shows_every_row():
     side = {"wall_s": 2.0, "gflops": 50.0, "peak_rss_mb": 400.0, "models": [{"test_acc": 0.9}]}
     row = {"plain": side, "genlab": {**side, "wall_s": 0.4}, "speedup": 5.0, "plain_fraction_of_fp32_peak": 0.25,
            "genlab_fraction_of_fp32_peak": 0.5, "max_test_acc_difference": 0.01, "calibration_s": 0.3,
-           "strategies": [{"strategy": "packed"}]}
+           "strategies": [{"strategy": "packed"}], "paired_speedup": bench.paired([2.0, 2.4, 1.8], [0.4, 0.4, 0.5])}
     report = {
         "machine": {"cpus": 2, "cpu": "Xeon", "torch": "2.13.0", "torch_threads": 2},
         "peak": {"sgemm_gflops": 200.0, "bf16_gemm_gflops": 800.0}, "repeats": 3,
         "workloads": {"widths": {"fp32": row, "bf16": {"skipped": "no bfloat16 matrix unit on this CPU"}},
                       "lenet-seeds": {"fp32": {**row, "strategies": [{"strategy": "threads-cl"}]}}},
-        "study_label_noise": {"epochs": 30, "plain_s": 60.0, "genlab_s": 15.0, "speedup": 4.0},
+        "study_label_noise": {"epochs": 30, "plain_s": 60.0, "genlab_s": 15.0, "speedup": 4.0,
+                              "paired_speedup": bench.paired([60.0], [20.0])},
         "robustness_eval": {"param_sets": 120, "naive_s": 0.4, "genlab_s": 0.2, "speedup": 2.0,
                             "max_acc_difference": 0.0},
         "rff": {"n": 4000, "values_of_N": 33, "wall_s": 27.0, "test_mse_peak_at": 4000},
@@ -120,8 +121,30 @@ def test_markdown_table_shows_every_row():
     table = bench.markdown_table(report, "genlab bench")
     for text in ("| widths | fp32 | 2.00 | 0.40 | 5.00x", "| lenet-seeds | fp32 |", "threads-cl", "packed",
                  "no bfloat16 matrix unit", "| 60.0 | 15.0 | 4.00x |", "120 parameter sets", "2.50x",
-                 "exponent 1.00", "3 time(s) in a fresh process", "bfloat16 800 GFLOP/s"):
+                 "exponent 1.00", "3 time(s) in a fresh process", "bfloat16 800 GFLOP/s", "| 5.00x (3.60-6.00) |",
+                 "| 4.00x | 3.00x (3.00-3.00) |"):
         assert text in table
+
+
+def test_paired_ratios_cancel_a_slow_spell_that_medians_do_not():
+    # the machine is twice as slow during the third round: every round's own ratio is 3x, while the
+    # medians of each side come from different rounds
+    plain, genlab = [3.0, 3.3, 6.6], [1.0, 1.1, 2.2]
+    p = bench.paired(plain, genlab)
+    assert p["median"] == pytest.approx(3.0) and p["min"] == pytest.approx(3.0) and p["max"] == pytest.approx(3.0)
+    assert bench.paired([2.0, 1.0], [1.0, 2.0])["ratios"] == [2.0, 0.5]
+    with pytest.raises(ValueError):
+        bench.paired([1.0, 2.0], [1.0])
+
+
+def test_bench_refuses_a_repeat_count_below_one(capsys, tmp_path):
+    from genlab.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--repeats", "0", "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    assert "--repeats" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_bench_refuses_an_unknown_workload(capsys, tmp_path):

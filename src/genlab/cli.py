@@ -343,10 +343,12 @@ def benchmarks_dir() -> Path:
               "speed")
 @click.option("--only", default=None, help="comma-separated training workloads (default: every row)")
 @click.option("--precision", default="fp32", show_default=True, help="comma-separated precisions: fp32, bf16")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="rounds of both sides per workload [default: 3, or 1 with --quick]")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("bench/bench.json"),
               show_default=True,
               help="JSON results; a Markdown table is written beside it (.md)")
-def bench_cmd(quick, only, precision, out):
+def bench_cmd(quick, only, precision, repeats, out):
     """Time genlab's engine against the plain one-model-at-a-time PyTorch loop (benchmarks/)."""
     import runpy
 
@@ -358,7 +360,7 @@ def bench_cmd(quick, only, precision, out):
         if name not in bench["WORKLOADS"]:
             raise UserError(f"invalid value for '--only': unknown workload {name!r}; choose from "
                             f"{', '.join(bench['WORKLOADS'])}")
-    report = bench["run_bench"](out, quick, only.split(",") if only else None, tuple(precision.split(",")))
+    report = bench["run_bench"](out, quick, only.split(",") if only else None, tuple(precision.split(",")), repeats)
     click.echo(bench["markdown_table"](report, "genlab bench"))
 
 
