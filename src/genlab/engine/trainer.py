@@ -381,6 +381,8 @@ class BatchTrainer:
         seen = 0
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         session = self.session
+        everyone_works = True    # working.all(), kept on the host: no device sync for it in the common case
+        step_lr, step_mult = lr, 1.0
         for b in range(steps_per_epoch):
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
@@ -388,29 +390,37 @@ class BatchTrainer:
             if self.scaler is not None:
                 batch.loss_scale = self.scaler.scale[idx.cpu()].to(self.device)
             losses, right = session.forward_backward(batch, working)
-            bad = working & ~torch.isfinite(losses)
-            if bool(bad.any()) and not session.exact_per_model:
-                session = self._open(idx, exact=True)
-                losses, right = session.forward_backward(batch, working)
-                bad = working & ~torch.isfinite(losses)
-            if bool(bad.any()):
-                for pos in bad.nonzero().flatten().tolist():
-                    o = self.outcomes[int(idx[pos])]
-                    o.diverged, o.diverged_step = True, self.step
-                    self.active[int(idx[pos])] = False
-                working &= ~bad
-                uniform = False
             finite = torch.isfinite(losses)
-            loss_sum += torch.where(finite, losses.detach().double(), torch.zeros((), dtype=torch.float64))
-            correct += right.double()
+            if not bool(finite.all()):  # a model diverged (or had already): one check per step when none did
+                bad = working & ~finite
+                if bool(bad.any()) and not session.exact_per_model:
+                    session = self._open(idx, exact=True)
+                    losses, right = session.forward_backward(batch, working)
+                    finite = torch.isfinite(losses)
+                    bad = working & ~finite
+                if bool(bad.any()):
+                    for pos in bad.nonzero().flatten().tolist():
+                        o = self.outcomes[int(idx[pos])]
+                        o.diverged, o.diverged_step = True, self.step
+                        self.active[int(idx[pos])] = False
+                    working &= ~bad
+                    uniform = False
+                everyone_works = bool(working.all())
+                loss_sum += torch.where(finite, losses.detach().double(), torch.zeros((), dtype=torch.float64))
+            else:
+                loss_sum += losses.detach()
+            correct += right
             seen += batch.y.shape[1]
-            stepping = working
+            stepping, all_step = working, everyone_works
             if self.scaler is not None:  # a model whose scaled gradients overflowed skips this update
                 finite = session.unscale(batch.loss_scale)
                 self.scaler.update(idx[working], finite[working])
                 stepping = working & finite
-            session.step(lr * self._lr_multiplier(self.epoch + b / steps_per_epoch), wd, stepping,
-                         uniform and bool(stepping.all()))
+                all_step = bool(stepping.all())
+            mult = self._lr_multiplier(self.epoch + b / steps_per_epoch)
+            if mult != step_mult:
+                step_lr, step_mult = lr * mult, mult
+            session.step(step_lr, wd, stepping, uniform and all_step)
             self.synced = False
             self.step += 1
         self.batch_acc[idx.cpu()] = (correct / max(seen, 1)).cpu()

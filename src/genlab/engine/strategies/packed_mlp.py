@@ -302,7 +302,7 @@ class PackedMLP:
                 for x, (g, start, stop) in zip(h_in, self.first_groups):
                     ws = (w[start:stop] if len(self.first_groups) > 1 else w).t()
                     bs = None if b is None else (b[start:stop] if len(self.first_groups) > 1 else b)
-                    parts.append(x @ ws if bs is None else torch.addmm(bs, x, ws))
+                    parts.append(torch.mm(x, ws) if bs is None else torch.addmm(bs, x, ws))
                 h = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
             elif layer.kind == "bmm_in":
                 h_in = cast(stacked.flatten(2) if stacked is not None else
@@ -310,7 +310,7 @@ class PackedMLP:
                 h = torch.bmm(h_in, w) if b is None else torch.baddbmm(b, h_in, w)
             elif layer.kind == "blockdiag":
                 h_in = h
-                h = h @ w.t() if b is None else torch.addmm(b, h, w.t())
+                h = torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
             else:
                 if h.dim() == 2:  # segmented [B, S] -> padded [K, B, H]
                     batch = h.shape[0]
@@ -327,7 +327,8 @@ class PackedMLP:
                 h = layer.activation(h)
             if tape is not None:
                 tape.append((h_in, h, w))
-        return self._positions(self._models_first(h)).float()
+        out = self._positions(self._models_first(h))
+        return out if out.dtype == torch.float32 else out.float()
 
     def _models_first(self, out: torch.Tensor) -> torch.Tensor:
         """Network outputs (segmented ``[B, K*C]`` or padded ``[K, B, C]``) as ``[K, B, C]`` (slot order)."""
@@ -354,7 +355,8 @@ class PackedMLP:
         if self.inverse is not None:
             d_out = d_out.index_select(0, self.order_t)
         dtype = tape[-1][1].dtype
-        d_out = d_out.to(dtype)
+        if d_out.dtype != dtype:
+            d_out = d_out.to(dtype)
         d = d_out.transpose(0, 1).reshape(d_out.shape[1], -1) if tape[-1][1].dim() == 2 else d_out
         f32 = (lambda t: t) if dtype == torch.float32 else (lambda t: t.float())
         for layer, (h_in, h, w) in zip(reversed(self.layers), reversed(tape)):
@@ -372,10 +374,10 @@ class PackedMLP:
                 if layer.bias is not None:
                     grads[layer.bias] = d.sum(1, keepdim=True, dtype=torch.float32)
             elif layer.kind == "blockdiag":
-                grads[layer.weight] = f32(d.t() @ h_in)
+                grads[layer.weight] = f32(torch.mm(d.t(), h_in))
                 if layer.bias is not None:
                     grads[layer.bias] = d.sum(0, dtype=torch.float32)
-                d = d @ w
+                d = torch.mm(d, w)
             else:
                 if layer.out_major:  # w is [K, C, H]: dW = d^T h_in, dh_in = d W
                     grads[layer.weight] = f32(torch.bmm(d.transpose(1, 2), h_in))
