@@ -95,6 +95,38 @@ def test_hand_written_backward_equals_autograd(layout, loss, groups):
         torch.testing.assert_close(manual[name].grad, auto[name].grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("out_major", [True, False])
+@pytest.mark.parametrize("widths", [WIDTHS, [[6, 6]] * 4, [[8]] * 3])
+@pytest.mark.parametrize("groups", [[0, 0, 0, 0], [1, 0, 1, 0]])
+def test_transposed_first_layer_equals_autograd(layout, widths, groups, out_major, monkeypatch):
+    """The first layer computed as ``W x^T`` and read as its transposed view, and the gradient handed
+    down to it computed transposed too, give the numbers of autograd through plain modules; it applies
+    after a block-diagonal layer or a batched one of equal widths."""
+    monkeypatch.setattr(packed_module, "FIRST_OUT_MAJOR", out_major)
+    nets = mlps(widths)
+    groups = groups[:len(nets)]
+    stack = stack_modules(nets)
+    plan = packed_plan(stack, None, groups)
+    bucket = plan.plans[0]
+    assert bucket.first_out_major == (out_major and (layout == "blockdiag" or len(set(map(tuple, widths))) == 1))
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(9, 10, generator=gen) for _ in range(2)]
+    y = torch.randint(0, 4, (len(nets), 9), generator=gen)
+    manual = plan.pack(stack.params)
+    tape = []
+    with torch.no_grad():
+        losses, d_out = loss_and_gradient(plan.forward(manual, xs, tape), y, "ce")
+    plan.backward(manual, tape, d_out)
+    grads = plan.unpack({n: t.grad for n, t in manual.items()}, stack.params)
+    for k, net in enumerate(nets):
+        loss = torch.nn.functional.cross_entropy(net(xs[groups[k]]), y[k])
+        loss.backward()
+        torch.testing.assert_close(losses[k], loss.detach(), rtol=1e-5, atol=1e-6)
+        for name, param in net.named_parameters():
+            own = grads[name][k][tuple(slice(0, size) for size in param.shape)]
+            torch.testing.assert_close(own, param.grad, rtol=1e-4, atol=1e-6)
+
+
 def _train(nets, seeds, packed, optimizer="adam", epochs=3):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 10, generator=g)
