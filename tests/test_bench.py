@@ -137,21 +137,13 @@ def test_paired_ratios_cancel_a_slow_spell_that_medians_do_not():
         bench.paired([1.0, 2.0], [1.0])
 
 
-def test_bench_refuses_a_repeat_count_below_one(capsys, tmp_path):
+@pytest.mark.parametrize("args, message", [(["--only", "nonsense"], "unknown workload 'nonsense'"),
+                                           (["--repeats", "0"], "--repeats")])
+def test_bench_refuses_bad_options_in_one_line(capsys, tmp_path, args, message):
     from genlab.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--repeats", "0", "--out", str(tmp_path / "b.json")])
+        main(["bench", *args, "--out", str(tmp_path / "b.json")])
     assert exit_info.value.code == 2
-    assert "--repeats" in capsys.readouterr().err
-    assert not (tmp_path / "b.json").exists()
-
-
-def test_bench_refuses_an_unknown_workload(capsys, tmp_path):
-    from genlab.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--only", "nonsense", "--out", str(tmp_path / "b.json")])
-    assert exit_info.value.code == 2
-    assert "unknown workload 'nonsense'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
