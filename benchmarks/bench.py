@@ -195,7 +195,8 @@ def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = No
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         command = "genlab bench" + (" --quick" if quick else "") + (f" --only {','.join(only)}" if only else "") + \
-            (f" --precision {','.join(precisions)}" if precisions != ("fp32",) else "") + f" --out {out}"
+            (f" --precision {','.join(precisions)}" if precisions != ("fp32",) else "") + \
+            (f" --repeats {repeats}" if repeats != (1 if quick else 3) else "") + f" --out {out}"
         out.with_suffix(".md").write_text(markdown_table(report, command))
     return report
 

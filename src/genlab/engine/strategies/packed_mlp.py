@@ -398,21 +398,20 @@ class PackedMLP:
                     grads[layer.bias] = d.sum(0, dtype=torch.float32)
                 d = torch.mm(w.t(), d.t()).t() if below_out_major else torch.mm(d, w)
             else:
-                if layer.out_major:  # w is [K, C, H]: dW = d^T h_in, dh_in = d W
+                if layer.out_major:  # w is [K, C, H]: dW = d^T h_in
                     grads[layer.weight] = f32(torch.bmm(d.transpose(1, 2), h_in))
                     if layer.bias is not None:
                         grads[layer.bias] = d.sum(1, dtype=torch.float32).unsqueeze(-1)
-                    d_t = torch.bmm(w.transpose(1, 2), d.transpose(1, 2)) if below_out_major else None
-                    d = None if below_out_major else torch.bmm(d, w)
                 else:
                     grads[layer.weight] = f32(torch.bmm(h_in.transpose(1, 2), d))
                     if layer.bias is not None:
                         grads[layer.bias] = d.sum(1, keepdim=True, dtype=torch.float32)
-                    d_t = torch.bmm(w, d.transpose(1, 2)) if below_out_major else None
-                    d = None if below_out_major else torch.bmm(d, w.transpose(1, 2))
-                if d_t is not None:  # [K, H, B] is the segmented [S, B], whose view [B, S] the first layer wants
-                    d = d_t.reshape(-1, d_t.shape[2]).t()
-                elif layer.to_padded is not None or layer.equal_widths:  # back to segmented [B, S]
+                w_in_out = w.transpose(1, 2) if layer.out_major else w  # [K, H_in, H_out]: dh_in = d w_in_out^T
+                if below_out_major:  # dh_in^T [K, H, B] is the segmented [S, B], the first layer reads as [B, S]
+                    d = torch.bmm(w_in_out, d.transpose(1, 2)).flatten(0, 1).t()
+                    continue
+                d = torch.bmm(d, w_in_out.transpose(1, 2))
+                if layer.to_padded is not None or layer.equal_widths:  # back to segmented [B, S]
                     batch = d.shape[1]
                     d = d.transpose(0, 1).reshape(batch, -1)
                     if layer.to_padded is not None:
