@@ -15,6 +15,7 @@ import bench  # noqa: E402
 import engine_side  # noqa: E402
 import plain_loops  # noqa: E402
 import points  # noqa: E402
+import step_breakdown  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
 
@@ -60,6 +61,31 @@ def test_flops_are_counted_per_example_times_examples():
     probe = torch.zeros(1, 784)
     assert plain_loops.workload_flops(w, 4000, 2, probe) == sum(
         2 * 3 * (784 * h + h * 10) * 4000 * 2 for h in plain_loops.WIDTHS)
+
+
+def test_step_breakdown_records_every_product_of_a_step():
+    """A lockstep step of the width sweep is exactly its models' products: forward and weight gradient
+    of both layers, and the input gradient of the second (the data needs none); the packed step does
+    the same work plus its padding. Replaying them takes time, and a step takes at least as long."""
+    batch, widths = 128, plain_loops.WIDTHS
+    needed = 2 * batch * sum(2 * (784 * h + h * 10) + h * 10 for h in widths)
+    plain = step_breakdown.breakdown("widths", epochs=1, strategy="lockstep")
+    assert plain["strategy"] == ["lockstep"] and plain["steps"] == 32
+    assert plain["products"] == 5 * len(widths) and plain["product_gflop"] * 1e9 == needed
+    packed = step_breakdown.breakdown("widths", epochs=1, strategy="packed")
+    assert needed <= packed["product_gflop"] * 1e9 <= 1.2 * needed
+    assert packed["products"] < plain["products"]
+    for row in (plain, packed):
+        assert 0 < row["products_ms"] and 0 < row["forward_backward_ms"] <= row["step_ms"]
+        assert row["rest_ms"] == pytest.approx(row["step_ms"] - row["forward_backward_ms"] - row["optimizer_ms"])
+
+
+def test_step_breakdown_copies_are_seeds_of_each_model():
+    w, jobs, _ = step_breakdown.jobs_of("deep-widths", copies=2)
+    assert len(jobs) == 2 * len(w.models) and len({j.key for j in jobs}) == len(jobs)
+    first, again = (next(iter(jobs[i].module.parameters())) for i in (0, len(w.models)))
+    assert first.shape == again.shape and not torch.equal(first, again)
+    assert jobs[0].seed != jobs[len(w.models)].seed  # deep-widths: every model its own data order
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="the team's reference scripts (../shared/bench) are not beside this "
