@@ -4,12 +4,11 @@
 Trains the workload's models (as :mod:`engine_side`, optionally ``--copies`` seeds of each, like a
 study's seeds) and times, per step: the whole step (from one step's forward to the next), the
 session's forward and backward, its optimizer step, and the rest (batches, loss checks,
-bookkeeping). One step's matrix
-products and convolutions (the ATen ``mm``, ``addmm``, ``bmm``, ``baddbmm`` and ``convolution``
-calls issued on the training thread, whatever strategy issued them: none for the strategies that
-train in worker threads or processes) are recorded and replayed alone
+bookkeeping). One step's matrix products and convolutions (the ATen ``mm``, ``addmm``, ``bmm``,
+``baddbmm`` and ``convolution`` calls issued on the training thread, whatever strategy issued them;
+none for the strategies that train in worker threads or processes) are recorded and replayed alone
 on the same tensors: their time is the step's arithmetic at the speed these shapes reach, and the
-step's remainder is what the engine spends around it (elementwise work, copies, issuing operations).
+rest of the step is what the engine spends around it (elementwise work, copies, issuing operations).
 
     python benchmarks/step_breakdown.py deep-widths --copies 3 --strategy packed
 
@@ -31,6 +30,8 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loops import WORKLOADS, workload  # noqa: E402
+
+from genlab.engine.config import STRATEGIES  # noqa: E402
 
 aten = torch.ops.aten
 PRODUCTS = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.convolution, aten.convolution_backward}
@@ -158,8 +159,11 @@ def main() -> None:
     p.add_argument("workload", choices=WORKLOADS)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--copies", type=int, default=1, help="seeds of each model (the study sweeps 3)")
-    p.add_argument("--strategy", default="auto")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES)
     a = p.parse_args()
+    for option, value in (("--copies", a.copies), ("--epochs", a.epochs)):
+        if value is not None and value < 1:
+            p.error(f"{option} must be at least 1, got {value}")
     print(json.dumps(breakdown(a.workload, a.epochs, a.copies, a.strategy)))
 
 
