@@ -274,6 +274,28 @@ def test_buckets_cost_less_than_padding_everything_to_the_widest():
     assert partition([(7, 7)] * 5, 40, 10, [0] * 5, 100) == [[0, 1, 2, 3, 4]]  # equal widths stay together
 
 
+def test_a_bucket_costs_a_fixed_overhead_besides_its_products(monkeypatch):
+    """Each bucket adds ~20 operations besides its products (BUCKET_COST_MACS): the measured
+    partitions of the bench's sweeps, and what they were when a bucket cost only its products."""
+    import genlab.engine.strategies.packed as packed
+
+    one = [([40], [8]), ([8], [8]), ([8], [10])]
+    with_overhead = bucket_cost(one, 1, 100)
+    widths = [5, 10, 20, 40, 50, 60, 100, 200]   # the bench's `widths`: one batch, 784-h-10
+
+    def sizes(buckets, profiles):
+        return sorted(sorted(profiles[p][0] for p in b) for b in buckets)
+
+    assert sizes(partition([(h,) for h in widths], 784, 10, [0] * 8, 128), [(h,) for h in widths]) == [widths]
+    deep = [(h, h) for h in DEEP]                 # `deep-widths`: every model its own data order
+    assert sizes(partition(deep, 40, 10, list(range(16)), 100), deep)[-1] == [200, 300]
+    overhead = packed.BUCKET_COST_MACS
+    monkeypatch.setattr(packed, "BUCKET_COST_MACS", 0)
+    assert with_overhead - bucket_cost(one, 1, 100) == overhead > 0
+    assert len(partition([(h,) for h in widths], 784, 10, [0] * 8, 128)) == 2
+    assert [300] in sizes(partition(deep, 40, 10, list(range(16)), 100), deep)
+
+
 def test_models_of_unequal_widths_sharing_a_batch_stack_it_rather_than_move_to_the_padded_layout():
     def widths(sizes):  # per layer: (inputs, outputs), one entry per model
         return [([s[i] for s in sizes], [s[i + 1] for s in sizes]) for i in range(len(sizes[0]) - 1)]

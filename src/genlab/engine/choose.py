@@ -34,7 +34,7 @@ import torch
 from genlab.engine.strategies import ORDER, candidates, open_session
 
 TIE_FRACTION = 0.05
-CALIBRATION_REVISION = 5
+CALIBRATION_REVISION = 6
 """Part of every cache key: raise it when a strategy's implementation changes, so that the
 choices measured on the old code are not reused."""
 WARMUP_STEPS = 1

@@ -30,6 +30,15 @@ CALL_COST_MACS = 1 << 20
 """What one matrix product's fixed overhead (dispatch, launch, memory passes) is worth in
 multiply-adds of a batch: about 10 us at ~100 GMAC/s."""
 
+BUCKET_COST_MACS = 10_000_000
+"""What one more bucket costs a step besides its products, in multiply-adds of a batch: its ~20
+other operations (activations and their gradients, bias gradients, moving its share of the inputs,
+outputs and output gradients, handing over its gradients), ~0.1 ms at ~100 GMAC/s. Measured on a
+2-core AMD EPYC (torch 2.13), alternating in one process, paired medians: the 8-MLP width sweep in
+one bucket instead of two 1.14x faster, the 16-width label-noise sweep in 3 buckets instead of 4
+(its widths 200 and 300 batched together) 1.07-1.20x, the 48-model sweep in 5 instead of 6 1.15x;
+any value from 5 to 15 million gives these three partitions."""
+
 STACKED_INPUT = True
 """Whether a bucket may stack its models' batches for a batched first layer (see ``layer_kinds``)."""
 
@@ -49,18 +58,19 @@ step for the 48 models of the label-noise sweep (16 widths 4..300 x 3 seeds) sha
 def bucket_cost(widths: list[tuple[list[int], list[int]]], groups: int, batch: int,
                 stacked_input: bool = False) -> float:
     """Cost of one bucket in multiply-adds of a batch of ``batch`` rows, forward and backward
-    (x3): each layer's real work (:func:`~genlab.engine.strategies.packed_mlp.layer_kinds`) plus
-    :data:`CALL_COST_MACS` for each of its ~4 products (for the first layer: 3 per input group, or
-    3 in all when the batches are stacked), plus :data:`CONVERT_MACS_PER_ELEMENT` for each entry of the
-    activation that moves from the segmented to the padded layout (at the first ``bmm`` layer after
-    segmented ones, when the models' widths there differ: equal widths are already ``[B, K, H]``)."""
+    (x3): :data:`BUCKET_COST_MACS`, plus each layer's real work
+    (:func:`~genlab.engine.strategies.packed_mlp.layer_kinds`), plus :data:`CALL_COST_MACS` for each
+    of its ~4 products (for the first layer: 3 per input group, or 3 in all when the batches are
+    stacked), plus :data:`CONVERT_MACS_PER_ELEMENT` for each entry of the activation that moves from
+    the segmented to the padded layout (at the first ``bmm`` layer after segmented ones, when the
+    models' widths there differ: equal widths are already ``[B, K, H]``)."""
     kinds = layer_kinds(widths, stacked_input)
     work = 3 * batch * sum(macs for _, macs in kinds)
     calls = 4 * (len(kinds) - 1) + (3 if stacked_input else 3 * groups)
     converted = sum(batch * len(widths[l][0]) * max(widths[l][0]) for l in range(1, len(kinds))
                     if kinds[l][0] == "bmm" and kinds[l - 1][0] in ("first", "blockdiag")
                     and len(set(widths[l][0])) > 1)
-    return work + calls * CALL_COST_MACS + converted * CONVERT_MACS_PER_ELEMENT
+    return BUCKET_COST_MACS + work + calls * CALL_COST_MACS + converted * CONVERT_MACS_PER_ELEMENT
 
 
 def best_layout(widths: list[tuple[list[int], list[int]]], groups: int, batch: int) -> tuple[float, bool]:
@@ -396,8 +406,8 @@ def split_for_workers(plan: PackedBuckets, groups: list[int], workers: int) -> l
 def balanced_loads(costs: list[float], workers: int) -> list[list[int]]:
     """Indices of ``costs`` per worker, minimizing the largest sum: exhaustively when there are at most
     EXACT_SPLIT_ASSIGNMENTS assignments, else longest first to the least loaded worker (LPT, at most
-    4/3 of the best). For the label-noise sweep's six buckets on two workers, LPT's largest share is
-    7% above the best one (159 vs 150 of 299 cost units)."""
+    4/3 of the best). For six buckets of costs 21, 32, 106, 44, 39 and 57 on two workers, LPT's largest
+    share is 7% above the best one (159 vs 150 of 299 cost units)."""
     order = sorted(range(len(costs)), key=lambda i: -costs[i])
     if workers ** len(costs) <= EXACT_SPLIT_ASSIGNMENTS:
         best, best_load = None, float("inf")
