@@ -20,20 +20,41 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plain_loops import WORKLOADS, build, workload, workload_flops  # noqa: E402
+from plain_loops import WORKLOADS, workload, workload_flops  # noqa: E402
+
+
+def model_jobs(w, y_train: torch.Tensor, copies: int = 1) -> list:
+    """The workload's models as engine jobs: copy c of model i built from seed ``i + 1000 c`` (copy 0
+    is :func:`plain_loops.build`'s model), with its own data order unless the workload shares one."""
+    from genlab.engine import ModelJob
+
+    jobs = []
+    for c in range(copies):
+        for i, (model_name, make) in enumerate(w.models):
+            seed = i + 1000 * c
+            torch.manual_seed(seed)
+            jobs.append(ModelJob(model_name if copies == 1 else f"{model_name} copy={c}", make(),
+                                 seed=c if w.shared_order else seed, y_train=y_train))
+    return jobs
+
+
+def train_config(w, epochs: int, precision: str = "fp32", strategy: str = "auto"):
+    """The workload's training settings, evaluated once at the end."""
+    from genlab.engine import TrainConfig
+
+    return TrainConfig(loss=w.loss, optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, batch_size=w.batch,
+                       epochs=epochs, eval_every=epochs, eval_initial=False, precision=precision, strategy=strategy)
 
 
 def run(name: str, epochs: int | None = None, precision: str = "fp32", strategy: str = "auto") -> dict:
-    from genlab.engine import InputGroup, ModelJob, TrainConfig, train_models
+    from genlab.engine import InputGroup, train_models
 
     w = workload(name)
     epochs = w.epochs if epochs is None else epochs
     xtr, ytr, xte, yte = w.data()
     start = time.perf_counter()
-    jobs = [ModelJob(model_name, build(w, i), seed=0 if w.shared_order else i, y_train=ytr)
-            for i, (model_name, _) in enumerate(w.models)]
-    config = TrainConfig(loss=w.loss, optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, batch_size=w.batch,
-                         epochs=epochs, eval_every=epochs, eval_initial=False, precision=precision, strategy=strategy)
+    jobs = model_jobs(w, ytr)
+    config = train_config(w, epochs, precision, strategy)
     out = train_models(jobs, [InputGroup(xtr, xte, yte)], config)
     wall = time.perf_counter() - start
     flops = workload_flops(w, len(ytr), epochs, xtr)

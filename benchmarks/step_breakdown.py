@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_side import model_jobs, train_config  # noqa: E402
 from plain_loops import WORKLOADS, workload  # noqa: E402
 
 from genlab.engine.config import STRATEGIES  # noqa: E402
@@ -74,33 +75,16 @@ def replay_ms(calls: list) -> float:
     return statistics.median(times) * 1e3
 
 
-def jobs_of(name: str, copies: int):
-    """The workload's models (``copies`` seeds of each: copy c of model i from seed ``i + 1000 c``)
-    with ``engine_side``'s data orders; and the data."""
-    from genlab.engine import ModelJob
-
-    w = workload(name)
-    xtr, ytr, xte, yte = w.data()
-    jobs = []
-    for c in range(copies):
-        for i, (model_name, make) in enumerate(w.models):
-            seed = i + 1000 * c
-            torch.manual_seed(seed)
-            jobs.append(ModelJob(model_name if copies == 1 else f"{model_name} copy={c}", make(),
-                                 seed=c if w.shared_order else seed, y_train=ytr))
-    return w, jobs, (xtr, ytr, xte, yte)
-
-
 def breakdown(name: str, epochs: int | None = None, copies: int = 1, strategy: str = "auto",
               record_step: int = 5) -> dict:
     """Per-step times of genlab's side of workload ``name`` (see the module docstring)."""
-    from genlab.engine import BatchTrainer, InputGroup, TrainConfig
+    from genlab.engine import BatchTrainer, InputGroup
 
-    w, jobs, (xtr, ytr, xte, yte) = jobs_of(name, copies)
-    epochs = w.epochs if epochs is None else epochs
-    config = TrainConfig(loss=w.loss, optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, batch_size=w.batch,
-                         epochs=epochs, eval_every=epochs, eval_initial=False, strategy=strategy)
-    trainer = BatchTrainer(jobs, [InputGroup(xtr, xte, yte)], config)
+    w = workload(name)
+    xtr, ytr, xte, yte = w.data()
+    jobs = model_jobs(w, ytr, copies)
+    trainer = BatchTrainer(jobs, [InputGroup(xtr, xte, yte)],
+                           train_config(w, w.epochs if epochs is None else epochs, strategy=strategy))
     timed = {"forward_backward": [], "optimizer": [], "starts": []}
     recorder = RecordProducts()
     open_session = trainer._open
@@ -134,22 +118,20 @@ def breakdown(name: str, epochs: int | None = None, copies: int = 1, strategy: s
     trainer._open = open_timed
     outcome = trainer.run()
     steps = len(timed["optimizer"])
-    fb = [t for t in timed["forward_backward"] if t == t]
+    fb = statistics.median(t for t in timed["forward_backward"] if t == t) * 1e3
+    optimizer = statistics.median(timed["optimizer"]) * 1e3
     # a step's period: from one forward to the next (the median leaves out the recorded step and the
     # epochs' ends, which evaluate)
     step_ms = statistics.median(b - a for a, b in zip(timed["starts"], timed["starts"][1:])) * 1e3
     products = replay_ms(recorder.calls) if recorder.calls else None
-    flops = recorder.flops
     return {
         "workload": name, "models": len(jobs), "strategy": [d.get("strategy") for d in outcome.strategies],
         "steps": steps, "threads": torch.get_num_threads(),
         "step_ms": step_ms,
-        "forward_backward_ms": statistics.median(fb) * 1e3,
-        "optimizer_ms": statistics.median(timed["optimizer"]) * 1e3,
-        "rest_ms": step_ms - (statistics.median(fb) + statistics.median(timed["optimizer"])) * 1e3,
+        "forward_backward_ms": fb, "optimizer_ms": optimizer, "rest_ms": step_ms - fb - optimizer,
         "products": len(recorder.calls), "products_ms": products,
-        "product_gflop": flops / 1e9,
-        "product_gflops_per_s": flops / products / 1e6 if products else None,
+        "product_gflop": recorder.flops / 1e9,
+        "product_gflops_per_s": recorder.flops / products / 1e6 if products else None,
         "products_fraction_of_step": products / step_ms if products else None,
     }
 

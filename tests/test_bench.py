@@ -81,7 +81,8 @@ def test_step_breakdown_records_every_product_of_a_step():
 
 
 def test_step_breakdown_copies_are_seeds_of_each_model():
-    w, jobs, _ = step_breakdown.jobs_of("deep-widths", copies=2)
+    w = plain_loops.workload("deep-widths")
+    jobs = engine_side.model_jobs(w, w.data()[1], copies=2)
     assert len(jobs) == 2 * len(w.models) and len({j.key for j in jobs}) == len(jobs)
     first, again = (next(iter(jobs[i].module.parameters())) for i in (0, len(w.models)))
     assert first.shape == again.shape and not torch.equal(first, again)
