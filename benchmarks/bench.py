@@ -8,9 +8,10 @@ alternating; the median run of each side is reported, with every run's time in t
 *paired* speedup: the median over repeats of plain / genlab within one round, whose two runs are
 minutes apart at most, so that the machine's slow and fast spells (+-30% on a shared 2-core host)
 cancel out of each ratio. The float32 matmul peak is measured once at the start and again just
-before each genlab run; each run's fraction of the peak is taken against the peak beside it. Before
-timing, one untimed engine run per workload fills the engine's strategy cache (the calibration a
-first run on a machine pays once, reported as ``calibration_s``). Reported per workload: wall times,
+before each genlab run; each run's fraction of the peak is taken against the peak beside it. The
+engine's strategy choices go to a cache of the bench's own (empty at its start), and before timing,
+one untimed engine run per row fills it (the calibration a first run on a machine pays once,
+reported as ``calibration_s``): the choices are timed under the bench's conditions. Reported per workload: wall times,
 the ratio plain / genlab, achieved GFLOP/s (forward FLOPs counted by ``FlopCounterMode`` x 3) and
 their fraction of the float32 matmul peak measured in the same run, both sides' test accuracies,
 and the strategy the engine chose; with ``--precision bf16`` (where the CPU has a bfloat16 matrix
@@ -136,30 +137,50 @@ def study_row(repeats: int, epochs: int) -> dict:
     """The whole label-noise double-descent study (paper preset, ``epochs`` epochs) as ``genlab run``,
     against the same sweep in the plain loop; whole processes timed (imports, data, training,
     evaluations every 2 epochs, and for genlab the run folder and its figures)."""
-    runs: dict[str, list[float]] = {"plain": [], "genlab": []}
-    for _ in range(repeats):
-        start = time.perf_counter()
-        last_json_line(subprocess.run([sys.executable, str(HERE / "plain_loops.py"), "study-label-noise",
-                                       "--epochs", str(epochs)], capture_output=True, text=True), "plain study")
-        runs["plain"].append(time.perf_counter() - start)
+    def genlab_run() -> float:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "genlab.cli", "run", "double-descent", "--modes",
                                    "label_noise",
                                    "--preset", "paper", "--noise-epochs", str(epochs), "--out", tmp, "--quiet"],
                                   capture_output=True, text=True)
-            runs["genlab"].append(time.perf_counter() - start)
+            wall = time.perf_counter() - start
             if proc.returncode != 0:
                 raise RuntimeError(f"genlab run double-descent failed: {proc.stderr.strip()[-800:]}")
+            return wall
+
+    calibration = genlab_run()  # untimed: fills the strategy cache, as compare() does
+    runs: dict[str, list[float]] = {"plain": [], "genlab": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        last_json_line(subprocess.run([sys.executable, str(HERE / "plain_loops.py"), "study-label-noise",
+                                       "--epochs", str(epochs)], capture_output=True, text=True), "plain study")
+        runs["plain"].append(time.perf_counter() - start)
+        runs["genlab"].append(genlab_run())
     plain, ours = float(np.median(runs["plain"])), float(np.median(runs["genlab"]))
     return {"epochs": epochs, "plain_s": plain, "genlab_s": ours, "speedup": plain / ours,
-            "paired_speedup": paired(runs["plain"], runs["genlab"]), "runs": runs}
+            "paired_speedup": paired(runs["plain"], runs["genlab"]), "runs": runs,
+            "untimed_first_run_s": calibration}
 
 
 def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = None,
               precisions: tuple[str, ...] = ("fp32",), repeats: int | None = None) -> dict:
     """Every workload (or ``only`` these) at every precision, ``repeats`` rounds each (default 3, 1
-    with ``quick``); writes ``out`` (JSON) and ``out.md``."""
+    with ``quick``); writes ``out`` (JSON) and ``out.md``. genlab's side chooses its strategies in a
+    strategy cache of this bench's own (``$GENLAB_STRATEGY_CACHE``, unless already set): the choices are
+    timed in its first round, under its conditions, not taken from whatever the machine's cache holds
+    (a choice timed while something else loaded the machine can be the slower one on a quiet one)."""
+    if os.environ.get("GENLAB_STRATEGY_CACHE"):
+        return _run_bench(out, quick, only, precisions, repeats, os.environ["GENLAB_STRATEGY_CACHE"])
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["GENLAB_STRATEGY_CACHE"] = str(Path(tmp) / "engine-strategies.json")
+        try:
+            return _run_bench(out, quick, only, precisions, repeats, "the bench's own, calibrated in its first round")
+        finally:
+            del os.environ["GENLAB_STRATEGY_CACHE"]
+
+
+def _run_bench(out, quick, only, precisions, repeats, strategy_cache: str) -> dict:
     import torch
 
     peak = side("plain_loops.py", ["peak"])
@@ -167,7 +188,7 @@ def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = No
     report: dict = {"machine": {"cpus": os.cpu_count(), "cpu": cpu["model"], "avx512_bf16": cpu["avx512_bf16"],
                                 "amx_bf16": cpu["amx_bf16"], "torch": torch.__version__,
                                 "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
-                    "peak": peak, "workloads": {}, "quick": quick}
+                    "peak": peak, "workloads": {}, "quick": quick, "strategy_cache": strategy_cache}
     repeats = repeats or (1 if quick else 3)
     report["repeats"] = repeats
     for name in only or WORKLOADS:
@@ -216,7 +237,8 @@ def markdown_table(r: dict, command: str) -> str:
              f"Each side of a workload ran {r.get('repeats', 1)} time(s) in a fresh process, alternating; medians. "
              "Paired: the median (and range) over rounds of plain / genlab within one round. The fraction of the "
              "fp32 peak is each run's against the peak measured just before it (median over runs). The engine's "
-             "strategy cache was filled by one untimed run first (its calibration cost is the last column).",
+             f"strategy cache ({r.get('strategy_cache', 'the default one')}) was filled by one untimed run of each "
+             "row first (its calibration cost is the last column).",
              "",
              "| workload | precision | plain (s) | genlab (s) | speedup | paired (range) "
              "| GFLOP/s plain / genlab (% of fp32 peak) "

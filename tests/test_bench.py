@@ -153,6 +153,31 @@ def test_markdown_table_shows_every_row():
         assert text in table
 
 
+def test_a_bench_times_the_engine_choices_in_a_strategy_cache_of_its_own(tmp_path, monkeypatch):
+    """The machine's cache may hold a choice timed while something else loaded the machine: the bench
+    gives genlab's side an empty strategy cache of its own, for the whole bench, and removes it after."""
+    import os
+
+    monkeypatch.delenv("GENLAB_STRATEGY_CACHE", raising=False)
+    seen = []
+
+    def fake_compare(name, epochs, repeats, precision, peak):
+        seen.append(os.environ.get("GENLAB_STRATEGY_CACHE"))
+        assert not Path(seen[-1]).exists()  # empty at the start: the untimed first run calibrates
+        return {}
+
+    monkeypatch.setattr(bench, "side", lambda script, args: {"sgemm_gflops": 100.0, "bf16_gemm_gflops": 200.0})
+    monkeypatch.setattr(bench, "compare", fake_compare)
+    report = bench.run_bench(None, only=["widths", "ensemble"])
+    assert len(seen) == 2 and seen[0] == seen[1] and seen[0] is not None
+    assert not Path(seen[0]).parent.exists() and "GENLAB_STRATEGY_CACHE" not in os.environ
+    assert "own" in report["strategy_cache"]
+    monkeypatch.setenv("GENLAB_STRATEGY_CACHE", str(tmp_path / "mine.json"))  # one set by the user is kept
+    seen.clear()
+    assert bench.run_bench(None, only=["widths"])["strategy_cache"] == str(tmp_path / "mine.json")
+    assert seen == [str(tmp_path / "mine.json")]
+
+
 def test_paired_ratios_cancel_a_slow_spell_that_medians_do_not():
     # the machine is twice as slow during the third round: every round's own ratio is 3x, while the
     # medians of each side come from different rounds

@@ -237,6 +237,23 @@ def test_a_run_directory_keeps_its_choices_and_they_come_before_the_machine_cach
     assert run()["strategy"] == other  # outside the run directory, the cache decides
 
 
+def test_the_strategy_cache_can_be_a_file_of_its_own(tmp_path, monkeypatch):
+    """``$GENLAB_STRATEGY_CACHE`` (what ``genlab bench`` sets) holds the choices instead of
+    ``$GENLAB_CACHE``, which keeps the generated data."""
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENLAB_STRATEGY_CACHE", str(tmp_path / "bench" / "strategies.json"))
+    x, y = images()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=16, epochs=1)
+    first = train_models([ModelJob(f"m{s}", bn_cnn(s), s, y) for s in range(2)], [InputGroup(x, x[:10], y[:10])],
+                         cfg).strategies[0]
+    assert first["reason"] == "calibrated"
+    assert cache_file() == tmp_path / "bench" / "strategies.json"
+    assert json.loads(cache_file().read_text())[first["signature"]]["strategy"] == first["strategy"]
+    assert not (tmp_path / "cache" / "engine-strategies.json").exists()
+    monkeypatch.delenv("GENLAB_STRATEGY_CACHE")
+    assert cache_file() == tmp_path / "cache" / "engine-strategies.json"
+
+
 def test_an_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

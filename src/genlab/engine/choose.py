@@ -49,7 +49,11 @@ ran 3.03 s against packed's 2.69 s."""
 
 
 def cache_file() -> Path:
-    """``$GENLAB_CACHE/engine-strategies.json`` (default ``~/.cache/genlab``)."""
+    """``$GENLAB_STRATEGY_CACHE`` if set (a file: ``genlab bench`` gives each bench its own, so that
+    its choices are timed under its conditions), else ``$GENLAB_CACHE/engine-strategies.json``
+    (default ``~/.cache/genlab``)."""
+    if os.environ.get("GENLAB_STRATEGY_CACHE"):
+        return Path(os.environ["GENLAB_STRATEGY_CACHE"])
     root = Path(os.environ.get("GENLAB_CACHE", Path.home() / ".cache" / "genlab"))
     return root / "engine-strategies.json"
 
