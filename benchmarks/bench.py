@@ -11,11 +11,12 @@ cancel out of each ratio. The float32 matmul peak is measured once at the start 
 before each genlab run; each run's fraction of the peak is taken against the peak beside it. The
 engine's strategy choices go to a cache of the bench's own (empty at its start), and before timing,
 one untimed engine run per row fills it (the calibration a first run on a machine pays once,
-reported as ``calibration_s``): the choices are timed under the bench's conditions. Reported per workload: wall times,
-the ratio plain / genlab, achieved GFLOP/s (forward FLOPs counted by ``FlopCounterMode`` x 3) and
-their fraction of the float32 matmul peak measured in the same run, both sides' test accuracies,
-and the strategy the engine chose; with ``--precision bf16`` (where the CPU has a bfloat16 matrix
-unit) also genlab at bf16 against the plain loop at fp32 and under the same autocast.
+reported as ``calibration_s``): the choices are timed under the bench's conditions. Reported per
+workload: wall times, the ratio plain / genlab, achieved GFLOP/s (forward FLOPs counted by
+``FlopCounterMode`` x 3) and their fraction of the float32 matmul peak measured in the same run,
+both sides' test accuracies, and the strategy the engine chose; with ``--precision bf16`` (where
+the CPU has a bfloat16 matrix unit) also genlab at bf16 against the plain loop at fp32 and under
+the same autocast.
 
     python benchmarks/bench.py --out bench/bench.json [--quick] [--only lenet-seeds,deep-widths] [--repeats 5]
 """
@@ -149,7 +150,7 @@ def study_row(repeats: int, epochs: int) -> dict:
                 raise RuntimeError(f"genlab run double-descent failed: {proc.stderr.strip()[-800:]}")
             return wall
 
-    calibration = genlab_run()  # untimed: fills the strategy cache, as compare() does
+    first_run = genlab_run()  # untimed: fills the strategy cache, as compare() does
     runs: dict[str, list[float]] = {"plain": [], "genlab": []}
     for _ in range(repeats):
         start = time.perf_counter()
@@ -160,7 +161,7 @@ def study_row(repeats: int, epochs: int) -> dict:
     plain, ours = float(np.median(runs["plain"])), float(np.median(runs["genlab"]))
     return {"epochs": epochs, "plain_s": plain, "genlab_s": ours, "speedup": plain / ours,
             "paired_speedup": paired(runs["plain"], runs["genlab"]), "runs": runs,
-            "untimed_first_run_s": calibration}
+            "untimed_first_run_s": first_run}
 
 
 def run_bench(out: Path | None, quick: bool = False, only: list[str] | None = None,
