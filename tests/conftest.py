@@ -51,6 +51,21 @@ def session_cache(tmp_path_factory):
         os.environ["GENLAB_CACHE"] = before
 
 
+@pytest.fixture(autouse=True, scope="session")
+def snapshot_every_due_epoch():
+    """Resume snapshots at every ``snapshot_every`` epochs, however short the training
+    (``$GENLAB_SNAPSHOT_SECONDS=0``, for this process and the runs it starts): the suite's runs
+    take seconds, and the resume tests must find snapshots to resume from. The default interval
+    is tested in tests/test_engine.py."""
+    before = os.environ.get("GENLAB_SNAPSHOT_SECONDS")
+    os.environ["GENLAB_SNAPSHOT_SECONDS"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("GENLAB_SNAPSHOT_SECONDS", None)
+    else:
+        os.environ["GENLAB_SNAPSHOT_SECONDS"] = before
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Refuse connections and name lookups for anything but loopback, in this process; point the

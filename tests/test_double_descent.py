@@ -380,3 +380,29 @@ def test_label_noise_text_names_the_network_swept():
     assert "Nakkiran et al. Fig. 1" in summary.references[0][1]
     mlp = summarize_label_noise(rows, pd.DataFrame(), resolve_spec(get_study("double-descent").Spec, "quick", None, {}))
     assert "MLP 40-h-h-10" in mlp.reading and "h = 4" in mlp.verdict
+
+
+def test_the_sweep_estimates_count_each_width_own_network_not_the_widest():
+    """The engine batches a sweep's widths in buckets, so the narrow widths of a sweep cost their
+    own work: adding widths 4 and 8 to a sweep of 200, 250 and 300 adds ~0.2% of its work, not 2 x 300's."""
+    from genlab.estimate import forward_flops, label_noise_work
+    from genlab.studies.double_descent.nn import nn_seconds_estimate
+
+    study = get_study("double-descent")
+    spec = resolve_spec(study.Spec, "paper", None, {"modes": ["label_noise"], "noise_epochs": 30})
+    wide, swept = (label_noise_work(spec.replace(noise_widths=w)) for w in ([200, 250, 300], [4, 8, 200, 250, 300]))
+    assert 1.0 < swept.flops / wide.flops < 1.01
+    # 3 seeds x (30 epochs x 4000 examples x 3 + 16 evaluations x (4000 + 1000 test examples)) forwards
+    forwards = sum(forward_flops("mlp", "mnist1d", widths=[h, h]) for h in (200, 250, 300))
+    assert wide.flops == pytest.approx(3 * forwards * (30 * 4000 * 3 + 16 * 5000))
+    nn = resolve_spec(study.Spec, "quick", None, {"modes": ["nn"], "nn_widths": [80, 96]})
+    with_narrow = resolve_spec(study.Spec, "quick", None, {"modes": ["nn"], "nn_widths": [4, 8, 80, 96]})
+    assert nn_seconds_estimate(with_narrow) < 1.2 * nn_seconds_estimate(nn)
+    assert study.estimate_seconds(with_narrow) == pytest.approx(nn_seconds_estimate(with_narrow))
+
+
+def test_durations_read_as_seconds_minutes_or_hours():
+    from genlab.cli import duration
+
+    assert [duration(s) for s in (14.2, 89, 95, 3000, 5500, 44000)] == [
+        "14 seconds", "89 seconds", "2 minutes", "50 minutes", "1.5 hours", "12.2 hours"]

@@ -211,6 +211,49 @@ def test_snapshot_resume_gives_identical_numbers(tmp_path):
     assert [c["train_loss"] for c in full.curves] == [c["train_loss"] for c in resumed.curves]
 
 
+def test_snapshots_wait_for_the_interval_of_training_time(tmp_path, monkeypatch):
+    """A due snapshot (every ``snapshot_every`` epochs) is written only once ``snapshot_seconds`` of
+    training have passed since the last one (or the start): 4 s an epoch on a fake clock, 10 s apart."""
+    import types
+
+    from genlab.engine import trainer as trainer_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    x, y, xt, yt = toy_data()
+
+    def saved_epochs(seconds: float) -> list[int]:
+        cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, epochs=8, snapshot_every=1,
+                          snapshot_seconds=seconds)
+        trainer = BatchTrainer([ModelJob("m", mlp(12, [8], 3, 0), 0, y)], [InputGroup(x, xt, yt)], cfg)
+        saved = []
+        trainer.save_snapshot = lambda path: saved.append(trainer.epoch)
+        trainer.run(snapshot=tmp_path / "snap.pt", on_epoch=lambda t: clock.update(now=clock["now"] + 4.0))
+        return saved
+
+    assert saved_epochs(10.0) == [4, 8]
+    assert saved_epochs(0.0) == list(range(1, 9))
+
+
+def test_the_snapshot_interval_defaults_to_ten_seconds_or_the_environment(monkeypatch):
+    from genlab.engine.config import SNAPSHOT_SECONDS
+    from genlab.errors import UserError
+
+    monkeypatch.delenv("GENLAB_SNAPSHOT_SECONDS")
+    assert TrainConfig().snapshot_seconds == SNAPSHOT_SECONDS == 10.0
+    monkeypatch.setenv("GENLAB_SNAPSHOT_SECONDS", "2.5")
+    assert TrainConfig().snapshot_seconds == 2.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("GENLAB_SNAPSHOT_SECONDS", bad)
+        with pytest.raises(UserError, match=f"GENLAB_SNAPSHOT_SECONDS must be a number of seconds >= 0, got '{bad}'"):
+            TrainConfig()
+    monkeypatch.delenv("GENLAB_SNAPSHOT_SECONDS")
+    with pytest.raises(ValueError, match="snapshot_seconds"):
+        TrainConfig(snapshot_seconds=-1.0)
+    with pytest.raises(ValueError, match="snapshot_every"):
+        TrainConfig(snapshot_every=0)
+
+
 def test_a_snapshot_restores_the_state_it_was_taken_at(tmp_path):
     from genlab.engine.snapshot import load_snapshot
 

@@ -113,6 +113,7 @@ def measured_flops_per_second(model: str, dataset: str, device: str, batch_size:
 STEP_SECONDS = 1e-3
 """Assumed fixed cost of one optimizer step of one model on a GPU (launches, Python), whatever its size."""
 FULL_TRAIN_SETS = {"cifar10": 50000, "mnist": 60000, "fashion-mnist": 60000, "digits": 1397}
+TEST_SETS = {"cifar10": 10000, "mnist": 10000, "fashion-mnist": 10000, "mnist1d": 1000, "digits": 400}
 
 
 @dataclass
@@ -134,6 +135,23 @@ class Work:
 def _examples(data, dataset: str) -> int:
     """Training examples a data group uses: its n_train, else the whole set (4000 for the offline sets)."""
     return data.n_train or FULL_TRAIN_SETS.get(dataset, 4000)
+
+
+def label_noise_work(spec) -> Work:
+    """The label-noise double-descent sweep of a double-descent ``spec``: every width's own network
+    (no padding: the engine batches widths in buckets) and seed, trained for the whole budget and
+    evaluated on the training and test sets before the first step and every ``eval_every`` epochs."""
+    from genlab.studies.double_descent.label_noise import noise_network
+
+    sweep, work = spec.noise, Work()
+    n = _examples(sweep.data, sweep.data.dataset)
+    evaluations = 1 + sweep.optim.epochs // sweep.eval_every
+    n_test = sweep.data.n_test or TEST_SETS.get(sweep.data.dataset, 1000)
+    for width in sweep.widths:
+        family, options = noise_network(sweep, width)
+        work.add(family, sweep.data.dataset, n, sweep.optim.epochs, sweep.optim.batch_size, len(spec.seeds),
+                 evaluations=evaluations, eval_examples=n + n_test, **options)
+    return work
 
 
 def study_work(study: str, spec) -> Work | None:
@@ -168,15 +186,9 @@ def study_work(study: str, spec) -> Work | None:
             work.add(e["model"], e["dataset"], _examples(spec.data, e["dataset"]), spec.optim.epochs,
                      spec.optim.batch_size, 9 * len(spec.seeds), **e["options"])
     elif study == "double-descent":
-        from genlab.studies.double_descent.label_noise import noise_network
-
         if spec.modes != ["label_noise"]:
             return None
-        sweep = spec.noise
-        for width in sweep.widths:
-            family, options = noise_network(sweep, width)
-            work.add(family, sweep.data.dataset, _examples(sweep.data, sweep.data.dataset), sweep.optim.epochs,
-                     sweep.optim.batch_size, len(spec.seeds), **options)
+        return label_noise_work(spec)
     elif study == "measures":
         from genlab.studies.measures import measure_forwards, network_options, sweep_configs
 

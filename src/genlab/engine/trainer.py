@@ -469,6 +469,7 @@ class BatchTrainer:
             self._save_checkpoint()
             if on_epoch:
                 on_epoch(self)
+        last_snapshot = time.perf_counter()
         while self.epoch < cfg.epochs and bool(self.active.any()):
             started = time.perf_counter()
             idx = self.active.nonzero().flatten().to(self.device)
@@ -480,7 +481,8 @@ class BatchTrainer:
             self.epoch += 1
             evaluate = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs or \
                 (cfg.max_steps is not None and self.step >= cfg.max_steps)
-            due_snapshot = snapshot is not None and self.epoch % cfg.snapshot_every == 0
+            due_snapshot = (snapshot is not None and self.epoch % cfg.snapshot_every == 0
+                            and time.perf_counter() - last_snapshot >= cfg.snapshot_seconds)
             if evaluate:
                 healthy = torch.tensor([not self.outcomes[int(i)].diverged for i in idx.tolist()])
                 positions = healthy.nonzero().flatten()
@@ -492,6 +494,7 @@ class BatchTrainer:
                 on_epoch(self)
             if due_snapshot:
                 self.save_snapshot(snapshot)
+                last_snapshot = time.perf_counter()
 
 
 def train_models(jobs: Sequence[ModelJob], inputs: Sequence[InputGroup], config: TrainConfig,

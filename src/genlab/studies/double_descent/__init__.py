@@ -57,6 +57,7 @@ from genlab.studies.cifar import cifar_preset
 from genlab.studies.double_descent.common import (
     FLOPS,
     STEP_OVERHEAD,
+    SWEEP_FLOPS,
     RiskPeak,
     classical_best_and_peak,
     first_interpolating,
@@ -179,21 +180,27 @@ class DoubleDescent(Study):
         return run_label_noise(spec, ctx)
 
     def estimate_seconds(self, spec: DoubleDescentSpec) -> float | None:
-        """Rough wall time on one idle core: floating-point work / FLOPS + a per-step overhead.
+        """Rough wall time on 2 cores: floating-point work / rate + a per-step overhead.
 
-        Assumes MNIST-sized inputs (d = 784, 1000 test examples) for rff and nn, and 40-sample
-        MNIST-1D signals for label_noise; the constants are fitted to measured quick runs.
+        rff: its solves at :data:`FLOPS`. nn and label_noise: each model's own work (the engine
+        batches the widths of a call in buckets, not padded to the widest) at :data:`SWEEP_FLOPS`
+        for MLPs (conv nets at :data:`genlab.estimate.CPU_FLOPS`), plus :data:`STEP_OVERHEAD` per
+        step of each engine call. Assumes MNIST-sized inputs (d = 784) for rff and nn; the
+        constants are fitted to measured quick and paper runs.
         """
+        from genlab.estimate import CPU_FLOPS, label_noise_work
+
         total = 0.0
         if "rff" in spec.modes:
             total += len(spec.seeds) * rff_flops(spec) / FLOPS
         if "nn" in spec.modes:
             total += nn_seconds_estimate(spec)
         if "label_noise" in spec.modes:
-            k, h = len(spec.noise.widths) * len(spec.seeds), max(spec.noise.widths)
-            steps = spec.noise.optim.epochs * math.ceil(spec.noise.data.n_train / spec.noise.optim.batch_size)
-            per_step = STEP_OVERHEAD + 6 * spec.noise.optim.batch_size * k * (h * h + 52 * h + 10) / FLOPS
-            total += steps * per_step
+            sweep = spec.noise
+            steps = sweep.optim.epochs * math.ceil(sweep.data.n_train / sweep.optim.batch_size)
+            calls = 1 if sweep.model == "mlp" else len(sweep.widths)  # the ResNet: one call per width
+            rate = SWEEP_FLOPS if sweep.model == "mlp" else CPU_FLOPS
+            total += label_noise_work(spec).flops / rate + calls * steps * STEP_OVERHEAD
         return total
 
     def plot(self, results: pd.DataFrame, curves: pd.DataFrame, spec, out_dir: Path) -> list[Path]:

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-FLOPS = 2.0e10         # sustained float64/float32 FLOP/s of one idle core (BLAS-bound work)
-STEP_OVERHEAD = 1.5e-3  # seconds of per-step overhead of a batched engine step on small models
+FLOPS = 2.0e10         # sustained float64/float32 FLOP/s of one idle core (BLAS-bound work: the RFF solves)
+SWEEP_FLOPS = 6.0e10   # FLOP/s of the engine training a sweep of small MLPs, counting each model's own work
+                       # (not the padding), evaluations included, on 2 cores: fitted to the quick and paper
+                       # label-noise runs (6.0 s for 4,000 steps of 143 GFLOP; 11.3 s for 1,200 of 615)
+STEP_OVERHEAD = 1.0e-3  # seconds of per-step overhead of a batched engine step on small models
 
 
 def mean_curve(rows: pd.DataFrame, x: str, columns: list[str]) -> pd.DataFrame:

@@ -23,8 +23,8 @@ from genlab.seeding import derive_seed
 from genlab.spec import DataSpec, Group, OptimSpec
 from genlab.studies.base import Summary, UnitResult
 from genlab.studies.double_descent.common import (
-    FLOPS,
     STEP_OVERHEAD,
+    SWEEP_FLOPS,
     _band,
     _log_x_with_plain_ticks,
     _threshold_line,
@@ -152,8 +152,8 @@ def reuse_plan(widths: list[int], threshold_params: int, params_of, rule: str) -
 def padding_groups(widths: list[int], max_ratio: float) -> list[list[int]]:
     """Consecutive groups of the sorted ``widths`` with largest / smallest <= max_ratio.
 
-    The engine pads every model of a call to the largest one, so grouping bounds the padding
-    waste while keeping calls few."""
+    One engine call each: the ratio bounds how unlike the models trained together are (the engine
+    buckets a call's widths by their arithmetic, so a wide ratio wastes little on padding)."""
     groups: list[list[int]] = []
     for w in sorted(widths):
         if groups and w <= max_ratio * groups[-1][0]:
@@ -175,8 +175,8 @@ def trained_parameters(outcome: TrainOutcome, k: int) -> dict[str, torch.Tensor]
 
 
 def nn_seconds_estimate(spec, d: int = 784, k: int = 10) -> float:
-    """Steps x (overhead + forward/backward work of the padded batch) over the engine calls (an upper
-    bound when a stop rule frees nets early)."""
+    """Steps x (overhead + forward/backward work of each model's own network) over the engine calls
+    (an upper bound when a stop rule frees nets early)."""
     d = d // spec.nn.pool ** 2
     n = spec.nn.data.n_train
     widths = spec.nn.widths or width_grid(threshold_width(n, d, k), spec.nn.min_ratio, spec.nn.max_ratio,
@@ -185,8 +185,8 @@ def nn_seconds_estimate(spec, d: int = 784, k: int = 10) -> float:
     calls = [[h] for h in chain] + padding_groups(fresh, spec.nn.group_ratio)
     steps = spec.nn.optim.epochs * math.ceil(n / spec.nn.optim.batch_size)
     models = len(sweep_seeds(spec))
-    return sum(steps * (STEP_OVERHEAD + 6 * spec.nn.optim.batch_size * models * len(group)
-                        * one_hidden_layer_params(d, max(group), k) / FLOPS) for group in calls)
+    return sum(steps * (STEP_OVERHEAD + 6 * spec.nn.optim.batch_size * models
+                        * sum(one_hidden_layer_params(d, h, k) for h in group) / SWEEP_FLOPS) for group in calls)
 
 
 def nn_widths(spec, data: Dataset) -> list[int]:
