@@ -404,5 +404,6 @@ def test_the_sweep_estimates_count_each_width_own_network_not_the_widest():
 def test_durations_read_as_seconds_minutes_or_hours():
     from genlab.cli import duration
 
-    assert [duration(s) for s in (14.2, 89, 95, 3000, 5500, 44000)] == [
-        "14 seconds", "89 seconds", "2 minutes", "50 minutes", "1.5 hours", "12.2 hours"]
+    assert [duration(s) for s in (0.4, 14.2, 89, 95, 3000, 5500, 44000)] == [
+        "under a second", "about 14 seconds", "about 89 seconds", "about 2 minutes", "about 50 minutes",
+        "about 1.5 hours", "about 12.2 hours"]

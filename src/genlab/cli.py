@@ -134,12 +134,15 @@ def _study_command(study) -> click.Command:
 
 
 def duration(seconds: float) -> str:
-    """Seconds as a reader says them: "40 seconds", "12 minutes", "2.8 hours"."""
+    """An estimated time as a reader says it: "under a second", "about 40 seconds", "about 12
+    minutes", "about 2.8 hours"."""
+    if seconds < 1:
+        return "under a second"
     if seconds < 90:
-        return f"{seconds:.0f} seconds"
+        return f"about {seconds:.0f} seconds"
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
+        return f"about {seconds / 60:.0f} minutes"
+    return f"about {seconds / 3600:.1f} hours"
 
 
 def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, executor="local", address=None):
@@ -151,7 +154,7 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
     console = Console(stderr=True)
     estimate = study.estimate_seconds(spec)
     if estimate and spec.preset == "paper" and not quiet:
-        console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take about "
+        console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take "
                       f"{duration(estimate)} on a 2-core CPU.")
     with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
         store = run_study(study, spec, out, progress=progress, force_new=force_new, executor=executor, address=address)
