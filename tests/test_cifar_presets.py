@@ -251,6 +251,26 @@ def test_reproduce_cifar_prints_the_estimate_before_it_starts(cifar_root, tmp_pa
     assert started[1][1].noise.data.data_root == str(cifar_root)
 
 
+def test_a_plain_mlp_is_counted_from_its_shapes_as_the_flop_counter_counts_it():
+    """MLPs skip the meta-device forward (~1 s the first time in a process) for 2 x in x out per
+    Linear layer, which must be exactly what FlopCounterMode counts; other networks are still traced."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genlab.estimate import _forward_flops, _plain_mlp_flops
+    from genlab.models.zoo import _build
+
+    for model, shape, options in (("mlp", (40,), {"widths": [37, 12]}), ("mlp", (1, 28, 28), {"widths": [512]})):
+        with torch.device("meta"):
+            net = _build(model, shape, 10, options)
+            with FlopCounterMode(display=False) as counter:
+                net(torch.empty(1, *shape))
+        assert _plain_mlp_flops(net) == counter.get_total_flops() > 0
+    assert _forward_flops("mlp", (40,), 10, (("widths", (37, 12)),)) == 2 * (40 * 37 + 37 * 12 + 12 * 10)
+    with torch.device("meta"):
+        assert _plain_mlp_flops(_build("lenet", (1, 28, 28), 10, {})) is None
+
+
 def test_time_estimate_follows_flops_and_counts():
     # VGG-11 on CIFAR-10: 153M multiply-adds per image (2 FLOPs each), a quarter of ResNet-18's 556M
     assert forward_flops("vgg11", "cifar10") == pytest.approx(305.5e6, rel=1e-3)

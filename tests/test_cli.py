@@ -94,3 +94,15 @@ def test_list_names_studies_and_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "randomization" in out and "mnist5k" in out and "mnist1d" in out
+
+
+def test_commands_freeze_their_imports_out_of_the_garbage_collector_walks():
+    """After freeze_imported the objects of torch, pandas and the studies sit in the collector's
+    permanent generation (skipped by full collections and by the one at exit), and the exit hook
+    that freezes again is registered once however often it is called."""
+    code = ("import atexit, gc; import genlab.studies; from genlab.collector import freeze_imported; "
+            "before = atexit._ncallbacks(); freeze_imported(); freeze_imported(); "
+            "print(gc.get_freeze_count(), atexit._ncallbacks() - before)")
+    frozen, hooks = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout.split()
+    assert int(frozen) > 100_000 and int(hooks) == 1

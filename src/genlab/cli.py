@@ -148,9 +148,11 @@ def duration(seconds: float) -> str:
 def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, executor="local", address=None):
     from rich.console import Console
 
+    from genlab.collector import freeze_imported
     from genlab.progress import make_progress
     from genlab.run.runner import run_study
 
+    freeze_imported()
     console = Console(stderr=True)
     estimate = study.estimate_seconds(spec)
     if estimate and spec.preset == "paper" and not quiet:
@@ -266,8 +268,10 @@ def list_cmd():
 @click.option("--quiet", is_flag=True, default=False, help="no progress display")
 def reproduce_cmd(preset, out, data_root, only, dataset, device, precision, jobs, quiet):
     """Run every study and write DIR/report.html (the main job)."""
+    from genlab.collector import freeze_imported
     from genlab.reproduce import reproduce
 
+    freeze_imported()
     reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet,
               data_root=data_root, precision=precision, jobs=jobs)
 

@@ -1,7 +1,8 @@
 """Training cost from floating-point work: FLOPs of a zoo network counted on the meta device.
 
 A network's forward FLOPs per example are counted by PyTorch's ``FlopCounterMode`` on the meta
-device (shapes only: nothing is allocated or computed; a multiply-add counts as 2 FLOPs).
+device (shapes only: nothing is allocated or computed; a multiply-add counts as 2 FLOPs), a plain
+MLP's from its layer shapes.
 Training one example costs about 3 forward passes (forward, and a backward of twice the work),
 so ``training_flops = 3 x forward x examples x epochs``, plus one forward over the training and
 test sets per evaluation.
@@ -57,11 +58,28 @@ def _forward_flops(model: str, input_shape: tuple[int, ...], num_classes: int, o
 
     with torch.device("meta"):
         net = _build(model, input_shape, num_classes, dict(options))
+        linear = _plain_mlp_flops(net)
+        if linear is not None:
+            return linear
         x = torch.empty(1, *input_shape)
         counter = FlopCounterMode(display=False)
         with counter:
             net(x)
     return float(counter.get_total_flops())
+
+
+def _plain_mlp_flops(net: torch.nn.Module) -> float | None:
+    """``2 sum_l in_l out_l``, the forward FLOPs of one example through a plain MLP (what
+    ``FlopCounterMode`` counts for its ``Linear`` layers), or None for any other network. Counted
+    from the shapes because a first forward on the meta device costs ~1 s (PyTorch loads its meta
+    kernels then), a tenth of a small sweep's run."""
+    from genlab.engine.strategies.packed_mlp import mlp_layers
+
+    layers = mlp_layers(net)
+    if layers is None:
+        return None
+    modules = dict(net.named_children())
+    return float(sum(2 * modules[name].in_features * modules[name].out_features for name, _ in layers))
 
 
 def forward_flops(model: str, dataset: str, **options) -> float:

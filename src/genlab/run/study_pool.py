@@ -104,10 +104,12 @@ def _run_in_worker(study_name: str, spec, folder: str, threads: int, quiet: bool
     import torch
     from rich.console import Console
 
+    from genlab.collector import freeze_imported
     from genlab.progress import NullProgress, RichProgress
     from genlab.run.runner import run_study
     from genlab.studies import STUDIES
 
+    freeze_imported()
     torch.set_num_threads(threads)
     study = STUDIES[study_name]
     started = time.perf_counter()
