@@ -96,13 +96,16 @@ def test_list_names_studies_and_datasets(capsys):
     assert "randomization" in out and "mnist5k" in out and "mnist1d" in out
 
 
-def test_commands_freeze_their_imports_out_of_the_garbage_collector_walks():
-    """After freeze_imported the objects of torch, pandas and the studies sit in the collector's
-    permanent generation (skipped by full collections and by the one at exit), and the exit hook
-    that freezes again is registered once however often it is called."""
-    code = ("import atexit, gc; import genlab.studies; from genlab.collector import freeze_imported; "
-            "before = atexit._ncallbacks(); freeze_imported(); freeze_imported(); "
-            "print(gc.get_freeze_count(), atexit._ncallbacks() - before)")
-    frozen, hooks = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                   check=True).stdout.split()
-    assert int(frozen) > 100_000 and int(hooks) == 1
+def test_commands_keep_their_imports_out_of_the_garbage_collector_walks():
+    """Inside imports_frozen the objects of torch, pandas and the studies sit in the collector's
+    permanent generation (skipped by full collections); after it they are back (a caller in the
+    same process keeps its collections), and the exit hook that freezes them again for the last
+    collection is registered once however often the block is entered."""
+    code = ("import atexit, gc; import genlab.studies; from genlab.collector import imports_frozen; "
+            "before = atexit._ncallbacks()\n"
+            "with imports_frozen(): inside = gc.get_freeze_count()\n"
+            "with imports_frozen(): pass\n"
+            "print(inside, gc.get_freeze_count(), atexit._ncallbacks() - before)")
+    inside, after, hooks = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                          check=True).stdout.split()
+    assert int(inside) > 100_000 and int(after) == 0 and int(hooks) == 1

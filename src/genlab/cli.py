@@ -148,17 +148,16 @@ def duration(seconds: float) -> str:
 def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, executor="local", address=None):
     from rich.console import Console
 
-    from genlab.collector import freeze_imported
+    from genlab.collector import imports_frozen
     from genlab.progress import make_progress
     from genlab.run.runner import run_study
 
-    freeze_imported()
     console = Console(stderr=True)
     estimate = study.estimate_seconds(spec)
     if estimate and spec.preset == "paper" and not quiet:
         console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take "
                       f"{duration(estimate)} on a 2-core CPU.")
-    with make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
+    with imports_frozen(), make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
         store = run_study(study, spec, out, progress=progress, force_new=force_new, executor=executor, address=address)
     if not quiet:
         print_summary(study, spec, store, Console())
@@ -268,12 +267,12 @@ def list_cmd():
 @click.option("--quiet", is_flag=True, default=False, help="no progress display")
 def reproduce_cmd(preset, out, data_root, only, dataset, device, precision, jobs, quiet):
     """Run every study and write DIR/report.html (the main job)."""
-    from genlab.collector import freeze_imported
+    from genlab.collector import imports_frozen
     from genlab.reproduce import reproduce
 
-    freeze_imported()
-    reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device, quiet=quiet,
-              data_root=data_root, precision=precision, jobs=jobs)
+    with imports_frozen():
+        reproduce(out, preset=preset, only=only.split(",") if only else None, dataset=dataset, device=device,
+                  quiet=quiet, data_root=data_root, precision=precision, jobs=jobs)
 
 
 @cli.command("report")

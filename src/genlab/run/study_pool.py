@@ -104,18 +104,17 @@ def _run_in_worker(study_name: str, spec, folder: str, threads: int, quiet: bool
     import torch
     from rich.console import Console
 
-    from genlab.collector import freeze_imported
+    from genlab.collector import imports_frozen
     from genlab.progress import NullProgress, RichProgress
     from genlab.run.runner import run_study
     from genlab.studies import STUDIES
 
-    freeze_imported()
     torch.set_num_threads(threads)
     study = STUDIES[study_name]
     started = time.perf_counter()
     console = Console(stderr=True, force_terminal=False, force_interactive=False, soft_wrap=True)
     progress = NullProgress() if quiet else RichProgress(study.name, len(study.units(spec)), console=console)
-    with progress:
+    with imports_frozen(), progress:
         progress.log(f"[{study.name}] started ({threads} intra-op thread{'s' if threads != 1 else ''})")
         run_study(study, spec, Path(folder), progress=progress)
     return time.perf_counter() - started
