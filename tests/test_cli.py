@@ -109,3 +109,31 @@ def test_commands_keep_their_imports_out_of_the_garbage_collector_walks():
     inside, after, hooks = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                           check=True).stdout.split()
     assert int(inside) > 100_000 and int(after) == 0 and int(hooks) == 1
+
+
+def test_the_time_estimate_is_worked_out_only_when_it_is_printed(monkeypatch, tmp_path, capsys):
+    """Counting a conv net's FLOPs costs ~1 s in a fresh process (the first meta-device forward):
+    only a paper run that shows its progress prints, and so computes, the estimate."""
+    from types import SimpleNamespace
+
+    import genlab.run.runner
+    from genlab import cli
+
+    calls = []
+
+    class Study:
+        name = "fake"
+
+        def estimate_seconds(self, spec):
+            calls.append(spec.preset)
+            return 30.0
+
+        def units(self, spec):
+            return ["one"]
+
+    monkeypatch.setattr(genlab.run.runner, "run_study", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cli, "print_summary", lambda *args: None)
+    for preset, quiet in (("quick", False), ("paper", True), ("paper", False)):
+        cli.run_and_summarize(Study(), SimpleNamespace(preset=preset), tmp_path, quiet=quiet)
+    assert calls == ["paper"]
+    assert "fake: the paper preset is expected to take about 30 seconds" in capsys.readouterr().err

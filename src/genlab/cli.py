@@ -153,8 +153,8 @@ def run_and_summarize(study, spec, out: Path, quiet=False, force_new=False, exec
     from genlab.run.runner import run_study
 
     console = Console(stderr=True)
-    estimate = study.estimate_seconds(spec)
-    if estimate and spec.preset == "paper" and not quiet:
+    estimate = study.estimate_seconds(spec) if spec.preset == "paper" and not quiet else None
+    if estimate:
         console.print(f"[bold]{study.name}[/]: the {spec.preset} preset is expected to take "
                       f"{duration(estimate)} on a 2-core CPU.")
     with imports_frozen(), make_progress(study.name, len(study.units(spec)), quiet=quiet) as progress:
